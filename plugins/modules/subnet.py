@@ -1,0 +1,276 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: overlay.flannel contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: subnet
+short_description: Lease a flannel host subnet in etcd
+version_added: 0.1.0
+description:
+  - Makes sure the host with O(public_ip) holds exactly one subnet lease at
+    C(<etcd_prefix>/subnets/<net>-<len>), with the value flanneld writes
+    (C(PublicIP), C(PublicIPv6), C(BackendType), C(BackendData)).
+  - "Reuse order, as flanneld: the existing lease of O(public_ip) when it fits the network config;
+    then O(previous_subnet) when it is free and fits; then a free subnet chosen at random among
+    the first 100 free ones between C(SubnetMin) and C(SubnetMax)."
+  - A new lease is created atomically (an etcd transaction that only succeeds when the key does
+    not exist) and retried with another subnet when another host won the race, so two hosts
+    never hold one subnet.
+  - An existing lease is renewed only when less than O(renew_margin) seconds remain.
+author:
+  - overlay.flannel maintainers
+extends_documentation_fragment:
+  - overlay.flannel.etcd
+attributes:
+  check_mode:
+    support: full
+    description: Reports the lease that would be taken or renewed; nothing is written to etcd.
+  diff_mode:
+    support: full
+    description: Shows the host's lease before and after.
+  action_group:
+    support: full
+    membership:
+      - overlay.flannel.etcd
+    description: Use C(group/overlay.flannel.etcd) in C(module_defaults) to set the etcd options once.
+options:
+  public_ip:
+    description:
+      - The host's underlay IPv4 address, stored as C(PublicIP). It identifies the host's lease.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) makes sure the host holds a lease; V(absent) releases every lease of O(public_ip)
+        and revokes its etcd lease.
+    type: str
+    choices: [present, absent]
+    default: present
+  ttl:
+    description:
+      - Lifetime of the lease in seconds, renewed by the forwarder on the host.
+      - V(0) makes a reservation, a key with no etcd lease that never expires.
+    type: int
+    default: 86400
+  renew_margin:
+    description:
+      - Renew an existing lease when fewer than this many seconds remain. Must be smaller than O(ttl).
+    type: int
+    default: 3600
+  subnet:
+    description:
+      - Lease exactly this subnet (CIDR). Fails when another host holds it or it does not fit the config.
+      - The host's other leases are released in the same transaction.
+    type: str
+  previous_subnet:
+    description:
+      - A subnet this host held before, reused when it is free and fits the config, for example read back
+        from C(/run/flannel/subnet.env). Either the subnet (C(10.5.34.0/24)) or the C(FLANNEL_SUBNET)
+        form (C(10.5.34.1/24)).
+    type: str
+  relet:
+    description:
+      - Give up the current subnet and take another one (day-2 re-leasing). The old lease is deleted in the
+        same transaction that creates the new one.
+    type: bool
+    default: false
+  backend_type:
+    description:
+      - C(BackendType) of the lease. Default is the C(Backend.Type) of the network config.
+    type: str
+  backend_data:
+    description:
+      - C(BackendData) of the lease (any JSON value; null for the udp backend).
+    type: raw
+"""
+
+EXAMPLES = r"""
+- name: Lease a subnet for this host (modules talk to etcd from the controller)
+  overlay.flannel.subnet:
+    etcd_endpoints: ["http://10.0.0.10:2379"]
+    public_ip: "{{ ansible_default_ipv4.address }}"
+  delegate_to: localhost
+  register: lease
+
+- name: Keep the subnet docker0 already uses
+  overlay.flannel.subnet:
+    public_ip: 192.0.2.21
+    previous_subnet: 10.5.34.1/24
+
+- name: A reservation that never expires
+  overlay.flannel.subnet:
+    public_ip: 192.0.2.22
+    subnet: 10.5.200.0/24
+    ttl: 0
+
+- name: Move a host to another subnet
+  overlay.flannel.subnet:
+    public_ip: 192.0.2.23
+    relet: true
+
+- name: Retire a host
+  overlay.flannel.subnet:
+    public_ip: 192.0.2.24
+    state: absent
+"""
+
+RETURN = r"""
+subnet:
+  description: The host subnet.
+  returned: when O(state=present)
+  type: str
+  sample: 10.5.34.0/24
+subnet_gateway:
+  description: The first usable address of the subnet with its length, the C(FLANNEL_SUBNET) value and docker's C(--bip).
+  returned: when O(state=present)
+  type: str
+  sample: 10.5.34.1/24
+network:
+  description: The overlay network, C(FLANNEL_NETWORK).
+  returned: when O(state=present)
+  type: str
+  sample: 10.5.0.0/16
+lease_key:
+  description: The etcd key of the lease.
+  returned: when O(state=present)
+  type: str
+  sample: /coreos.com/network/subnets/10.5.34.0-24
+ttl:
+  description: Seconds the lease has left (0 for a reservation).
+  returned: when O(state=present)
+  type: int
+  sample: 86400
+expires_at:
+  description: When the lease expires unless renewed, ISO 8601 UTC; null for a reservation.
+  returned: when O(state=present)
+  type: str
+  sample: "2026-11-26T10:00:00Z"
+action:
+  description: What was done, V(keep), V(renew), V(update), V(create), V(relet) or V(release).
+  returned: always
+  type: str
+  sample: create
+backend_port:
+  description: The udp port of the network config's backend.
+  returned: when O(state=present)
+  type: int
+  sample: 8285
+released:
+  description: Subnets whose leases were deleted (the host's old ones, or all of them with O(state=absent)).
+  returned: always
+  type: list
+  elements: str
+  sample: ["10.5.12.0/24"]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.overlay.flannel.plugins.module_utils.ansible_etcd import (
+    ETCD_REQUIRED_TOGETHER,
+    connect,
+    etcd_argument_spec,
+)
+from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdError
+from ansible_collections.overlay.flannel.plugins.module_utils.leases import LeaseError
+from ansible_collections.overlay.flannel.plugins.module_utils.store import StoreError
+from ansible_collections.overlay.flannel.plugins.module_utils.subnets import (
+    SubnetError,
+    gateway,
+    parse_cidr,
+    parse_ipv4,
+)
+
+
+def lease_view(lease, ttl=None):
+    if lease is None:
+        return {}
+    view = dict(subnet=str(lease.subnet), public_ip=lease.public_ip, backend_type=lease.attrs["BackendType"],
+                backend_data=lease.attrs["BackendData"], key=lease.key,
+                reservation=not lease.lease_id if ttl is None else not ttl)
+    return view
+
+
+def main():
+    argument_spec = etcd_argument_spec()
+    argument_spec.update(
+        public_ip=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        ttl=dict(type="int", default=86400),
+        renew_margin=dict(type="int", default=3600),
+        subnet=dict(type="str"),
+        previous_subnet=dict(type="str"),
+        relet=dict(type="bool", default=False),
+        backend_type=dict(type="str"),
+        backend_data=dict(type="raw"),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_together=ETCD_REQUIRED_TOGETHER,
+                           mutually_exclusive=[("subnet", "relet")])
+    p = module.params
+    result = dict(changed=False, action="keep", released=[])
+    try:
+        public_ip = str(parse_ipv4(p["public_ip"], "public_ip"))
+        requested = parse_cidr(p["subnet"], "subnet") if p["subnet"] else None
+        # subnet.env holds the gateway form (10.5.34.1/24): accept it as the subnet it names.
+        previous = parse_cidr(p["previous_subnet"], "previous_subnet", strict=False) if p["previous_subnet"] else None
+    except SubnetError as exc:
+        module.fail_json(msg=str(exc), **result)
+    if p["ttl"] < 0:
+        module.fail_json(msg="ttl must be 0 (a reservation) or a positive number of seconds, got %d" % p["ttl"], **result)
+    if p["renew_margin"] < 0:
+        module.fail_json(msg="renew_margin must not be negative, got %d" % p["renew_margin"], **result)
+    if p["ttl"] and p["renew_margin"] >= p["ttl"]:
+        module.fail_json(msg="renew_margin (%d) must be smaller than ttl (%d), or every run would renew"
+                         % (p["renew_margin"], p["ttl"]), **result)
+
+    store = connect(module)
+    try:
+        if p["state"] == "absent":
+            released = store.release(public_ip, check_mode=module.check_mode)
+            result["released"] = [str(lease.subnet) for lease in released]
+            if released:
+                result.update(changed=True, action="release")
+                if module._diff:
+                    result["diff"] = dict(before=lease_view(released[0]), after={})
+            module.exit_json(**result)
+
+        snap = store.snapshot()
+        config = store.require_config(snap)
+        out = store.acquire(public_ip, ttl=p["ttl"], renew_margin=p["renew_margin"],
+                            backend_type=p["backend_type"] or config.backend_type,
+                            backend_data=p["backend_data"], requested=requested, previous=previous,
+                            relet=p["relet"], check_mode=module.check_mode, snap=snap)
+    except (EtcdError, StoreError, LeaseError) as exc:
+        module.fail_json(msg=str(exc), **result)
+
+    lease = out.lease
+    result.update(
+        changed=out.changed,
+        action=out.action,
+        subnet=str(lease.subnet),
+        subnet_gateway=gateway(lease.subnet),
+        network=str(out.config.network),
+        backend_port=out.config.backend_port,
+        lease_key=lease.key,
+        ttl=out.ttl,
+        expires_at=out.expires_at,
+        released=[str(old.subnet) for old in out.released if old.subnet != lease.subnet],
+    )
+    if module._diff and out.changed:
+        before = lease_view(out.before)
+        after = lease_view(lease, p["ttl"])
+        if out.action == "renew":
+            before["expires_at"] = "(due for renewal)"
+            after["expires_at"] = out.expires_at
+        result["diff"] = dict(before=before, after=after)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

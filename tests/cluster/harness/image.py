@@ -1,0 +1,230 @@
+"""The shared Debian 12 root filesystem of the test hosts (stdlib only).
+
+Built once with debootstrap (minbase) + apt-get inside a chroot, configured by
+image-setup.sh, and cached under /var/cache/overlay-flannel/images/<key>/ where
+<key> hashes the suite, the package list, image-setup.sh and this builder's
+version.  Layout of a cache entry:
+
+    <key>/rootfs/          the root filesystem (lower layer of every host)
+    <key>/busybox.tar      a `docker import`-able busybox root filesystem
+    <key>/manifest.json    key inputs, build time, installed packages
+    <key>/build.log        debootstrap/apt output
+"""
+
+import fcntl
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SETUP_SCRIPT = os.path.join(HERE, "image-setup.sh")
+CACHE_ROOT = os.environ.get("OVERLAY_FLANNEL_IMAGE_CACHE", "/var/cache/overlay-flannel/images")
+DEB_CACHE = os.path.join(os.path.dirname(CACHE_ROOT), "debs")
+SUITE = "bookworm"
+MIRROR = os.environ.get("OVERLAY_FLANNEL_MIRROR", "http://deb.debian.org/debian")
+SECURITY_MIRROR = os.environ.get("OVERLAY_FLANNEL_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
+BUILDER_VERSION = "3"  # bump when the build steps in this file change
+
+PACKAGES = sorted([
+    # from docs/test-cluster.md
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt",
+    "iproute2", "iptables", "docker.io", "iputils-ping", "procps",
+    # roles create a virtualenv from wheels staged by the controller
+    "python3-venv", "python3-pip-whl", "python3-setuptools-whl",
+    "ca-certificates",
+    # busybox for the test container image (and nc/wget on the host for debugging)
+    "busybox-static",
+    # useful to roles and tests, small
+    "kmod", "less", "netcat-openbsd", "tcpdump", "curl", "python3-distutils",
+])
+
+BUSYBOX_IN_IMAGE = "/usr/local/share/test-cluster/busybox.tar"
+
+
+def image_key(packages=None):
+    packages = sorted(packages or PACKAGES)
+    h = hashlib.sha256()
+    h.update(json.dumps({"suite": SUITE, "variant": "minbase", "packages": packages,
+                         "builder": BUILDER_VERSION}, sort_keys=True).encode())
+    with open(SETUP_SCRIPT, "rb") as fh:
+        h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+def mounts_under(path):
+    """Mount points at or below `path` (from /proc/self/mountinfo), deepest first."""
+    path = os.path.realpath(path)
+    found = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            mp = line.split()[4].encode().decode("unicode_escape")
+            if mp == path or mp.startswith(path.rstrip("/") + "/"):
+                found.append(mp)
+    return sorted(set(found), key=len, reverse=True)
+
+
+def safe_rmtree(path):
+    """rm -rf that refuses to cross into anything still mounted below `path`."""
+    if not os.path.lexists(path):
+        return
+    left = mounts_under(path)
+    if left:
+        raise RuntimeError("refusing to remove %s: still mounted: %s" % (path, left))
+    shutil.rmtree(path, ignore_errors=False)
+
+
+def umount_all_under(path):
+    for mp in mounts_under(path):
+        if subprocess.run(["umount", mp], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", mp], capture_output=True)
+
+
+class Image:
+    def __init__(self, key, path):
+        self.key = key
+        self.path = path
+        self.rootfs = os.path.join(path, "rootfs")
+        self.busybox_tar = os.path.join(path, "busybox.tar")
+        self.manifest_path = os.path.join(path, "manifest.json")
+
+    def manifest(self):
+        with open(self.manifest_path) as fh:
+            return json.load(fh)
+
+    def to_dict(self):
+        return {"key": self.key, "path": self.path, "rootfs": self.rootfs,
+                "busybox_tar": self.busybox_tar}
+
+
+def _run(argv, log, **kw):
+    log.write(("\n$ %s\n" % " ".join(argv)).encode())
+    log.flush()
+    res = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, **kw)
+    if res.returncode != 0:
+        raise RuntimeError("image build step failed (rc=%d): %s; see %s"
+                           % (res.returncode, " ".join(argv), log.name))
+
+
+def make_busybox_tar(busybox_binary, applets, out_path):
+    """A minimal root filesystem: busybox + one symlink per applet, as a tar."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        def add_dir(name, mode=0o755):
+            ti = tarfile.TarInfo(name)
+            ti.type = tarfile.DIRTYPE
+            ti.mode = mode
+            tar.addfile(ti)
+        for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "root", "proc", "sys",
+                  "dev", "var", "var/run"):
+            add_dir(d)
+        add_dir("tmp", 0o1777)
+        with open(busybox_binary, "rb") as fh:
+            data = fh.read()
+        ti = tarfile.TarInfo("bin/busybox")
+        ti.size = len(data)
+        ti.mode = 0o755
+        tar.addfile(ti, io.BytesIO(data))
+        for applet in applets:
+            applet = applet.strip().lstrip("/")
+            if not applet or applet == "bin/busybox":
+                continue
+            ti = tarfile.TarInfo(applet)
+            ti.type = tarfile.SYMTYPE
+            ti.linkname = "/bin/busybox"
+            tar.addfile(ti)
+        for name, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+                           ("etc/group", "root:x:0:\nnogroup:x:65534:\n")):
+            raw = text.encode()
+            ti = tarfile.TarInfo(name)
+            ti.size = len(raw)
+            ti.mode = 0o644
+            tar.addfile(ti, io.BytesIO(raw))
+    tmp = out_path + ".tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(buf.getvalue())
+    os.rename(tmp, out_path)
+
+
+def _build(key, final, log):
+    build = final + ".build-%d" % os.getpid()
+    rootfs = os.path.join(build, "rootfs")
+    os.makedirs(build)
+    os.makedirs(DEB_CACHE, exist_ok=True)
+    t0 = time.monotonic()
+    try:
+        _run(["debootstrap", "--variant=minbase", "--cache-dir=" + DEB_CACHE,
+              SUITE, rootfs, MIRROR], log)
+        with open(os.path.join(rootfs, "etc/apt/sources.list"), "w") as fh:
+            fh.write("deb %s %s main\ndeb %s %s-updates main\ndeb %s %s-security main\n"
+                     % (MIRROR, SUITE, MIRROR, SUITE, SECURITY_MIRROR, SUITE))
+        with open(os.path.join(rootfs, "usr/sbin/policy-rc.d"), "w") as fh:
+            fh.write("#!/bin/sh\nexit 101\n")
+        os.chmod(os.path.join(rootfs, "usr/sbin/policy-rc.d"), 0o755)
+        shutil.copy("/etc/resolv.conf", os.path.join(rootfs, "etc/resolv.conf"))
+        _run(["mount", "-t", "proc", "proc", os.path.join(rootfs, "proc")], log)
+        _run(["mount", "--bind", "/dev", os.path.join(rootfs, "dev")], log)
+        _run(["mount", "--bind", DEB_CACHE, os.path.join(rootfs, "var/cache/apt/archives")], log)
+        env = dict(PATH="/usr/sbin:/usr/bin:/sbin:/bin", DEBIAN_FRONTEND="noninteractive",
+                   LANG="C.UTF-8", HOME="/root")
+        _run(["chroot", rootfs, "apt-get", "update"], log, env=env)
+        _run(["chroot", rootfs, "apt-get", "-y", "--no-install-recommends",
+              "-o", "Dpkg::Options::=--force-confold", "install"] + PACKAGES, log, env=env)
+        umount_all_under(os.path.join(rootfs, "var/cache/apt/archives"))
+        shutil.copy(SETUP_SCRIPT, os.path.join(rootfs, "tmp/image-setup.sh"))
+        _run(["chroot", rootfs, "/bin/sh", "/tmp/image-setup.sh"], log, env=env)
+        os.unlink(os.path.join(rootfs, "tmp/image-setup.sh"))
+        applets = subprocess.run(["chroot", rootfs, "/bin/busybox", "--list-full"],
+                                 capture_output=True, text=True, check=True, env=env).stdout.split()
+        pkgs = subprocess.run(["chroot", rootfs, "dpkg-query", "-W", "-f", "${Package} ${Version}\n"],
+                              capture_output=True, text=True, check=True, env=env).stdout.split("\n")
+    finally:
+        umount_all_under(rootfs)
+    os.unlink(os.path.join(rootfs, "usr/sbin/policy-rc.d"))
+    with open(os.path.join(rootfs, "etc/resolv.conf"), "w"):
+        pass
+    make_busybox_tar(os.path.join(rootfs, "bin/busybox"), applets, os.path.join(build, "busybox.tar"))
+    os.makedirs(os.path.dirname(rootfs + BUSYBOX_IN_IMAGE), exist_ok=True)
+    shutil.copy(os.path.join(build, "busybox.tar"), rootfs + BUSYBOX_IN_IMAGE)
+    seconds = time.monotonic() - t0
+    manifest = {"key": key, "suite": SUITE, "variant": "minbase", "packages": PACKAGES,
+                "builder": BUILDER_VERSION, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "build_seconds": round(seconds, 1), "installed": [p for p in pkgs if p]}
+    with open(os.path.join(build, "manifest.json"), "w") as fh:
+        json.dump(manifest, fh, indent=1)
+    os.rename(build, final)
+    return seconds
+
+
+def ensure_image(rebuild=False, verbose=True):
+    """Return the cached Image, building it first if its key is not cached."""
+    key = image_key()
+    os.makedirs(CACHE_ROOT, exist_ok=True)
+    final = os.path.join(CACHE_ROOT, key)
+    with open(os.path.join(CACHE_ROOT, ".lock"), "w") as lockf:
+        fcntl.flock(lockf, fcntl.LOCK_EX)
+        # leftovers of interrupted builds (never remove anything still mounted)
+        for name in os.listdir(CACHE_ROOT):
+            if ".build-" in name:
+                path = os.path.join(CACHE_ROOT, name)
+                umount_all_under(path)
+                safe_rmtree(path)
+        if rebuild and os.path.isdir(final):
+            umount_all_under(final)
+            safe_rmtree(final)
+        if not os.path.isfile(os.path.join(final, "manifest.json")):
+            if os.path.isdir(final):
+                safe_rmtree(final)
+            log_path = os.path.join(CACHE_ROOT, key + ".build.log")
+            if verbose:
+                print("building image %s (log: %s)" % (key, log_path), flush=True)
+            with open(log_path, "wb") as log:
+                seconds = _build(key, final, log)
+            shutil.move(log_path, os.path.join(final, "build.log"))
+            if verbose:
+                print("image %s built in %.1fs" % (key, seconds), flush=True)
+    return Image(key, final)
