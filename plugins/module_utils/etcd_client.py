@@ -22,6 +22,7 @@ import collections
 import os
 import sys
 import traceback
+import warnings
 
 from urllib.parse import urlsplit
 
@@ -36,7 +37,10 @@ if "google.protobuf" not in sys.modules:
 ETCD3_IMPORT_ERROR = None
 try:
     import grpc
-    from etcd3 import etcdrpc
+    with warnings.catch_warnings():
+        # The old generated code builds descriptors by hand; protobuf warns on each one.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from etcd3 import etcdrpc
 except Exception:  # ImportError, or protobuf's TypeError described above
     ETCD3_IMPORT_ERROR = traceback.format_exc()
     HAS_ETCD3 = False

@@ -1,0 +1,31 @@
+"""Make the repository importable as the collection overlay.flannel, for every test.
+
+Ansible finds collections as ansible_collections/<namespace>/<name>; a symlink
+tree under .cache/ points that path at this checkout, so tests, ansible-playbook
+and the forwarder all import the very same module_utils files.
+"""
+
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COLLECTIONS = os.path.join(REPO, ".cache", "collections")
+
+
+def _link_collection():
+    parent = os.path.join(COLLECTIONS, "ansible_collections", "overlay")
+    link = os.path.join(parent, "flannel")
+    os.makedirs(parent, exist_ok=True)
+    if os.path.realpath(link) != REPO:
+        tmp = link + ".%d" % os.getpid()
+        os.symlink(REPO, tmp)
+        os.replace(tmp, link)
+
+
+_link_collection()
+if COLLECTIONS not in sys.path:
+    sys.path.insert(0, COLLECTIONS)
+os.environ["ANSIBLE_COLLECTIONS_PATH"] = COLLECTIONS
+for path in (os.path.join(REPO, "forwarder"), os.path.join(REPO, "tests")):
+    if path not in sys.path:
+        sys.path.insert(0, path)
