@@ -1,0 +1,352 @@
+"""virtio_net_hdr, GSO segmentation and GRO-style coalescing (pure).
+
+With IFF_VNET_HDR and TUNSETOFFLOAD the TUN hands us TCP "super packets"
+of up to 64 KB (one header, many MSS-sized payloads) whose checksum is left
+for us to finish, and accepts such super packets from us.  The wire format
+of flannel's udp backend is one MTU-sized IPv4 packet per datagram with
+valid checksums, so:
+
+* TUN -> UDP: ``segment`` cuts a super packet into MTU-sized packets laid
+  out back to back in one buffer, every one the same size except the last,
+  which is exactly the layout one UDP_SEGMENT sendmsg wants.
+* UDP -> TUN: ``coalesce`` merges consecutive segments of one TCP flow back
+  into one super packet (virtio header says GSO TCPV4 + NEEDS_CSUM), so one
+  TUN write carries up to 64 KB and the kernel finishes the checksums.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from .checksum import fold, pseudo_header_sum, raw_sum, segment_sums
+from .packet import BAD_HEADER, BAD_LENGTH, PROTO_TCP, PROTO_UDP, SHORT, PacketError
+
+VNET_HDR_LEN = 10  # struct virtio_net_hdr without num_buffers
+
+F_NEEDS_CSUM = 1
+F_DATA_VALID = 2
+
+GSO_NONE = 0
+GSO_TCPV4 = 1
+GSO_UDP = 3  # legacy UFO: IP fragments, never produced by current kernels
+GSO_TCPV6 = 4
+GSO_UDP_L4 = 5  # USO: every segment is a UDP datagram of its own
+GSO_ECN = 0x80
+
+GSO_UNSUPPORTED = "gso_unsupported"
+BAD_GSO = "bad_gso"
+
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_PSH = 0x08
+TCP_ACK = 0x10
+TCP_URG = 0x20
+TCP_ECE = 0x40
+TCP_CWR = 0x80
+
+# Largest IPv4 packet; also the ceiling for one coalesced TUN write.
+MAX_IP_PACKET = 65535
+
+# The TUN is little-endian on every host we run on (legacy virtio is
+# guest-endian and the TUN follows the host unless TUNSETVNETBE is used).
+_VNET = struct.Struct("<BBHHHH")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_TOT_ID = struct.Struct(">HH")
+
+
+class VirtioNetHdr(NamedTuple):
+    flags: int = 0
+    gso_type: int = GSO_NONE
+    hdr_len: int = 0
+    gso_size: int = 0
+    csum_start: int = 0
+    csum_offset: int = 0
+
+    def encode(self) -> bytes:
+        return _VNET.pack(*self)
+
+    @classmethod
+    def decode(cls, buf, off: int = 0) -> "VirtioNetHdr":
+        if len(buf) - off < VNET_HDR_LEN:
+            raise PacketError(SHORT, "virtio_net_hdr")
+        return cls._make(_VNET.unpack_from(buf, off))
+
+
+ZERO_VNET_HDR = bytes(VNET_HDR_LEN)
+
+
+class Segmented(NamedTuple):
+    total: int  # bytes written to the output buffer
+    seg_size: int  # size of every segment but the last
+    count: int
+
+
+def _split(plen: int, mss: int) -> tuple[int, int]:
+    count = -(-plen // mss) if plen else 1
+    return count, plen - mss * (count - 1)
+
+
+def segment(hdr: VirtioNetHdr, pkt, out: bytearray, length: int | None = None) -> Segmented:
+    """Cut the GSO super packet *pkt* (IPv4, no virtio header) into *out*.
+
+    Segments are laid out back to back, each ``seg_size`` bytes except the
+    last which may be shorter, each with a complete IPv4 header (identifier
+    incremented, length and checksum rewritten, options kept) and a
+    complete TCP or UDP header and checksum.  A packet whose gso_type is
+    NONE is copied with its checksum completed when NEEDS_CSUM is set.
+    Raises ``PacketError``; *out* must hold the result (len(pkt) plus one
+    header per segment).
+    """
+    if length is None:
+        length = len(pkt)
+    if length < 20:
+        raise PacketError(SHORT, f"{length} bytes")
+    gso = hdr.gso_type & ~GSO_ECN
+    if gso == GSO_NONE:
+        out[:length] = pkt[:length]
+        if hdr.flags & F_NEEDS_CSUM:
+            complete_checksum(out, 0, length, hdr.csum_start, hdr.csum_offset)
+        return Segmented(length, length, 1)
+    if gso == GSO_TCPV4:
+        return _segment_tcp4(pkt, length, hdr.gso_size, out)
+    if gso == GSO_UDP_L4:
+        return _segment_udp4(pkt, length, hdr.gso_size, out)
+    raise PacketError(GSO_UNSUPPORTED, f"gso_type {hdr.gso_type}")
+
+
+def _ip_parts(pkt, length: int, proto: int) -> int:
+    if pkt[0] >> 4 != 4:
+        raise PacketError(BAD_HEADER, "GSO packet is not IPv4")
+    iphl = (pkt[0] & 0x0F) << 2
+    if iphl < 20 or pkt[9] != proto:
+        raise PacketError(BAD_HEADER, "GSO packet header/protocol")
+    if ((pkt[2] << 8) | pkt[3]) not in (length, 0):
+        raise PacketError(BAD_LENGTH)
+    return iphl
+
+
+def _segment_tcp4(pkt, length: int, mss: int, out) -> Segmented:
+    iphl = _ip_parts(pkt, length, PROTO_TCP)
+    if length < iphl + 20:
+        raise PacketError(SHORT, "TCP header")
+    thl = (pkt[iphl + 12] >> 4) << 2
+    hl = iphl + thl
+    if thl < 20 or hl > length:
+        raise PacketError(BAD_HEADER, "TCP data offset")
+    if mss <= 0:
+        raise PacketError(BAD_GSO, "gso_size 0")
+    plen = length - hl
+    count, last = _split(plen, mss)
+    seg_size = hl + mss
+
+    tmpl = bytearray(pkt[:hl])
+    src = int.from_bytes(tmpl[12:16], "big")
+    dst = int.from_bytes(tmpl[16:20], "big")
+    ident0 = (tmpl[4] << 8) | tmpl[5]
+    seq0 = int.from_bytes(tmpl[iphl + 4 : iphl + 8], "big")
+    offword = tmpl[iphl + 12] << 8
+    flags0 = tmpl[iphl + 13]
+    # Sums of the header parts that do not change from segment to segment.
+    tmpl[2:6] = b"\0\0\0\0"
+    tmpl[10:12] = b"\0\0"
+    ip_base = raw_sum(tmpl[:iphl])
+    tmpl[iphl + 4 : iphl + 8] = b"\0\0\0\0"
+    tmpl[iphl + 12 : iphl + 14] = b"\0\0"
+    tmpl[iphl + 16 : iphl + 18] = b"\0\0"
+    tcp_base = raw_sum(tmpl[iphl:hl]) + pseudo_header_sum(src, dst, PROTO_TCP, 0)
+    tmpl = bytes(pkt[:hl])
+
+    sums = segment_sums(pkt, hl, mss, count - 1)
+    sums.append(raw_sum(pkt[hl + mss * (count - 1) : length]))
+    mid_flags = flags0 & ~(TCP_FIN | TCP_PSH | TCP_CWR)
+    pack_tot_id = _TOT_ID.pack_into
+    pack16 = _U16.pack_into
+    pack32 = _U32.pack_into
+    src_off = hl
+    o = 0
+    for i in range(count):
+        ln = mss if i < count - 1 else last
+        out[o : o + hl] = tmpl
+        out[o + hl : o + hl + ln] = pkt[src_off : src_off + ln]
+        tot = hl + ln
+        ident = (ident0 + i) & 0xFFFF
+        if i == count - 1:
+            flags = flags0 if i == 0 else flags0 & ~TCP_CWR
+        elif i == 0:
+            flags = flags0 & ~(TCP_FIN | TCP_PSH)
+        else:
+            flags = mid_flags
+        seq = (seq0 + i * mss) & 0xFFFFFFFF
+        pack_tot_id(out, o + 2, tot, ident)
+        pack16(out, o + 10, ~fold(ip_base + tot + ident) & 0xFFFF)
+        pack32(out, o + iphl + 4, seq)
+        out[o + iphl + 13] = flags
+        pack16(
+            out,
+            o + iphl + 16,
+            ~fold(tcp_base + thl + ln + (seq >> 16) + (seq & 0xFFFF) + (offword | flags) + sums[i]) & 0xFFFF,
+        )
+        o += tot
+        src_off += ln
+    return Segmented(o, seg_size, count)
+
+
+def _segment_udp4(pkt, length: int, mss: int, out) -> Segmented:
+    iphl = _ip_parts(pkt, length, PROTO_UDP)
+    hl = iphl + 8
+    if length < hl:
+        raise PacketError(SHORT, "UDP header")
+    if mss <= 0:
+        raise PacketError(BAD_GSO, "gso_size 0")
+    plen = length - hl
+    count, last = _split(plen, mss)
+    tmpl = bytearray(pkt[:hl])
+    src = int.from_bytes(tmpl[12:16], "big")
+    dst = int.from_bytes(tmpl[16:20], "big")
+    ident0 = (tmpl[4] << 8) | tmpl[5]
+    tmpl[2:6] = b"\0\0\0\0"
+    tmpl[10:12] = b"\0\0"
+    ip_base = raw_sum(tmpl[:iphl])
+    udp_base = (tmpl[iphl] << 8 | tmpl[iphl + 1]) + (tmpl[iphl + 2] << 8 | tmpl[iphl + 3])
+    udp_base += pseudo_header_sum(src, dst, PROTO_UDP, 0)
+    tmpl = bytes(pkt[:hl])
+    sums = segment_sums(pkt, hl, mss, count - 1)
+    sums.append(raw_sum(pkt[hl + mss * (count - 1) : length]))
+    o = 0
+    src_off = hl
+    for i in range(count):
+        ln = mss if i < count - 1 else last
+        out[o : o + hl] = tmpl
+        out[o + hl : o + hl + ln] = pkt[src_off : src_off + ln]
+        tot = hl + ln
+        ident = (ident0 + i) & 0xFFFF
+        _TOT_ID.pack_into(out, o + 2, tot, ident)
+        _U16.pack_into(out, o + 10, ~fold(ip_base + tot + ident) & 0xFFFF)
+        ulen = 8 + ln
+        # The UDP length appears twice in the sum: in the pseudo header and in the header.
+        c = ~fold(udp_base + ulen + ulen + sums[i]) & 0xFFFF
+        _TOT_ID.pack_into(out, o + iphl + 4, ulen, c or 0xFFFF)
+        o += tot
+        src_off += ln
+    return Segmented(o, hl + mss, count)
+
+
+def complete_checksum(buf, off: int, length: int, csum_start: int, csum_offset: int) -> None:
+    """Finish a CHECKSUM_PARTIAL packet in place.
+
+    The field at csum_start + csum_offset holds the pseudo-header sum; the
+    checksum covers everything from csum_start to the end.  UDP (field at
+    offset 6) never gets 0 (RFC 768).
+    """
+    start = off + csum_start
+    field = start + csum_offset
+    end = off + length
+    if csum_start < 20 or field + 2 > end:
+        raise PacketError(BAD_HEADER, "checksum offsets")
+    c = ~fold(raw_sum(buf[start:end])) & 0xFFFF
+    if c == 0 and csum_offset == 6:
+        c = 0xFFFF
+    buf[field] = c >> 8
+    buf[field + 1] = c & 0xFF
+
+
+# Invariant header fields of a candidate for coalescing (IPv4 without
+# options + TCP): ver/ihl+tos, [skip tot_len, id], frag+ttl+proto, [skip
+# csum], addresses+ports, seq, ack, data offset, flags, window, [skip
+# csum], urgent pointer.
+_GRO = struct.Struct(">2s4x4s2x12sI4sBB2s2x2s")
+_COALESCE_FLAGS_OK = (TCP_ACK, TCP_ACK | TCP_PSH)
+
+
+class _Run:
+    __slots__ = ("off", "hl", "key", "opts", "next_seq", "gso", "total", "payloads", "closed", "psh")
+
+
+def coalesce(buf, spans, max_size: int = MAX_IP_PACKET) -> list:
+    """Group the packets ``buf[off:off+len]`` for each (off, len) in *spans* into TUN writes.
+
+    Returns a list of iovecs (lists of bytes-like objects), each one TUN
+    write beginning with a virtio header.  Consecutive TCP segments of one
+    flow (IPv4 without options, equal invariant header fields and TCP
+    options, contiguous sequence numbers, flags ACK or ACK|PSH, equal
+    payload sizes except a shorter last one, no PSH before the last) become
+    one GSO TCPV4 super packet with NEEDS_CSUM; anything else is passed
+    through alone with an all-zero virtio header.  The packets' own TTLs and
+    IP checksums must already be final; a merged packet gets a fresh IP
+    header checksum.
+    """
+    mv = memoryview(buf)
+    writes = []
+    run = None
+    unpack = _GRO.unpack_from
+    for off, ln in spans:
+        if ln >= 40 and buf[off] == 0x45 and buf[off + 9] == PROTO_TCP and not (buf[off + 6] & 0x3F or buf[off + 7]):
+            a, b, c, seq, ack, doff, flags, win, urg = unpack(buf, off)
+            hl = 20 + ((doff >> 4) << 2)
+            plen = ln - hl
+            if plen > 0 and hl >= 40 and flags in _COALESCE_FLAGS_OK:
+                key = (a, b, c, ack, doff, win, urg)
+                opts = buf[off + 40 : off + hl] if hl > 40 else b""
+                if (
+                    run is not None
+                    and not run.closed
+                    and seq == run.next_seq
+                    and plen <= run.gso
+                    and key == run.key
+                    and opts == run.opts
+                    and run.total + plen <= max_size
+                ):
+                    run.payloads.append(mv[off + hl : off + ln])
+                    run.total += plen
+                    run.next_seq = (seq + plen) & 0xFFFFFFFF
+                    if plen < run.gso or flags & TCP_PSH:
+                        run.closed = True
+                        run.psh = bool(flags & TCP_PSH)
+                    continue
+                if run is not None:
+                    writes.append(_emit(mv, run))
+                run = _Run()
+                run.off = off
+                run.hl = hl
+                run.key = key
+                run.opts = opts
+                run.next_seq = (seq + plen) & 0xFFFFFFFF
+                run.gso = plen
+                run.total = hl + plen
+                run.payloads = [mv[off + hl : off + ln]]
+                run.closed = bool(flags & TCP_PSH)
+                run.psh = run.closed
+                continue
+        if run is not None:
+            writes.append(_emit(mv, run))
+            run = None
+        writes.append([ZERO_VNET_HDR, mv[off : off + ln]])
+    if run is not None:
+        writes.append(_emit(mv, run))
+    return writes
+
+
+def _emit(mv, run: _Run) -> list:
+    off, hl = run.off, run.hl
+    payloads = run.payloads
+    if len(payloads) == 1:
+        return [ZERO_VNET_HDR, mv[off : off + hl + run.gso]]
+    h = bytearray(VNET_HDR_LEN + hl)
+    _VNET.pack_into(h, 0, F_NEEDS_CSUM, GSO_TCPV4, hl, run.gso, 20, 16)
+    h[VNET_HDR_LEN:] = mv[off : off + hl]
+    ip = VNET_HDR_LEN
+    total = run.total
+    _U16.pack_into(h, ip + 2, total)
+    h[ip + 10] = 0
+    h[ip + 11] = 0
+    _U16.pack_into(h, ip + 10, ~fold(raw_sum(h[ip : ip + 20])) & 0xFFFF)
+    if run.psh:
+        h[ip + 33] |= TCP_PSH
+    src = int.from_bytes(h[ip + 12 : ip + 16], "big")
+    dst = int.from_bytes(h[ip + 16 : ip + 20], "big")
+    # CHECKSUM_PARTIAL convention: the field holds the folded pseudo-header sum, not inverted.
+    _U16.pack_into(h, ip + 36, fold(pseudo_header_sum(src, dst, PROTO_TCP, total - 20)))
+    return [h, *payloads]

@@ -1,0 +1,191 @@
+"""IPv4 header parsing, validation, TTL rewrite and ICMP "net unreachable" (pure).
+
+Functions work on a bytes-like buffer plus an offset so the data path can
+use them on slices of a reused receive buffer without copying.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+from .checksum import checksum, ones_sum
+
+PROTO_ICMP = 1
+PROTO_TCP = 6
+PROTO_UDP = 17
+
+IPV4_MIN_HEADER = 20
+IPV4_MAX_HEADER = 60
+ICMP_DEST_UNREACH = 3
+ICMP_NET_UNREACH = 0
+# flanneld's udp proxy sends its ICMP errors with this TTL.
+ICMP_REPLY_TTL = 8
+
+# Drop reasons: stable strings, used as counter labels.
+SHORT = "short"
+BAD_VERSION = "bad_version"
+BAD_HEADER = "bad_header"  # IHL out of range
+BAD_LENGTH = "bad_length"  # total length disagrees with the buffer
+BAD_CHECKSUM = "bad_checksum"
+TTL_EXCEEDED = "ttl_exceeded"
+
+DROP_REASONS = (SHORT, BAD_VERSION, BAD_HEADER, BAD_LENGTH, BAD_CHECKSUM, TTL_EXCEEDED)
+
+
+class PacketError(ValueError):
+    """A packet that must be dropped; ``reason`` is one of the drop reason strings."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+class IPv4Header(NamedTuple):
+    header_len: int  # bytes, 20..60
+    total_len: int
+    ttl: int
+    proto: int
+    src: int  # address as a 32-bit int
+    dst: int
+    frag: int  # flags + fragment offset word
+
+
+_IPV4 = struct.Struct(">BBHHHBBH4s4s")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+
+def parse_ipv4(buf, off: int = 0, length: int | None = None, verify_checksum: bool = True) -> IPv4Header:
+    """Validate the IPv4 packet at ``buf[off:off+length]`` and return its header fields.
+
+    The total length field must equal *length* (a datagram or TUN read carries
+    exactly one packet).  Raises ``PacketError``.
+    """
+    if length is None:
+        length = len(buf) - off
+    if length < IPV4_MIN_HEADER:
+        raise PacketError(SHORT, f"{length} bytes")
+    b0 = buf[off]
+    if b0 >> 4 != 4:
+        raise PacketError(BAD_VERSION, f"version {b0 >> 4}")
+    hl = (b0 & 0x0F) << 2
+    if hl < IPV4_MIN_HEADER or hl > length:
+        raise PacketError(BAD_HEADER, f"header length {hl}")
+    total = (buf[off + 2] << 8) | buf[off + 3]
+    if total != length:
+        raise PacketError(BAD_LENGTH, f"total length {total} != {length}")
+    if verify_checksum and int.from_bytes(buf[off : off + hl], "big") % 0xFFFF:
+        raise PacketError(BAD_CHECKSUM)
+    return IPv4Header(
+        hl,
+        total,
+        buf[off + 8],
+        buf[off + 9],
+        int.from_bytes(buf[off + 12 : off + 16], "big"),
+        int.from_bytes(buf[off + 16 : off + 20], "big"),
+        (buf[off + 6] << 8) | buf[off + 7],
+    )
+
+
+def header_checksum_ok(buf, off: int = 0, header_len: int = 20) -> bool:
+    """True when the IPv4 header checksum verifies (sum of the header == 0xFFFF)."""
+    return int.from_bytes(buf[off : off + header_len], "big") % 0xFFFF == 0
+
+
+def set_header_checksum(buf, off: int = 0) -> None:
+    """Recompute the IPv4 header checksum of the header at *off* in place."""
+    hl = (buf[off] & 0x0F) << 2
+    buf[off + 10] = 0
+    buf[off + 11] = 0
+    _U16.pack_into(buf, off + 10, checksum(buf[off : off + hl]))
+
+
+def decrement_ttl(buf, off: int = 0) -> bool:
+    """Decrement the TTL of the IPv4 header at *off* in place, patching the checksum.
+
+    Returns False (and leaves the packet untouched) when the TTL would reach
+    0: the packet must be dropped.  The checksum update is RFC 1624 eqn. 3:
+    HC' = ~(~HC + ~m + m'), with m the TTL/protocol word.
+    """
+    ttl = buf[off + 8]
+    if ttl <= 1:
+        return False
+    buf[off + 8] = ttl - 1
+    hc = (buf[off + 10] << 8) | buf[off + 11]
+    m = (ttl << 8) | buf[off + 9]
+    s = (~hc & 0xFFFF) + (~m & 0xFFFF) + (m - 0x100)
+    s = (s & 0xFFFF) + (s >> 16)
+    s = (s & 0xFFFF) + (s >> 16)
+    hc = ~s & 0xFFFF
+    buf[off + 10] = hc >> 8
+    buf[off + 11] = hc & 0xFF
+    return True
+
+
+def icmp_net_unreachable(offender, src: int) -> bytes | None:
+    """ICMP destination unreachable / net unreachable (type 3 code 0) for *offender*.
+
+    Mirrors flanneld's udp proxy: sent from *src* (the TUN's address, a
+    32-bit int) to the offender's source, TTL 8, quoting the offender's IP
+    header and the first 8 bytes of its payload.  Returns None where RFC
+    792/1812 say not to answer: the offender is ICMP, a non-first
+    fragment, or is itself malformed/too short to quote.
+    """
+    n = len(offender)
+    if n < IPV4_MIN_HEADER or offender[0] >> 4 != 4:
+        return None
+    hl = (offender[0] & 0x0F) << 2
+    if hl < IPV4_MIN_HEADER or n < hl + 8:
+        return None
+    if offender[9] == PROTO_ICMP:
+        return None
+    if ((offender[6] << 8) | offender[7]) & 0x1FFF:
+        return None
+    quote = bytes(offender[: hl + 8])
+    icmp = bytearray(8 + len(quote))
+    icmp[0] = ICMP_DEST_UNREACH
+    icmp[1] = ICMP_NET_UNREACH
+    icmp[8:] = quote
+    _U16.pack_into(icmp, 2, checksum(icmp))
+    total = 20 + len(icmp)
+    ip = bytearray(
+        _IPV4.pack(0x45, 0, total, 0, 0, ICMP_REPLY_TTL, PROTO_ICMP, 0, _U32.pack(src), bytes(offender[12:16]))
+    )
+    _U16.pack_into(ip, 10, checksum(ip))
+    return bytes(ip + icmp)
+
+
+def build_ipv4_header(
+    src: int,
+    dst: int,
+    proto: int,
+    payload_len: int,
+    *,
+    ttl: int = 64,
+    ident: int = 0,
+    tos: int = 0,
+    flags_frag: int = 0x4000,
+    options: bytes = b"",
+) -> bytes:
+    """An IPv4 header with a valid checksum (helper for tests, benchmarks and probes)."""
+    if len(options) % 4:
+        raise ValueError("IPv4 options must be a multiple of 4 bytes")
+    hl = 20 + len(options)
+    hdr = bytearray(
+        _IPV4.pack(
+            0x40 | (hl >> 2),
+            tos,
+            hl + payload_len,
+            ident,
+            flags_frag,
+            ttl,
+            proto,
+            0,
+            _U32.pack(src),
+            _U32.pack(dst),
+        )
+        + options
+    )
+    _U16.pack_into(hdr, 10, ~ones_sum(hdr) & 0xFFFF)
+    return bytes(hdr)
