@@ -152,21 +152,28 @@ def _cause(err, timeout):
     """A short, human cause from a gRPC error."""
     code = err.code().name if hasattr(err, "code") and err.code() is not None else "UNKNOWN"
     details = (err.details() if hasattr(err, "details") else str(err)) or ""
+    # "failed to connect to all addresses; last error: UNKNOWN: ipv4:1.2.3.4:2379: <cause>"
+    details = details.splitlines()[0] if details else ""
+    if "last error:" in details:
+        details = details.split("last error:", 1)[1].strip()
     low = details.lower()
     if code == "DEADLINE_EXCEEDED":
         return "no answer within %gs" % timeout
     if "connection refused" in low:
         return "connection refused"
-    if "ssl" in low or "handshake" in low or "certificate" in low or "tls" in low:
-        return "TLS handshake failed (check etcd_ca_cert, etcd_client_cert and etcd_client_key): %s" % details.splitlines()[0]
+    if "certificate_verify_failed" in low:
+        return "TLS: the server certificate is not trusted (check etcd_ca_cert)"
+    if "tsi_data_corrupted" in low:
+        return "TLS: the server rejected the connection (it may require a client certificate: etcd_client_cert, etcd_client_key)"
+    if "ssl" in low or "handshake" in low or "tsi_" in low or "certificate" in low:
+        return "TLS handshake failed (check etcd_ca_cert, etcd_client_cert and etcd_client_key): %s" % details
     if "dns" in low or "resolve" in low or "name or service" in low:
         return "host name could not be resolved"
     if "no route" in low or "unreachable" in low:
         return "no route to host"
     if "socket closed" in low or "connection reset" in low or "eof" in low:
         return "connection closed by the server (an https endpoint spoken to as http, or the reverse?)"
-    first = details.splitlines()[0] if details else code.lower()
-    return "%s: %s" % (code.lower().replace("_", " "), first)
+    return "%s: %s" % (code.lower().replace("_", " "), details or "no details")
 
 
 class EtcdClient(object):
@@ -330,8 +337,7 @@ class EtcdClient(object):
 
     def _op(self, op):
         if isinstance(op, Put):
-            return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=_b(op.key), value=_b(op.value),
-                                                                     lease=op.lease or 0))
+            return etcdrpc.RequestOp(request_put=etcdrpc.PutRequest(key=_b(op.key), value=_b(op.value), lease=op.lease or 0))
         if isinstance(op, Delete):
             key = _b(op.key)
             req = etcdrpc.DeleteRangeRequest(key=key, range_end=_prefix_end(key)) if op.prefix \

@@ -163,7 +163,7 @@ class FlannelStore(object):
                     return out
                 out.changed = True
                 out.action = "update" if current is not None else ("relet" if relet and mine else "create")
-                released = [lease for lease in plan.release]
+                released = list(plan.release)
                 if check_mode:
                     out.lease = _planned(self.prefix, plan.subnet, attrs)
                     out.ttl = ttl

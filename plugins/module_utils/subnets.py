@@ -86,6 +86,8 @@ def parse_cidr(text, what="subnet", strict=True):
 
 
 def parse_ipv4(text, what="address"):
+    if not isinstance(text, str):
+        raise SubnetError("%s %r is not an IPv4 address" % (what, text))
     try:
         return ipaddress.IPv4Address(text)
     except (ValueError, TypeError):

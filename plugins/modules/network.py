@@ -17,11 +17,11 @@ description:
     in the JSON format flanneld reads (C(Network), C(SubnetLen), C(SubnetMin), C(SubnetMax), C(Backend)).
   - The config is validated with flannel's rules before anything is written, and written with
     one etcd transaction guarded by the revision that was read, so a concurrent change is never overwritten.
-  - Idempotent by meaning: key order, spacing, and defaults left implicit or written out never cause a change.
+  - "Idempotent by meaning: key order, spacing, and defaults left implicit or written out never cause a change."
   - A change that would leave existing subnet leases outside the new range, or with another prefix
     length, is refused with the list of those leases unless O(force=true).
 author:
-  - overlay.flannel maintainers
+  - overlay.flannel maintainers (@overlay-flannel)
 extends_documentation_fragment:
   - overlay.flannel.etcd
 attributes:

@@ -24,7 +24,7 @@ description:
     never hold one subnet.
   - An existing lease is renewed only when less than O(renew_margin) seconds remain.
 author:
-  - overlay.flannel maintainers
+  - overlay.flannel maintainers (@overlay-flannel)
 extends_documentation_fragment:
   - overlay.flannel.etcd
 attributes:

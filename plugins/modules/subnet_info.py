@@ -20,7 +20,7 @@ description:
     lease at one revision. The remaining TTLs of all etcd leases are then asked for together on one
     connection (flanneld makes one call per lease, one after the other).
 author:
-  - overlay.flannel maintainers
+  - overlay.flannel maintainers (@overlay-flannel)
 extends_documentation_fragment:
   - overlay.flannel.etcd
 attributes:
@@ -29,6 +29,7 @@ attributes:
     description: Read-only; runs the same in check mode.
   diff_mode:
     support: none
+    description: Nothing is changed, so there is no diff.
   action_group:
     support: full
     membership:

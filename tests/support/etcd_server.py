@@ -22,7 +22,9 @@ def free_port(host="127.0.0.1"):
 class EtcdServer:
     """One etcd member on `host`; `endpoint` is its client URL."""
 
-    def __init__(self, host="127.0.0.1", binary="etcd", name="test", extra_args=()):
+    def __init__(self, host="127.0.0.1", binary="etcd", name="test", extra_args=(), tls=None):
+        """`tls`: paths from support.tls.make_pki() to serve https with client certificates."""
+        self.tls = tls
         self.host = host
         self.binary = binary
         self.name = name
@@ -35,7 +37,19 @@ class EtcdServer:
 
     @property
     def endpoint(self):
-        return "http://%s:%d" % (self.host, self.client_port)
+        return "%s://%s:%d" % ("https" if self.tls else "http", self.host, self.client_port)
+
+    def _tls_args(self):
+        if not self.tls:
+            return []
+        return ["--cert-file", self.tls["server.pem"], "--key-file", self.tls["server-key.pem"],
+                "--trusted-ca-file", self.tls["ca.pem"], "--client-cert-auth"]
+
+    def _etcdctl_args(self):
+        base = ["etcdctl", "--endpoints", self.endpoint]
+        if self.tls:
+            base += ["--cacert", self.tls["ca.pem"], "--cert", self.tls["client.pem"], "--key", self.tls["client-key.pem"]]
+        return base
 
     def start(self, timeout=20.0):
         if self.data_dir is None:
@@ -55,7 +69,7 @@ class EtcdServer:
             "--initial-advertise-peer-urls", peer_url,
             "--initial-cluster", "%s=%s" % (self.name, peer_url),
             "--log-level", "warn",
-        ] + self.extra_args
+        ] + self._tls_args() + self.extra_args
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
@@ -76,7 +90,7 @@ class EtcdServer:
 
     def _healthy(self):
         res = subprocess.run(
-            ["etcdctl", "--endpoints", self.endpoint, "--command-timeout=2s", "endpoint", "health"],
+            self._etcdctl_args() + ["--command-timeout=2s", "endpoint", "health"],
             env=dict(os.environ, ETCDCTL_API="3"), capture_output=True, text=True, check=False)
         return res.returncode == 0
 
@@ -107,8 +121,9 @@ class EtcdServer:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.data_dir = None
 
-    def etcdctl(self, *args):
-        res = subprocess.run(["etcdctl", "--endpoints", self.endpoint] + list(args),
+    def etcdctl(self, *args, user=None):
+        extra = ["--user", user] if user else []
+        res = subprocess.run(self._etcdctl_args() + extra + list(args),
                              env=dict(os.environ, ETCDCTL_API="3"),
                              capture_output=True, text=True, check=True)
         return res.stdout
