@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Throughput of the forwarder against plain kernel routing ("host-gw"), same run, same namespaces.
+
+Run as root, on demand (not a test):
+
+    sudo PYTHONPATH=forwarder /tmp/v/bin/python bench/datapath.py [--duration 5] [--modes offload,no-offload]
+
+Builds two hosts + two containers as network namespaces (prefix fbench-,
+addresses 10.213.0.x underlay and 10.5.x.x overlay, nothing outside this
+machine), pins each host's forwarder to one core, and measures with iperf3
+between the containers: TCP 1 stream, TCP 4 streams, 64-byte UDP packet
+rate, and ping RTT.  Prints Mbit/s and the ratio to host-gw.  Tears
+everything down (processes by recorded PID, then the namespaces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration", "forwarder_datapath"))
+
+from topology import HOSTS, Topology  # noqa: E402
+
+PROBE = os.path.join(HERE, "..", "tests", "integration", "forwarder_datapath", "probe.py")
+C2_IP = HOSTS["h2"][3]
+
+
+def iperf(t: Topology, args: list[str], duration: int) -> dict:
+    srv = t.spawn("c2", "iperf3", "-s", "-1", "-J", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(0.4)
+    try:
+        r = t.exec("c1", "iperf3", "-c", C2_IP, "-t", str(duration), "-J", *args, check=False,
+                   timeout=duration + 30)
+        try:
+            srv_out, _ = srv.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            t.stop(srv)
+            srv_out = ""
+    finally:
+        t.stop(srv)
+    try:
+        return json.loads(r.stdout)
+    except json.JSONDecodeError:
+        return {"error": (r.stdout + r.stderr)[-500:]}
+
+
+def measure(t: Topology, duration: int, label: str) -> dict:
+    res = {}
+    j = iperf(t, [], duration)
+    res["tcp1"] = j.get("end", {}).get("sum_received", {}).get("bits_per_second", 0) / 1e6
+    res["tcp1_retr"] = j.get("end", {}).get("sum_sent", {}).get("retransmits")
+    j = iperf(t, ["-P", "4"], duration)
+    res["tcp4"] = j.get("end", {}).get("sum_received", {}).get("bits_per_second", 0) / 1e6
+    j = iperf(t, ["-u", "-b", "0", "-l", "64"], duration)
+    s = j.get("end", {}).get("sum", {})
+    got = (s.get("packets") or 0) - (s.get("lost_packets") or 0)
+    res["udp64_kpps"] = got / duration / 1e3
+    res["udp64_loss_pct"] = s.get("lost_percent")
+    p = json.loads(t.exec("c1", sys.executable, PROBE, "ping", C2_IP, "20", "0.05").stdout)
+    res["ping_ms"] = p["rtt_ms_median"]
+    res["ping_received"] = p["received"]
+    print(f"  [{label}] " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                                       for k, v in res.items()), flush=True)
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--prefix", default="fbench-")
+    ap.add_argument("--modes", default="offload,no-offload")
+    ap.add_argument("--python", default=sys.executable, help="interpreter that runs the forwarders")
+    ap.add_argument("--cpus", default="0,1", help="cores for the forwarders of h1,h2 (taskset)")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("needs root (network namespaces, TUN)", file=sys.stderr)
+        return 2
+    cpus = [int(c) for c in args.cpus.split(",")]
+    t = Topology(args.prefix)
+    results = {}
+    try:
+        t.create()
+        print(f"host-gw (kernel routing between the host namespaces), {args.duration}s per iperf run", flush=True)
+        t.host_gw(True)
+        results["host-gw"] = measure(t, args.duration, "host-gw")
+        t.host_gw(False)
+        for mode in [m for m in args.modes.split(",") if m]:
+            offload = mode == "offload"
+            print(f"forwarder, {mode}", flush=True)
+            f1 = t.start_forwarder("h1", offload=offload, cpu=cpus[0], python=args.python)
+            f2 = t.start_forwarder("h2", offload=offload, cpu=cpus[1], python=args.python)
+            print(f"  h1: {json.dumps(f1.info)}", flush=True)
+            results[mode] = measure(t, args.duration, mode)
+            for f in (f1, f2):
+                t.stop(f.proc)
+                t.procs.remove(f.proc)
+    finally:
+        t.destroy()
+    base = results.get("host-gw", {})
+    print()
+    print(f"{'':12} {'TCP x1 Mbit/s':>14} {'ratio':>6} {'TCP x4 Mbit/s':>14} {'ratio':>6} "
+          f"{'UDP64 kpps':>10} {'ratio':>6} {'ping ms':>8}")
+    for name, r in results.items():
+        def ratio(k):
+            return r[k] / base[k] if base.get(k) else float("nan")
+        print(f"{name:12} {r['tcp1']:14.0f} {ratio('tcp1'):6.3f} {r['tcp4']:14.0f} {ratio('tcp4'):6.3f} "
+              f"{r['udp64_kpps']:10.1f} {ratio('udp64_kpps'):6.3f} {r['ping_ms'] or float('nan'):8.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

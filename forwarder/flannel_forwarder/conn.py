@@ -1,0 +1,132 @@
+"""The underlay UDP socket, with batched send (UDP_SEGMENT) and receive (UDP_GRO).
+
+UDP_SEGMENT lets one sendmsg carry many equal-sized datagrams (the last
+may be shorter) to one destination; the kernel cuts them, often as late as
+the driver.  UDP_GRO is the receive-side twin: one recvmsg returns many
+datagrams of one sender back to back, with their size in a control
+message.  Either is switched off (with a plain sendto/recvfrom per
+datagram) when the kernel does not have it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import struct
+
+log = logging.getLogger(__name__)
+
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+# The kernel refuses more segments per send (UDP_MAX_SEGMENTS is 64 on older kernels).
+MAX_SEGMENTS = 64
+# Largest UDP payload of one (super) datagram over IPv4.
+MAX_UDP_PAYLOAD = 65507
+
+_U16_NATIVE = struct.Struct("=H")
+_I32_NATIVE = struct.Struct("=i")
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+
+
+class UdpConn:
+    """A UDP socket bound to (bind_ip, port) carrying raw IPv4 packets, one per datagram."""
+
+    def __init__(self, bind_ip: str, port: int, *, offload: bool = True, bufsize: int = 4 << 20):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for opt, force in ((socket.SO_RCVBUF, 33), (socket.SO_SNDBUF, 32)):  # *BUFFORCE need root
+                try:
+                    self.sock.setsockopt(socket.SOL_SOCKET, force, bufsize)
+                except OSError:
+                    self.sock.setsockopt(socket.SOL_SOCKET, opt, bufsize)
+            self.sock.bind((bind_ip, port))
+        except BaseException:
+            self.sock.close()
+            raise
+        self.local_address = self.sock.getsockname()
+        self.gso = offload and self._try(UDP_SEGMENT, 0)
+        self.gro = offload and self._try(UDP_GRO, 1)
+        self._seg_cache: dict[int, list] = {}
+
+    def _try(self, opt: int, value: int) -> bool:
+        try:
+            self.sock.setsockopt(SOL_UDP, opt, value)
+            return True
+        except OSError as e:
+            log.warning("UDP option %d unavailable (%s): falling back", opt, e)
+            return False
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    # -- send ---------------------------------------------------------------
+
+    def sendto(self, data, addr) -> None:
+        self.sock.sendto(data, addr)
+
+    def send_segments(self, buf, total: int, seg_size: int, addr) -> int:
+        """Send ``buf[:total]`` as datagrams of *seg_size* bytes (the last may be shorter).
+
+        Returns the number of syscalls used.
+        """
+        mv = memoryview(buf)
+        if total <= seg_size:
+            self.sock.sendto(mv[:total], addr)
+            return 1
+        if not self.gso:
+            sendto = self.sock.sendto
+            n = 0
+            for o in range(0, total, seg_size):
+                sendto(mv[o : min(o + seg_size, total)], addr)
+                n += 1
+            return n
+        cmsg = self._seg_cache.get(seg_size)
+        if cmsg is None:
+            cmsg = self._seg_cache[seg_size] = [(SOL_UDP, UDP_SEGMENT, _U16_NATIVE.pack(seg_size))]
+        per_call = min(MAX_SEGMENTS, MAX_UDP_PAYLOAD // seg_size) * seg_size
+        calls = 0
+        o = 0
+        while o < total:
+            end = min(o + per_call, total)
+            try:
+                if end - o <= seg_size:
+                    self.sock.sendto(mv[o:end], addr)
+                else:
+                    self.sock.sendmsg((mv[o:end],), cmsg, 0, addr)
+            except OSError as e:
+                if e.errno in (errno.EIO, errno.EINVAL, errno.EOPNOTSUPP):
+                    # Some paths cannot do UDP GSO at all: stop trying, resend plainly.
+                    log.warning("UDP_SEGMENT send failed (%s): disabling GSO", e)
+                    self.gso = False
+                    return calls + self.send_segments(mv[o:total], total - o, seg_size, addr)
+                raise
+            calls += 1
+            o = end
+        return calls
+
+    # -- receive ------------------------------------------------------------
+
+    def recv_into(self, buf, flags: int = 0):
+        """Receive into *buf*; returns (nbytes, seg_size, (ip, port)).
+
+        With GRO, ``buf[:nbytes]`` holds datagrams of *seg_size* bytes back to
+        back (the last may be shorter); without, one datagram and seg_size ==
+        nbytes.  A datagram cut short by the buffer gives seg_size 0.
+        Raises BlockingIOError with MSG_DONTWAIT when nothing is queued.
+        """
+        if self.gro:
+            n, anc, mflags, addr = self.sock.recvmsg_into((buf,), _GRO_CMSG_SPACE, flags)
+            if mflags & socket.MSG_TRUNC:
+                return n, 0, addr
+            seg = n
+            for level, typ, data in anc:
+                if level == SOL_UDP and typ == UDP_GRO and len(data) >= 4:
+                    seg = _I32_NATIVE.unpack_from(data)[0] or n
+            return n, seg, addr
+        n, addr = self.sock.recvfrom_into(buf, 0, flags)
+        return n, n, addr

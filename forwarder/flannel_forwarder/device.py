@@ -1,0 +1,418 @@
+"""The two forwarding loops: TUN -> UDP (segment, route, send) and UDP -> TUN (check, coalesce, write).
+
+``Device(tun, conn, peers, stats)`` moves packets between a ``TunDevice``
+and a ``UdpConn`` using a ``PeerTable`` that another thread may change at
+any time.  Each direction runs in its own thread: both spend most of their
+time in syscalls that release the GIL, and neither waits on the other.
+Malformed or unwanted input is dropped and counted, never raised.
+
+``python -m flannel_forwarder.device ...`` runs the data path with a static
+peer table, for debugging and benchmarks (see ``main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+
+from .conn import UdpConn
+from .offload import (
+    F_NEEDS_CSUM,
+    GSO_NONE,
+    VNET_HDR_LEN,
+    ZERO_VNET_HDR,
+    VirtioNetHdr,
+    coalesce,
+    segment,
+)
+from .packet import (
+    BAD_CHECKSUM,
+    BAD_HEADER,
+    BAD_LENGTH,
+    BAD_VERSION,
+    SHORT,
+    TTL_EXCEEDED,
+    decrement_ttl,
+    icmp_net_unreachable,
+)
+from .packet import PacketError
+from .routes import PeerTable
+from .stats import Stats
+from .tun import TunDevice
+
+log = logging.getLogger(__name__)
+
+# Drop reasons of the loops themselves (packet parsing ones come from packet.py).
+NOT_IPV4 = "not_ipv4"
+NO_ROUTE = "no_route"  # TX: no peer for the destination (answered with ICMP)
+UNKNOWN_SENDER = "unknown_sender"  # RX: datagram from an address that is no peer
+SPOOFED = "spoofed"  # RX: inner source outside the sending peer's subnets
+TRUNCATED = "truncated"
+SEND_ERROR = "send_error"
+TUN_WRITE_ERROR = "tun_write_error"
+
+_VNET = struct.Struct("<BBHHHH")
+_READ_SIZE = VNET_HDR_LEN + 65535 + 1
+# Segmenting adds one header (<= 120 bytes) per segment of >= 8 payload bytes... in
+# practice the MTU bounds the count; be generous instead of clever.
+_OUT_SIZE = 65535 * 2 + 8192
+
+
+class Device:
+    """The data path of one host: ``run()`` blocks until ``stop()``."""
+
+    def __init__(self, tun: TunDevice, conn: UdpConn, peers: PeerTable, stats: Stats | None = None):
+        self.tun = tun
+        self.conn = conn
+        self.peers = peers
+        self.stats = stats if stats is not None else Stats()
+        self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._threads: list[threading.Thread] = []
+        tun.set_nonblocking(True)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        for name, target in (("tun->udp", self._tun_to_udp), ("udp->tun", self._udp_to_tun)):
+            t = threading.Thread(target=self._guard, args=(target,), name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def run(self) -> None:
+        """Start both loops and block until ``stop()`` (signal handlers still run)."""
+        if not self._threads:
+            self.start()
+        while not self._stop.wait(0.5):
+            if not all(t.is_alive() for t in self._threads):
+                break
+        self.stop()
+        self.join()
+
+    def stop(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            try:
+                os.write(self._wake_w, b"x")
+            except OSError:
+                pass
+
+    def join(self, timeout: float | None = 5.0) -> None:
+        for t in self._threads:
+            t.join(timeout)
+
+    def close(self) -> None:
+        self.stop()
+        self.join()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def _guard(self, loop) -> None:
+        try:
+            loop()
+        except Exception:  # a bug: say so loudly, and take the process down via run()
+            log.exception("%s loop died", threading.current_thread().name)
+            self.stop()
+
+    def _waiter(self, fd: int):
+        p = select.poll()
+        p.register(fd, select.POLLIN)
+        p.register(self._wake_r, select.POLLIN)
+        return p.poll
+
+    # -- TUN -> UDP -----------------------------------------------------------
+
+    def _tun_to_udp(self) -> None:
+        st = self.stats.tx
+        tun, conn = self.tun, self.conn
+        fd = tun.fd
+        vnet = tun.vnet_hdr
+        base = VNET_HDR_LEN if vnet else 0
+        buf = bytearray(_READ_SIZE)
+        mv = memoryview(buf)
+        out = bytearray(_OUT_SIZE)
+        bufs = (buf,)
+        readv = os.readv
+        lookup = self.peers.lookup
+        sendto = conn.sock.sendto
+        send_segments = conn.send_segments
+        unpack_vnet = _VNET.unpack_from
+        wait = self._waiter(fd)
+        stop = self._stop
+        tun_addr = tun.address_int
+        while not stop.is_set():
+            try:
+                n = readv(fd, bufs)
+            except BlockingIOError:
+                wait()
+                continue
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if stop.is_set() or e.errno == errno.EBADF:
+                    return
+                raise
+            st.tun_packets += 1
+            plen = n - base
+            if plen < 20:
+                st.drop(SHORT)
+                continue
+            if buf[base] >> 4 != 4:
+                st.drop(NOT_IPV4)  # e.g. IPv6 router solicitations from the kernel
+                continue
+            peer = lookup(int.from_bytes(buf[base + 16 : base + 20], "big"))
+            if peer is None:
+                self._unreachable(mv[base:n], tun_addr, st)
+                continue
+            if not decrement_ttl(buf, base):
+                st.drop(TTL_EXCEEDED)
+                continue
+            try:
+                if vnet:
+                    flags, gso_type, _, gso_size, csum_start, csum_offset = unpack_vnet(buf, 0)
+                    if gso_type == GSO_NONE and not flags & F_NEEDS_CSUM:
+                        sendto(mv[base:n], peer)
+                        st.packets += 1
+                        st.bytes += plen
+                        st.batches += 1
+                        continue
+                    res = segment(
+                        VirtioNetHdr(flags, gso_type, 0, gso_size, csum_start, csum_offset), mv[base:n], out, plen
+                    )
+                    st.batches += send_segments(out, res.total, res.seg_size, peer)
+                    st.packets += res.count
+                    st.bytes += res.total
+                else:
+                    sendto(mv[base:n], peer)
+                    st.packets += 1
+                    st.bytes += plen
+                    st.batches += 1
+            except PacketError as e:
+                st.drop(e.reason)
+            except OSError as e:
+                if stop.is_set() and e.errno == errno.EBADF:
+                    return
+                # ENOBUFS, EHOSTUNREACH, ECONNREFUSED...: the datagram is lost, like on a wire.
+                st.drop(SEND_ERROR)
+
+    def _unreachable(self, pkt, tun_addr: int, st) -> None:
+        st.drop(NO_ROUTE)
+        reply = icmp_net_unreachable(pkt, tun_addr)
+        if reply is None:
+            return
+        try:
+            if self.tun.vnet_hdr:
+                self.tun.writev((ZERO_VNET_HDR, reply))
+            else:
+                self.tun.write(reply)
+            self.stats.icmp_unreachable += 1
+        except OSError:
+            st.drop(TUN_WRITE_ERROR)
+
+    # -- UDP -> TUN -----------------------------------------------------------
+
+    def _udp_to_tun(self) -> None:
+        st = self.stats.rx
+        tun, conn = self.tun, self.conn
+        fd = tun.fd
+        vnet = tun.vnet_hdr
+        buf = bytearray(65535 + 1024)
+        mv = memoryview(buf)
+        recv = conn.recv_into
+        writev = os.writev
+        write = os.write
+        sender_subnets = self.peers.sender_subnets
+        from_bytes = int.from_bytes
+        wait = self._waiter(conn.fileno())
+        stop = self._stop
+        dontwait = socket.MSG_DONTWAIT
+        while not stop.is_set():
+            try:
+                n, seg, addr = recv(buf, dontwait)
+            except BlockingIOError:
+                wait()
+                continue
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if stop.is_set() or e.errno == errno.EBADF:
+                    return
+                st.drop("recv_error")
+                continue
+            st.batches += 1
+            if seg <= 0:
+                st.drop(TRUNCATED)
+                continue
+            nets = sender_subnets(addr[0])
+            if nets is None:
+                st.drop(UNKNOWN_SENDER, -(-n // seg))
+                continue
+            if len(nets) == 1:
+                (net, mask), = nets
+            else:
+                net = mask = -1
+            spans = []
+            for off in range(0, n, seg):
+                ln = n - off if n - off < seg else seg
+                if ln < 20:
+                    st.drop(SHORT)
+                    continue
+                b0 = buf[off]
+                if b0 != 0x45:
+                    if b0 >> 4 != 4:
+                        st.drop(BAD_VERSION)
+                        continue
+                    hl = (b0 & 0x0F) << 2
+                    if hl < 20 or hl > ln:
+                        st.drop(BAD_HEADER)
+                        continue
+                else:
+                    hl = 20
+                if (buf[off + 2] << 8) | buf[off + 3] != ln:
+                    st.drop(BAD_LENGTH)
+                    continue
+                if from_bytes(buf[off : off + hl], "big") % 0xFFFF:
+                    st.drop(BAD_CHECKSUM)
+                    continue
+                src = from_bytes(buf[off + 12 : off + 16], "big")
+                if src & mask != net:
+                    if mask != -1 or not any(src & m == nt for nt, m in nets):
+                        st.drop(SPOOFED)
+                        continue
+                if not decrement_ttl(buf, off):
+                    st.drop(TTL_EXCEEDED)
+                    continue
+                spans.append((off, ln))
+            if not spans:
+                continue
+            st.packets += len(spans)
+            try:
+                if vnet:
+                    for iov in coalesce(buf, spans):
+                        writev(fd, iov)
+                        st.tun_packets += 1
+                else:
+                    for off, ln in spans:
+                        write(fd, mv[off : off + ln])
+                        st.tun_packets += 1
+                st.bytes += sum(ln for _, ln in spans)
+            except OSError as e:
+                if stop.is_set() and e.errno == errno.EBADF:
+                    return
+                st.drop(TUN_WRITE_ERROR)
+
+
+# -- debug entry point ------------------------------------------------------------
+
+
+def _hostport(s: str, default_port: int = 8285) -> tuple[str, int]:
+    host, sep, port = s.rpartition(":")
+    return (host, int(port)) if sep else (s, default_port)
+
+
+def _underlay_mtu(ip: str) -> int | None:
+    try:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            for a in ipr.get_addr(family=socket.AF_INET):
+                if a.get_attr("IFA_ADDRESS") == ip:
+                    link = ipr.get_links(a["index"])[0]
+                    return link.get_attr("IFLA_MTU")
+    except Exception as e:  # the MTU is a convenience; --mtu overrides
+        log.debug("underlay MTU lookup: %s", e)
+    return None
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m flannel_forwarder.device",
+        description="Run the flannel udp data path with a static peer table (debugging, benchmarks).",
+    )
+    p.add_argument("--tun-name", default="flannel0")
+    p.add_argument("--network", required=True, help="the whole overlay, e.g. 10.5.0.0/16")
+    p.add_argument("--subnet", required=True, help="this host's subnet, e.g. 10.5.1.0/24")
+    p.add_argument("--bind", required=True, help="underlay IP[:PORT] to bind (port 8285 by default)")
+    p.add_argument("--peer", action="append", default=[], metavar="SUBNET=IP[:PORT]")
+    p.add_argument("--mtu", type=int, help="TUN MTU (default: underlay MTU - 28)")
+    p.add_argument("--no-offload", action="store_true", help="no TSO/GSO/GRO: one packet per syscall")
+    p.add_argument("--stats-file", help="write counters as JSON here every second and at exit")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def _write_stats(path: str, stats: Stats) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(stats.snapshot(), f)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    bind_ip, port = _hostport(args.bind)
+    peers = PeerTable({subnet: _hostport(hp) for subnet, _, hp in (p.partition("=") for p in args.peer)})
+    mtu = args.mtu or ((_underlay_mtu(bind_ip) or 1500) - 28)
+    offload = not args.no_offload
+    conn = UdpConn(bind_ip, port, offload=offload)
+    stats = Stats()
+    try:
+        tun = TunDevice(args.tun_name, network=args.network, subnet=args.subnet, mtu=mtu, offload=offload)
+    except BaseException:
+        conn.close()
+        raise
+    dev = Device(tun, conn, peers, stats)
+    signal.signal(signal.SIGTERM, lambda *_: dev.stop())
+    signal.signal(signal.SIGINT, lambda *_: dev.stop())
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "tun": tun.name,
+                "mtu": mtu,
+                "vnet_hdr": tun.vnet_hdr,
+                "tun_offload_flags": tun.offload_flags,
+                "udp_gso": conn.gso,
+                "udp_gro": conn.gro,
+                "pid": os.getpid(),
+            }
+        ),
+        flush=True,
+    )
+    try:
+        dev.start()
+        while not dev.stopped:
+            if args.stats_file:
+                _write_stats(args.stats_file, stats)
+            dev._stop.wait(1.0 if args.stats_file else 0.5)
+            if not all(t.is_alive() for t in dev._threads):
+                break
+    finally:
+        dev.close()
+        tun.close()
+        conn.close()
+        if args.stats_file:
+            _write_stats(args.stats_file, stats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
