@@ -122,7 +122,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 subnet:
-  description: The host subnet.
+  description: The host subnet. Null in check mode when the network config does not exist yet.
   returned: when O(state=present)
   type: str
   sample: 10.5.34.0/24
@@ -241,6 +241,13 @@ def main():
             module.exit_json(**result)
 
         snap = store.snapshot()
+        if module.check_mode and snap.config is None and snap.config_error is None:
+            # A first --check run before the network task has really run: the
+            # lease would be created then; which subnet cannot be known yet.
+            module.warn("no network config at %s yet: a lease would be created once it exists" % store.config_key)
+            result.update(changed=True, action="create", subnet=None, subnet_gateway=None, network=None,
+                          lease_key=None, ttl=p["ttl"], expires_at=None, backend_port=None)
+            module.exit_json(**result)
         config = store.require_config(snap)
         out = store.acquire(public_ip, ttl=p["ttl"], renew_margin=p["renew_margin"],
                             backend_type=p["backend_type"] or config.backend_type,

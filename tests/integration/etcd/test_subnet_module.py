@@ -172,6 +172,12 @@ def test_bad_input(net, client, prefix, args, words):
     assert lease_keys(client, prefix) == {}
 
 
-def test_no_config_is_a_clear_error(etcd):
+def test_no_config_is_a_clear_error(etcd, client):
     res = run_module("subnet", dict(etcd, public_ip="192.0.2.1"))
     assert res["failed"] and "no network config at" in res["msg"] and "overlay.flannel.network" in res["msg"]
+    # In check mode (a first --check of site.yml) it reports the lease it would create, with a warning.
+    check = run_module("subnet", dict(etcd, public_ip="192.0.2.1"), check=True)
+    assert check["changed"] and check["action"] == "create" and check["subnet"] is None
+    assert "no network config" in check["warnings"][0]
+    _rev, kvs = client.get_prefix(etcd["etcd_prefix"])
+    assert kvs == []

@@ -1,0 +1,65 @@
+# overlay.flannel: set-up and test commands. See README.md.
+#
+#   make demo    the main job (until the test cluster lands: a local etcd, a
+#                network seeded and subnets leased by a real ansible-playbook run)
+#   make test    every test: unit, real etcd, real namespaces, sanity, lint
+#
+# Both install what they need (apt packages and a pinned virtualenv in .venv).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := etcd-server etcd-client python3-venv python3-dev gcc openssl git iproute2 iperf3
+STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-12)
+
+.PHONY: all deps venv demo test test-unit test-integration sanity lint bench clean
+
+all: test
+
+# System packages, installed only when one is missing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(STAMP)
+
+$(STAMP): requirements/controller.txt requirements/forwarder.txt requirements/test.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements/test.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: deps venv
+	$(PY) tools/local_demo.py
+
+test-unit: venv
+	$(PY) -m pytest tests/unit
+
+test-integration: deps venv
+	$(PY) -m pytest tests/integration
+
+sanity: deps venv
+	VENV=$(VENV) tests/sanity/run.sh
+
+lint: venv
+	VENV=$(VENV) tests/lint/run.sh
+
+# Every test. pytest prints the closing "N passed" line CI reads; sanity and
+# lint fail the run on any finding.
+test: deps venv
+	$(PY) -m pytest tests/unit tests/integration
+	VENV=$(VENV) tests/sanity/run.sh
+	VENV=$(VENV) tests/lint/run.sh
+
+bench: deps venv
+	$(PY) bench/subnet_acquire.py
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache
