@@ -41,11 +41,15 @@ for u in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.
     ln -sf /dev/null "/etc/systemd/system/$u"
 done
 
-# --- cgroup v1: nspawn mounts the controllers read-only; docker needs them rw
-cat > /usr/local/sbin/cgroup-v1-rw <<'SCRIPT'
+# --- API file systems: nspawn mounts them for a host that shares the machine's
+# network, but each test host has a network namespace of its own:
+#  * cgroup v1 controllers are read-only -> docker run fails (mkdir .../cpuset/docker)
+#  * /proc/sys/net is read-only -> dockerd cannot enable ip_forward, sysctl fails
+#  * /sys is the machine's sysfs -> /sys/class/net lists the machine's interfaces
+#    (ansible facts read it), not the host's
+cat > /usr/local/sbin/test-cluster-mounts <<'SCRIPT'
 #!/bin/sh
-# Remount every cgroup v1 controller hierarchy read-write (not the named
-# systemd hierarchy, not the unified one).
+# Make the host's API file systems fit its own network namespace (see image-setup.sh).
 set -u
 rc=0
 while read -r _id _pid _mm _root mp _opts rest; do
@@ -56,21 +60,38 @@ while read -r _id _pid _mm _root mp _opts rest; do
     esac
     mount -o remount,bind,rw "$mp" || rc=1
 done < /proc/self/mountinfo
+mounted() { awk -v p="$1" '$5 == p { found = 1 } END { exit !found }' /proc/self/mountinfo; }
+# /proc/sys/net belongs to this host's own netns: make it writable
+if ! mounted /proc/sys/net; then
+    { mount --bind /proc/sys/net /proc/sys/net && mount -o remount,bind,rw /proc/sys/net; } || rc=1
+fi
+# a sysfs instance mounted here is filtered by this netns: bind its net views over /sys
+if ! mounted /sys/class/net; then
+    d=$(mktemp -d /run/test-cluster-sysfs.XXXXXX)
+    if mount -t sysfs sysfs "$d"; then
+        mount --bind "$d/class/net" /sys/class/net || rc=1
+        mount --bind "$d/devices/virtual/net" /sys/devices/virtual/net || rc=1
+        umount -l "$d"
+    else
+        rc=1
+    fi
+    rmdir "$d"
+fi
 exit $rc
 SCRIPT
-chmod 755 /usr/local/sbin/cgroup-v1-rw
-cat > /etc/systemd/system/cgroup-v1-rw.service <<'UNIT'
+chmod 755 /usr/local/sbin/test-cluster-mounts
+cat > /etc/systemd/system/test-cluster-mounts.service <<'UNIT'
 [Unit]
-Description=Remount cgroup v1 controllers read-write (test cluster)
+Description=Fit API file systems to the host's own netns (test cluster)
 DefaultDependencies=no
-After=local-fs.target
-Before=containerd.service docker.service sysinit.target
+After=systemd-remount-fs.service
+Before=sysinit.target systemd-sysctl.service containerd.service docker.service ssh.service
 ConditionVirtualization=container
 
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/usr/local/sbin/cgroup-v1-rw
+ExecStart=/usr/local/sbin/test-cluster-mounts
 
 [Install]
 WantedBy=sysinit.target
@@ -80,16 +101,16 @@ UNIT
 mkdir -p /etc/systemd/system/containerd.service.d /etc/systemd/system/docker.service.d
 cat > /etc/systemd/system/containerd.service.d/10-test-cluster.conf <<'UNIT'
 [Unit]
-Requires=cgroup-v1-rw.service
-After=cgroup-v1-rw.service
+Requires=test-cluster-mounts.service
+After=test-cluster-mounts.service
 [Service]
 # no kernel modules inside the host
 ExecStartPre=
 UNIT
 cat > /etc/systemd/system/docker.service.d/10-test-cluster.conf <<'UNIT'
 [Unit]
-Requires=cgroup-v1-rw.service
-After=cgroup-v1-rw.service
+Requires=test-cluster-mounts.service
+After=test-cluster-mounts.service
 UNIT
 
 # busybox image for test containers, imported once per host (its own /var/lib/docker)
@@ -117,8 +138,13 @@ WantedBy=multi-user.target
 UNIT
 
 systemctl enable ssh.service containerd.service docker.service \
-    cgroup-v1-rw.service load-test-images.service
+    test-cluster-mounts.service load-test-images.service
 systemctl set-default multi-user.target
+# masked units must not leave dangling .wants links behind
+for u in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service \
+         fstrim.timer dpkg-db-backup.timer getty@tty1.service; do
+    rm -f /etc/systemd/system/*.wants/$u
+done
 
 # journald: keep logs in memory only, small
 mkdir -p /etc/systemd/journald.conf.d

@@ -1,0 +1,1002 @@
+#!/usr/bin/env python3
+"""Test cluster harness: real Debian 12 systemd hosts (systemd-nspawn --boot),
+each in its own network namespace on a private test underlay, with sshd and
+dockerd, plus an etcd server on the controller.  Stdlib only.
+
+CLI (as root):
+    cluster.py image [--rebuild]
+    cluster.py up [--hosts N] [--state-dir DIR] [--no-etcd] [--prefix P] [--underlay A.B.C]
+    cluster.py down [--state-dir DIR] [--keep-data]
+    cluster.py reboot HOST [--state-dir DIR]
+    cluster.py exec [--state-dir DIR] [--nsenter] HOST -- CMD...
+    cluster.py status [--state-dir DIR]
+
+Python API (see Cluster):
+    c = Cluster(state_dir, hosts=3); c.up(); c.run("flh1", "docker ps"); c.reboot("flh1"); c.down()
+
+Layout of the network (default underlay 10.213.0.0/24):
+
+    root netns (controller) -- veth <prefix>flc0 10.213.0.1/24
+         |                                (peer "ctl" in the underlay netns)
+    netns <prefix>flunder: bridge br0 (nothing else; no address)
+         |-- veth <host>  <->  eth0 in netns <prefix><host>: 10.213.0.(10+i)/24,
+                                default via 10.213.0.254 (no one answers)
+
+Everything the harness creates is recorded in <state-dir>/state.json; `down`
+only signals PIDs recorded there (checked against their recorded start time).
+"""
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+try:
+    from . import image as image_mod  # type: ignore
+except ImportError:  # run as a script
+    import image as image_mod  # type: ignore
+
+SELF = os.path.abspath(__file__)
+DEFAULT_STATE_DIR = os.environ.get("OVERLAY_FLANNEL_CLUSTER_STATE", "/tmp/overlay-flannel-cluster")
+CGROUP_ROOT = "/sys/fs/cgroup"
+NSPAWN_PROPAGATE = "/run/systemd/nspawn/propagate"
+NSPAWN_LOCKS = "/run/systemd/nspawn/locks"
+REBOOT_EXIT_CODE = 133
+
+
+# --------------------------------------------------------------------------- helpers
+
+def log(msg):
+    print("[cluster %s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
+
+
+def sh(argv, check=True, **kw):
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    res = subprocess.run(argv, **kw)
+    if check and res.returncode != 0:
+        raise RuntimeError("command failed (rc=%d): %s\n%s%s" % (
+            res.returncode, " ".join(argv), res.stdout or "", res.stderr or ""))
+    return res
+
+
+def proc_start_time(pid):
+    """Start time (clock ticks since boot) of a process, or None if it is gone/a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            data = fh.read()
+    except (OSError, TypeError):
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def pid_alive(pid, start_time=None):
+    if not pid:
+        return False
+    st = proc_start_time(pid)
+    if st is None:
+        return False
+    return start_time is None or st == start_time
+
+
+def signal_recorded(pid, start_time, sig):
+    """Send `sig` to a PID we recorded, only if it is still the same process."""
+    if pid_alive(pid, start_time):
+        try:
+            os.kill(pid, sig)
+            return True
+        except ProcessLookupError:
+            pass
+    return False
+
+
+def reap(pid):
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except (ChildProcessError, OSError, TypeError):
+        pass
+
+
+def wait_gone(items, timeout):
+    """items: list of (pid, start_time). True when all are gone within timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for pid, _ in items:
+            reap(pid)
+        if not any(pid_alive(pid, st) for pid, st in items):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+
+
+def write_json_atomic(path, data):
+    tmp = "%s.tmp-%d-%d" % (path, os.getpid(), threading.get_ident())
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+    os.rename(tmp, path)
+
+
+def read_json(path, default=None):
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return default
+
+
+def netns_exists(name):
+    return os.path.exists("/run/netns/" + name)
+
+
+def link_exists(name, netns=None):
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["link", "show", "dev", name]
+    return sh(argv, check=False).returncode == 0
+
+
+def port_free(host, port):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(host="127.0.0.1"):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def cgroup_procs(path):
+    pids = []
+    for dirpath, _dirs, files in os.walk(path):
+        if "cgroup.procs" in files:
+            try:
+                with open(os.path.join(dirpath, "cgroup.procs")) as fh:
+                    pids += [int(x) for x in fh.read().split()]
+            except OSError:
+                pass
+    return pids
+
+
+def remove_cgroup_tree(path):
+    """rmdir a cgroup and its children, bottom-up.  Returns what could not be removed."""
+    if not os.path.isdir(path):
+        return []
+    left = []
+    for dirpath, _dirs, _files in sorted(os.walk(path), key=lambda t: len(t[0]), reverse=True):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            left.append(dirpath)
+    return left
+
+
+def v1_controller_mounts():
+    """Mount points of the cgroup v1 controller hierarchies (not name=systemd)."""
+    out = []
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            pre, post = line.split(" - ", 1)
+            fstype = post.split()[0]
+            mp = pre.split()[4]
+            if fstype == "cgroup" and mp.startswith(CGROUP_ROOT + "/") and not mp.endswith("/systemd"):
+                out.append(mp)
+    return out
+
+
+class Host:
+    """One test host: `name` (= hostname), `ip` (underlay address), `netns`."""
+
+    def __init__(self, name, ip, netns):
+        self.name = name
+        self.ip = ip
+        self.netns = netns
+
+    def __repr__(self):
+        return "Host(%r, %r)" % (self.name, self.ip)
+
+    def __iter__(self):  # name, ip = host
+        return iter((self.name, self.ip))
+
+
+# --------------------------------------------------------------------------- the cluster
+
+class Cluster:
+    """A set of nspawn hosts on a private underlay, plus etcd.
+
+    Cluster(state_dir, hosts=3)           # describe a new cluster (nothing happens yet)
+    Cluster.load(state_dir)               # attach to one brought up earlier (e.g. by the CLI)
+    .up(timeout=240) / .down(keep_data=False)
+    .run(host, cmd, check=False, timeout=120, input=None, via="ssh") -> CompletedProcess
+    .reboot(host, timeout=180)
+    .hosts -> [Host(name, ip)], .host(name), .etcd_endpoint, .etcd_local_endpoint,
+    .inventory_path, .ssh_config_path, .key_path, .controller_ip, .state_path
+    """
+
+    def __init__(self, state_dir=DEFAULT_STATE_DIR, hosts=3, prefix="", underlay="10.213.0",
+                 etcd=True, name_base="flh", attach=False):
+        self.state_dir = os.path.abspath(state_dir)
+        self.state_path = os.path.join(self.state_dir, "state.json")
+        self.inventory_path = os.path.join(self.state_dir, "inventory.ini")
+        self.ssh_config_path = os.path.join(self.state_dir, "ssh_config")
+        self.key_path = os.path.join(self.state_dir, "id_ed25519")
+        self.state = read_json(self.state_path)
+        if self.state is None or (not attach and self.state.get("phase") in ("new", "down")):
+            # nothing running from an earlier cluster here: describe a fresh one
+            self.state = self._new_state(hosts, prefix, underlay, etcd, name_base)
+
+    @classmethod
+    def load(cls, state_dir=DEFAULT_STATE_DIR):
+        path = os.path.join(os.path.abspath(state_dir), "state.json")
+        if not os.path.exists(path):
+            raise FileNotFoundError("no cluster state in %s" % path)
+        return cls(state_dir, attach=True)
+
+    # ---- description
+    def _new_state(self, n, prefix, underlay, etcd, name_base):
+        if not 1 <= n <= 200:
+            raise ValueError("hosts must be 1..200")
+        hosts = {}
+        for i in range(1, n + 1):
+            name = "%s%d" % (name_base, i)
+            hdir = os.path.join(self.state_dir, "hosts", name)
+            hosts[name] = {
+                "index": i,
+                "ip": "%s.%d" % (underlay, 10 + i),
+                "netns": prefix + name,
+                "veth_underlay": (prefix + name)[:15],
+                "cgroup": prefix + name,
+                "docker_cgroup_parent": prefix + name + "-docker",
+                "dir": hdir,
+                "upper": os.path.join(hdir, "upper"),
+                "work": os.path.join(hdir, "work"),
+                "merged": os.path.join(hdir, "rootfs"),
+                "docker_dir": os.path.join(hdir, "docker"),
+                "log": os.path.join(hdir, "console.log"),
+                "supervisor_file": os.path.join(hdir, "supervisor.json"),
+                "mounted": False,
+                "supervisor": None,
+            }
+        return {
+            "version": 1,
+            "phase": "new",
+            "prefix": prefix,
+            "underlay": {
+                "netns": prefix + "flunder",
+                "bridge": "br0",
+                "controller_veth": (prefix + "flc0")[:15],
+                "controller_veth_peer": "ctl",
+                "controller_ip": underlay + ".1",
+                "gateway": underlay + ".254",
+                "prefixlen": 24,
+                "subnet": underlay + ".0/24",
+                "created": {"netns": False, "controller_veth": False},
+            },
+            "hosts": hosts,
+            "etcd": {"enabled": bool(etcd), "pid": None, "start_time": None},
+            "image": None,
+        }
+
+    def save(self):
+        os.makedirs(self.state_dir, exist_ok=True)
+        write_json_atomic(self.state_path, self.state)
+
+    @property
+    def hosts(self):
+        return [Host(n, h["ip"], h["netns"]) for n, h in
+                sorted(self.state["hosts"].items(), key=lambda kv: kv[1]["index"])]
+
+    @property
+    def host_names(self):
+        return [h.name for h in self.hosts]
+
+    def host(self, name):
+        h = self.state["hosts"][name]
+        return Host(name, h["ip"], h["netns"])
+
+    @property
+    def controller_ip(self):
+        return self.state["underlay"]["controller_ip"]
+
+    @property
+    def etcd_endpoint(self):
+        return self.state["etcd"].get("endpoint")
+
+    @property
+    def etcd_local_endpoint(self):
+        return self.state["etcd"].get("local_endpoint")
+
+    # ---- up
+    def up(self, timeout=240, image=None):
+        """Build/reuse the image, create the network, boot every host, start etcd, wait."""
+        if os.geteuid() != 0:
+            raise PermissionError("the cluster harness needs root")
+        if self.state.get("phase") not in ("new", "down"):
+            raise RuntimeError("cluster in %s is %s: run down first" % (self.state_dir, self.state["phase"]))
+        self._check_free()
+        t0 = time.monotonic()
+        img = image or image_mod.ensure_image()
+        self.state["image"] = img.to_dict()
+        self.state["phase"] = "starting"
+        self.state["timings"] = {"image_ready_s": round(time.monotonic() - t0, 2)}
+        self.state["mem_available_before_kb"] = _mem_available_kb()
+        self.save()
+        self._ensure_key()
+        t1 = time.monotonic()
+        self._setup_underlay()
+        for name in self.host_names:
+            self._setup_host_netns(name)
+        for name in self.host_names:
+            self._prepare_rootfs(name)
+        for name in self.host_names:
+            self._start_supervisor(name)
+        if self.state["etcd"]["enabled"]:
+            self._start_etcd()
+        self._write_access_files()
+        errors = self._parallel(lambda n: self.wait_ready(n, timeout=timeout), self.host_names)
+        if errors:
+            self.state["phase"] = "failed"
+            self.save()
+            raise RuntimeError("hosts not ready: %s (state left for `down`; consoles in %s/hosts/*/console.log)"
+                               % (errors, self.state_dir))
+        self.state["phase"] = "up"
+        self.state["timings"]["boot_s"] = round(time.monotonic() - t1, 2)
+        self.state["mem_used_kb"] = self.state["mem_available_before_kb"] - _mem_available_kb()
+        self.save()
+        log("%d hosts up in %.1fs (image %s)" % (len(self.hosts), time.monotonic() - t1, img.key))
+        return self
+
+    def _check_free(self):
+        u = self.state["underlay"]
+        taken = [n for n in [u["netns"]] + [h["netns"] for h in self.state["hosts"].values()]
+                 if netns_exists(n)]
+        if link_exists(u["controller_veth"]):
+            taken.append("link " + u["controller_veth"])
+        if taken:
+            raise RuntimeError("already exist (another cluster up? use another --prefix or run down): %s" % taken)
+
+    def _ensure_key(self):
+        if not os.path.exists(self.key_path):
+            sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "overlay-flannel-test-cluster",
+                "-f", self.key_path])
+
+    def _setup_underlay(self):
+        u = self.state["underlay"]
+        sh(["ip", "netns", "add", u["netns"]])
+        u["created"]["netns"] = True
+        self.save()
+        ns = ["ip", "-n", u["netns"]]
+        sh(ns + ["link", "set", "lo", "up"])
+        sh(ns + ["link", "add", u["bridge"], "type", "bridge"])
+        # no STP, forward at once; no multicast snooping surprises
+        sh(ns + ["link", "set", u["bridge"], "type", "bridge", "forward_delay", "0", "stp_state", "0"])
+        sh(ns + ["link", "set", u["bridge"], "up"])
+        sh(["ip", "link", "add", u["controller_veth"], "type", "veth",
+            "peer", "name", u["controller_veth_peer"], "netns", u["netns"]])
+        u["created"]["controller_veth"] = True
+        self.save()
+        sh(ns + ["link", "set", u["controller_veth_peer"], "master", u["bridge"], "up"])
+        sh(["ip", "addr", "add", "%s/%d" % (u["controller_ip"], u["prefixlen"]), "dev", u["controller_veth"]])
+        sh(["ip", "link", "set", u["controller_veth"], "up"])
+        # the underlay namespace itself never routes anything anywhere
+        sh(["ip", "netns", "exec", u["netns"], "sysctl", "-q", "-w", "net.ipv4.ip_forward=0"], check=False)
+
+    def _setup_host_netns(self, name):
+        h = self.state["hosts"][name]
+        u = self.state["underlay"]
+        sh(["ip", "netns", "add", h["netns"]])
+        h["netns_created"] = True
+        self.save()
+        sh(["ip", "-n", u["netns"], "link", "add", h["veth_underlay"], "type", "veth",
+            "peer", "name", "eth0", "netns", h["netns"]])
+        sh(["ip", "-n", u["netns"], "link", "set", h["veth_underlay"], "master", u["bridge"], "up"])
+        ns = ["ip", "-n", h["netns"]]
+        sh(ns + ["link", "set", "lo", "up"])
+        sh(ns + ["link", "set", "eth0", "mtu", "1500", "up"])
+        sh(ns + ["addr", "add", "%s/%d" % (h["ip"], u["prefixlen"]), "dev", "eth0"])
+        # default route to an address nothing answers: ansible_default_ipv4 = underlay, nothing leaves
+        sh(ns + ["route", "add", "default", "via", u["gateway"], "dev", "eth0", "onlink"])
+
+    def _prepare_rootfs(self, name):
+        h = self.state["hosts"][name]
+        img = self.state["image"]
+        for d in (h["upper"], h["work"], h["merged"], h["docker_dir"]):
+            os.makedirs(d, exist_ok=True)
+        sh(["mount", "-t", "overlay", "overlay", "-o",
+            "lowerdir=%s,upperdir=%s,workdir=%s" % (img["rootfs"], h["upper"], h["work"]), h["merged"]])
+        h["mounted"] = True
+        self.save()
+        root = h["merged"]
+
+        def put(path, text, mode=0o644):
+            full = os.path.join(root, path.lstrip("/"))
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            with open(full, "w") as fh:
+                fh.write(text)
+            os.chmod(full, mode)
+
+        put("/etc/hostname", name + "\n")
+        put("/etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
+        hosts_lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback",
+                       "127.0.1.1 %s" % name, "%s controller" % self.controller_ip]
+        hosts_lines += ["%s %s" % (o.ip, o.name) for o in self.hosts]
+        put("/etc/hosts", "\n".join(hosts_lines) + "\n")
+        with open(self.key_path + ".pub") as fh:
+            put("/root/.ssh/authorized_keys", fh.read(), 0o600)
+        os.chmod(os.path.join(root, "root/.ssh"), 0o700)
+        put("/etc/docker/daemon.json", json.dumps({"cgroup-parent": h["docker_cgroup_parent"]}, indent=1) + "\n")
+        # per-host ssh host keys
+        sh(["ssh-keygen", "-A", "-f", root])
+
+    def _nspawn_argv(self, name):
+        h = self.state["hosts"][name]
+        return [
+            "systemd-nspawn", "--boot", "--register=no", "--keep-unit",
+            "--machine=" + name, "--directory=" + h["merged"],
+            "--network-namespace-path=/run/netns/" + h["netns"],
+            "--capability=all", "--private-users=no",
+            "--bind=/dev/net/tun",
+            "--bind=%s:/var/lib/docker" % h["docker_dir"],
+            "--system-call-filter=add_key keyctl bpf",
+            "--console=read-only", "--link-journal=no", "--resolv-conf=off", "--timezone=off",
+            "--kill-signal=SIGRTMIN+4",
+        ]
+
+    def _start_supervisor(self, name):
+        h = self.state["hosts"][name]
+        for hier in ("systemd", "unified"):
+            path = os.path.join(CGROUP_ROOT, hier, h["cgroup"])
+            os.makedirs(path, exist_ok=True)
+        h["cgroups"] = [os.path.join(CGROUP_ROOT, hier, h["cgroup"]) for hier in ("systemd", "unified")]
+        h["nspawn_argv"] = self._nspawn_argv(name)
+        try:
+            os.unlink(h["supervisor_file"])
+        except FileNotFoundError:
+            pass
+        self.save()
+        logf = open(os.path.join(h["dir"], "supervisor.log"), "ab")
+        proc = subprocess.Popen([sys.executable, SELF, "_supervise", "--state-dir", self.state_dir, name],
+                                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+        logf.close()
+        h["supervisor"] = {"pid": proc.pid, "start_time": proc_start_time(proc.pid)}
+        self.save()
+
+    def _start_etcd(self):
+        e = self.state["etcd"]
+        cip = self.controller_ip
+        lport = 2379 if port_free("127.0.0.1", 2379) else free_port()
+        e.update({
+            "name": "overlay-flannel-test",
+            "data_dir": os.path.join(self.state_dir, "etcd"),
+            "endpoint": "http://%s:2379" % cip,
+            "local_endpoint": "http://127.0.0.1:%d" % lport,
+            "peer_url": "http://%s:2380" % cip,
+            "log": os.path.join(self.state_dir, "etcd.log"),
+        })
+        os.makedirs(e["data_dir"], exist_ok=True)
+        argv = ["etcd", "--name", e["name"], "--data-dir", os.path.join(e["data_dir"], "data"),
+                "--listen-client-urls", "%s,%s" % (e["endpoint"], e["local_endpoint"]),
+                "--advertise-client-urls", e["endpoint"],
+                "--listen-peer-urls", e["peer_url"], "--initial-advertise-peer-urls", e["peer_url"],
+                "--initial-cluster", "%s=%s" % (e["name"], e["peer_url"]),
+                "--initial-cluster-state", "new", "--log-level", "warn"]
+        with open(e["log"], "ab") as logf:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True)
+        e["pid"] = proc.pid
+        e["start_time"] = proc_start_time(proc.pid)
+        e["argv"] = argv
+        self.save()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError("etcd exited with %s, see %s" % (proc.returncode, e["log"]))
+            try:
+                with urllib.request.urlopen(e["local_endpoint"] + "/health", timeout=1) as r:
+                    if json.loads(r.read().decode()).get("health") in ("true", True):
+                        return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("etcd did not become healthy, see %s" % e["log"])
+
+    def _write_access_files(self):
+        lines = []
+        for h in self.hosts:
+            lines += ["Host %s %s" % (h.name, h.ip), "  HostName %s" % h.ip, "  User root",
+                      "  IdentityFile %s" % self.key_path, "  IdentitiesOnly yes",
+                      "  StrictHostKeyChecking no", "  UserKnownHostsFile /dev/null",
+                      "  GlobalKnownHostsFile /dev/null", "  LogLevel ERROR", "  BatchMode yes",
+                      "  ConnectTimeout 5", "  ServerAliveInterval 5", "  ServerAliveCountMax 3", ""]
+        with open(self.ssh_config_path, "w") as fh:
+            fh.write("\n".join(lines))
+        inv = ["[flannel]"]
+        inv += ["%s ansible_host=%s" % (h.name, h.ip) for h in self.hosts]
+        inv += ["", "[flannel:vars]", "ansible_user=root",
+                "ansible_ssh_private_key_file=%s" % self.key_path,
+                "ansible_python_interpreter=/usr/bin/python3",
+                "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+                " -o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o LogLevel=ERROR'",
+                "ansible_ssh_pipelining=true"]
+        if self.etcd_endpoint:
+            inv.append("flannel_etcd_endpoints=%s" % self.etcd_endpoint)
+        with open(self.inventory_path, "w") as fh:
+            fh.write("\n".join(inv) + "\n")
+
+    # ---- runtime info
+    def supervisor_info(self, name):
+        return read_json(self.state["hosts"][name]["supervisor_file"], {}) or {}
+
+    def leader_pid(self, name):
+        """PID (in the root pid namespace) of the host's PID 1, or None."""
+        info = self.supervisor_info(name)
+        pid, st = info.get("leader_pid"), info.get("leader_start_time")
+        return pid if pid_alive(pid, st) else None
+
+    def ssh_argv(self, name, cmd=None, tty=False):
+        argv = ["ssh", "-F", self.ssh_config_path] + (["-t"] if tty else []) + [name]
+        if cmd is not None:
+            argv.append(cmd if isinstance(cmd, str) else shlex.join(cmd))
+        return argv
+
+    def run(self, host, cmd, check=False, timeout=120, input=None, via="ssh"):
+        """Run `cmd` (a shell string, or an argv list) on `host`.  Returns CompletedProcess(text)."""
+        if host not in self.state["hosts"]:
+            raise KeyError("no host %r (hosts: %s)" % (host, self.host_names))
+        if via == "ssh":
+            argv = self.ssh_argv(host, cmd)
+        elif via == "nsenter":
+            leader = self.leader_pid(host)
+            if leader is None:
+                raise RuntimeError("host %s is not running" % host)
+            shell_cmd = cmd if isinstance(cmd, str) else shlex.join(cmd)
+            argv = ["nsenter", "-t", str(leader), "-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w",
+                    "/usr/bin/env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "HOME=/root", "LANG=C.UTF-8", "/bin/sh", "-c", shell_cmd]
+        else:
+            raise ValueError("via must be ssh or nsenter")
+        res = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout,
+                             stdin=None if input is not None else subprocess.DEVNULL)
+        if check and res.returncode != 0:
+            raise subprocess.CalledProcessError(res.returncode, argv, res.stdout, res.stderr)
+        return res
+
+    def wait_ready(self, name, timeout=180, min_launches=1):
+        """Wait for sshd, a finished boot (running/degraded), docker and the busybox image."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            info = self.supervisor_info(name)
+            if info.get("status") == "stopped":
+                raise RuntimeError("host %s stopped (nspawn exit %s); see %s"
+                                   % (name, info.get("last_exit"), self.state["hosts"][name]["log"]))
+            if info.get("launches", 0) >= min_launches and self.leader_pid(name):
+                try:
+                    res = self.run(name, "systemctl is-system-running --wait; "
+                                         "systemctl is-active docker.service load-test-images.service",
+                                   timeout=max(5, min(60, deadline - time.monotonic())))
+                    out = res.stdout.split()
+                    last = (res.stdout + res.stderr).strip()
+                    if res.returncode == 0 and out and out[0] in ("running", "degraded"):
+                        if out[0] == "degraded":
+                            failed = self.run(name, "systemctl --failed --no-legend --plain").stdout
+                            log("%s is degraded: %s" % (name, failed.strip()))
+                        return True
+                    if out and out[0] in ("running", "degraded") and "failed" in out[1:]:
+                        journal = self.run(name, "systemctl --failed --no-legend --plain; journalctl -b "
+                                                 "-u test-cluster-mounts -u containerd -u docker "
+                                                 "-u load-test-images --no-pager | tail -n 30").stdout
+                        raise RuntimeError("host %s: docker or the test image failed:\n%s" % (name, journal))
+                    if out and out[0] in ("maintenance", "stopping"):
+                        break
+                except subprocess.TimeoutExpired:
+                    last = "timeout"
+            time.sleep(0.5)
+        raise RuntimeError("host %s not ready in %ss (last: %s)" % (name, timeout, last))
+
+    def reboot(self, name, timeout=180):
+        """`systemctl reboot` inside the host; its supervisor relaunches nspawn (exit 133)."""
+        before = self.supervisor_info(name).get("launches", 0)
+        try:
+            self.run(name, "systemctl reboot", timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+        deadline = time.monotonic() + timeout
+        while self.supervisor_info(name).get("launches", 0) <= before:
+            if time.monotonic() > deadline:
+                raise RuntimeError("host %s did not come back from reboot (supervisor: %s)"
+                                   % (name, self.supervisor_info(name)))
+            time.sleep(0.2)
+        self.wait_ready(name, timeout=max(10, deadline - time.monotonic()), min_launches=before + 1)
+
+    def status(self):
+        out = {"state_dir": self.state_dir, "phase": self.state.get("phase"),
+               "etcd": {"endpoint": self.etcd_endpoint, "local_endpoint": self.etcd_local_endpoint,
+                        "pid": self.state["etcd"].get("pid"),
+                        "alive": pid_alive(self.state["etcd"].get("pid"), self.state["etcd"].get("start_time"))},
+               "inventory": self.inventory_path, "ssh_config": self.ssh_config_path,
+               "image": (self.state.get("image") or {}).get("key"),
+               "timings": self.state.get("timings"), "hosts": {}}
+        for h in self.hosts:
+            hs = self.state["hosts"][h.name]
+            sup = hs.get("supervisor") or {}
+            info = self.supervisor_info(h.name)
+            entry = {"ip": h.ip, "netns": h.netns,
+                     "supervisor_alive": pid_alive(sup.get("pid"), sup.get("start_time")),
+                     "nspawn_pid": info.get("nspawn_pid"), "leader_pid": self.leader_pid(h.name),
+                     "launches": info.get("launches"), "last_exit": info.get("last_exit")}
+            if entry["leader_pid"]:
+                try:
+                    r = self.run(h.name, "systemctl is-system-running", timeout=10)
+                    entry["system"] = r.stdout.strip() or r.stderr.strip()
+                except subprocess.TimeoutExpired:
+                    entry["system"] = "ssh timeout"
+            out["hosts"][h.name] = entry
+        return out
+
+    # ---- down
+    def down(self, keep_data=False, stop_timeout=40):
+        """Tear down everything recorded in the state file.  Idempotent."""
+        t0 = time.monotonic()
+        problems = []
+        self.state["phase"] = "stopping"
+        self.save()
+        running = [n for n in self.host_names if self.leader_pid(n)]
+        # 1. test containers first (else dockerd waits 10 s per container at shutdown)
+        self._parallel(lambda n: self.run(n, "ids=$(docker ps -aq); [ -z \"$ids\" ] || docker rm -f $ids",
+                                          timeout=30), running)
+        # 2. hosts: ask each supervisor to stop (it forwards SIGTERM to nspawn -> poweroff)
+        waits = []
+        for n in self.host_names:
+            sup = self.state["hosts"][n].get("supervisor") or {}
+            info = self.supervisor_info(n)
+            if signal_recorded(sup.get("pid"), sup.get("start_time"), signal.SIGTERM):
+                waits.append((sup["pid"], sup["start_time"]))
+            elif signal_recorded(info.get("nspawn_pid"), info.get("nspawn_start_time"), signal.SIGTERM):
+                waits.append((info["nspawn_pid"], info["nspawn_start_time"]))
+            for key in ("nspawn", "leader"):
+                if info.get(key + "_pid"):
+                    waits.append((info[key + "_pid"], info.get(key + "_start_time")))
+        if not wait_gone(waits, stop_timeout):
+            problems.append("hosts did not stop in %ss: killing recorded PIDs" % stop_timeout)
+            for n in self.host_names:
+                info = self.supervisor_info(n)
+                sup = self.state["hosts"][n].get("supervisor") or {}
+                signal_recorded(info.get("leader_pid"), info.get("leader_start_time"), signal.SIGKILL)
+                signal_recorded(info.get("nspawn_pid"), info.get("nspawn_start_time"), signal.SIGKILL)
+                signal_recorded(sup.get("pid"), sup.get("start_time"), signal.SIGKILL)
+            wait_gone(waits, 10)
+        # 3. etcd
+        e = self.state["etcd"]
+        if signal_recorded(e.get("pid"), e.get("start_time"), signal.SIGTERM):
+            if not wait_gone([(e["pid"], e["start_time"])], 10):
+                signal_recorded(e["pid"], e["start_time"], signal.SIGKILL)
+                wait_gone([(e["pid"], e["start_time"])], 5)
+        # 4. mounts, cgroups, propagate dirs, lock files
+        for n in self.host_names:
+            h = self.state["hosts"][n]
+            if image_mod.mounts_under(h["merged"]):
+                image_mod.umount_all_under(h["merged"])
+                left = image_mod.mounts_under(h["merged"])
+                if left:
+                    problems.append("still mounted: %s" % left)
+            h["mounted"] = bool(image_mod.mounts_under(h["merged"]))
+            cgs = [os.path.join(CGROUP_ROOT, hier, h["cgroup"]) for hier in ("systemd", "unified")]
+            cgs += [os.path.join(mp, h["docker_cgroup_parent"]) for mp in v1_controller_mounts()]
+            for cg in cgs:
+                if os.path.isdir(cg):
+                    procs = cgroup_procs(cg)
+                    if procs:
+                        problems.append("processes left in %s: %s" % (cg, procs))
+                    problems += ["cgroup not removed: %s" % p for p in remove_cgroup_tree(cg)]
+            prop = os.path.join(NSPAWN_PROPAGATE, n)
+            if os.path.isdir(prop):
+                image_mod.safe_rmtree(prop)
+        # 5. network
+        u = self.state["underlay"]
+        for n in self.host_names:
+            ns = self.state["hosts"][n]["netns"]
+            if netns_exists(ns):
+                sh(["ip", "netns", "del", ns], check=False)
+        if link_exists(u["controller_veth"]):
+            sh(["ip", "link", "del", u["controller_veth"]], check=False)
+        if netns_exists(u["netns"]):
+            sh(["ip", "netns", "del", u["netns"]], check=False)
+        # 6. data
+        if not keep_data:
+            for n in self.host_names:
+                h = self.state["hosts"][n]
+                for d in (h["upper"], h["work"], h["merged"], h["docker_dir"]):
+                    try:
+                        image_mod.safe_rmtree(d)
+                    except (RuntimeError, OSError) as exc:
+                        problems.append(str(exc))
+            if e.get("data_dir"):
+                try:
+                    image_mod.safe_rmtree(e["data_dir"])
+                except (RuntimeError, OSError) as exc:
+                    problems.append(str(exc))
+        for n in self.host_names:
+            self.state["hosts"][n]["supervisor"] = None
+        e["pid"] = e["start_time"] = None
+        self.state["phase"] = "down"
+        self.state["last_down_s"] = round(time.monotonic() - t0, 2)
+        self.state["last_down_problems"] = problems
+        self.save()
+        for p in problems:
+            log("down: " + p)
+        log("down in %.1fs" % (time.monotonic() - t0))
+        return problems
+
+    def leftovers(self):
+        """What of this cluster still exists on the machine (empty list = clean)."""
+        left = []
+        u = self.state["underlay"]
+        for ns in [u["netns"]] + [h["netns"] for h in self.state["hosts"].values()]:
+            if netns_exists(ns):
+                left.append("netns " + ns)
+        if link_exists(u["controller_veth"]):
+            left.append("link " + u["controller_veth"])
+        for n, h in self.state["hosts"].items():
+            if image_mod.mounts_under(h["dir"]):
+                left.append("mounts %s" % image_mod.mounts_under(h["dir"]))
+            for hier in ("systemd", "unified"):
+                if os.path.isdir(os.path.join(CGROUP_ROOT, hier, h["cgroup"])):
+                    left.append("cgroup %s/%s" % (hier, h["cgroup"]))
+            for mp in v1_controller_mounts():
+                if os.path.isdir(os.path.join(mp, h["docker_cgroup_parent"])):
+                    left.append("cgroup %s/%s" % (mp, h["docker_cgroup_parent"]))
+            if os.path.exists(os.path.join(NSPAWN_PROPAGATE, n)):
+                left.append("propagate dir " + n)
+            info = read_json(h["supervisor_file"], {}) or {}
+            for key in ("nspawn", "leader"):
+                if pid_alive(info.get(key + "_pid"), info.get(key + "_start_time")):
+                    left.append("%s pid %s of %s" % (key, info[key + "_pid"], n))
+            sup = h.get("supervisor") or {}
+            if pid_alive(sup.get("pid"), sup.get("start_time")):
+                left.append("supervisor pid %s of %s" % (sup["pid"], n))
+        e = self.state["etcd"]
+        if pid_alive(e.get("pid"), e.get("start_time")):
+            left.append("etcd pid %s" % e["pid"])
+        return left
+
+    # ---- misc
+    def _parallel(self, fn, names):
+        errors = {}
+
+        def call(n):
+            try:
+                fn(n)
+            except Exception as exc:  # noqa: BLE001 - reported to the caller
+                errors[n] = "%s: %s" % (type(exc).__name__, exc)
+        threads = [threading.Thread(target=call, args=(n,)) for n in names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return errors
+
+    def __enter__(self):
+        return self.up()
+
+    def __exit__(self, *exc):
+        self.down()
+
+
+def _mem_available_kb():
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    return 0
+
+
+# --------------------------------------------------------------------------- supervisor
+
+def supervise(state_dir, name):
+    """Runs detached, one per host: launches nspawn from the host's own cgroups and
+    relaunches it when the host reboots (nspawn exit code 133).  SIGTERM: stop the
+    host (forwarded to nspawn, whose --kill-signal powers the host off) and exit."""
+    state = read_json(os.path.join(state_dir, "state.json"))
+    h = state["hosts"][name]
+    info_path = h["supervisor_file"]
+    info = {"status": "starting", "launches": 0, "supervisor_pid": os.getpid()}
+    stopping = {"flag": False}
+    current = {"proc": None}
+
+    def save():
+        write_json_atomic(info_path, info)
+
+    def on_term(signum, _frame):
+        stopping["flag"] = True
+        p = current["proc"]
+        if p is not None and p.poll() is None:
+            try:
+                os.kill(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def enter_cgroups():
+        for cg in h["cgroups"]:
+            with open(os.path.join(cg, "cgroup.procs"), "w") as fh:
+                fh.write("0\n")
+
+    while not stopping["flag"]:
+        with open(h["log"], "ab") as logf:
+            logf.write(("\n==== launch %d at %s ====\n" % (info["launches"] + 1, time.ctime())).encode())
+            logf.flush()
+            proc = subprocess.Popen(h["nspawn_argv"], stdin=subprocess.DEVNULL, stdout=logf,
+                                    stderr=subprocess.STDOUT, preexec_fn=enter_cgroups, close_fds=True)
+        current["proc"] = proc
+        info.update({"status": "running", "launches": info["launches"] + 1, "nspawn_pid": proc.pid,
+                     "nspawn_start_time": proc_start_time(proc.pid), "leader_pid": None,
+                     "leader_start_time": None, "launched_at": time.time()})
+        save()
+        if stopping["flag"]:
+            on_term(signal.SIGTERM, None)
+        # find the container's PID 1: nspawn's child once nspawn has set it up
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < deadline:
+            leader = _leader_of(proc.pid)
+            if leader:
+                info.update({"leader_pid": leader, "leader_start_time": proc_start_time(leader)})
+                save()
+                break
+            time.sleep(0.05)
+        while True:
+            try:
+                rc = proc.wait()
+                break
+            except InterruptedError:
+                continue
+        current["proc"] = None
+        info.update({"last_exit": rc, "leader_pid": None, "leader_start_time": None,
+                     "status": "rebooting" if rc == REBOOT_EXIT_CODE else "exited"})
+        save()
+        if rc != REBOOT_EXIT_CODE:
+            break
+        time.sleep(0.2)
+    info["status"] = "stopped"
+    save()
+
+
+def _leader_of(nspawn_pid):
+    """nspawn's child that runs /sbin/init (systemd) in a new pid namespace."""
+    try:
+        mine = os.readlink("/proc/%d/ns/pid" % nspawn_pid)
+        for tid in os.listdir("/proc/%d/task" % nspawn_pid):
+            with open("/proc/%d/task/%s/children" % (nspawn_pid, tid)) as fh:
+                for child in fh.read().split():
+                    child = int(child)
+                    if os.readlink("/proc/%d/ns/pid" % child) != mine:
+                        # wait until it has exec'ed systemd
+                        with open("/proc/%d/comm" % child) as c:
+                            if c.read().strip() == "systemd":
+                                return child
+    except OSError:
+        pass
+    return None
+
+
+# --------------------------------------------------------------------------- CLI
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="overlay.flannel test cluster harness")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def add_state(p):
+        p.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+
+    p = sub.add_parser("image", help="build (or reuse) the cached host image")
+    p.add_argument("--rebuild", action="store_true")
+    p = sub.add_parser("up", help="bring up hosts + etcd")
+    add_state(p)
+    p.add_argument("--hosts", type=int, default=3)
+    p.add_argument("--prefix", default="", help="prefix for netns/veth/cgroup names")
+    p.add_argument("--underlay", default="10.213.0", help="first three octets of the /24 underlay")
+    p.add_argument("--no-etcd", action="store_true")
+    p.add_argument("--timeout", type=float, default=240)
+    p = sub.add_parser("down", help="tear everything down (idempotent)")
+    add_state(p)
+    p.add_argument("--keep-data", action="store_true", help="keep overlays' upper dirs and docker dirs")
+    p = sub.add_parser("reboot", help="reboot one host (systemctl reboot inside it)")
+    add_state(p)
+    p.add_argument("host")
+    p = sub.add_parser("exec", help="run a command in a host")
+    add_state(p)
+    p.add_argument("--nsenter", action="store_true", help="nsenter into the host's PID 1 instead of ssh")
+    p.add_argument("host")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+    p = sub.add_parser("status")
+    add_state(p)
+    p = sub.add_parser("_supervise")
+    add_state(p)
+    p.add_argument("host")
+    args = ap.parse_args(argv)
+
+    if args.cmd == "image":
+        img = image_mod.ensure_image(rebuild=args.rebuild)
+        print(json.dumps(dict(img.to_dict(), build_seconds=img.manifest().get("build_seconds")), indent=1))
+        return 0
+    if args.cmd == "_supervise":
+        supervise(os.path.abspath(args.state_dir), args.host)
+        return 0
+    if args.cmd == "up":
+        c = Cluster(args.state_dir, hosts=args.hosts, prefix=args.prefix, underlay=args.underlay,
+                    etcd=not args.no_etcd)
+        try:
+            c.up(timeout=args.timeout)
+        except Exception as exc:
+            print("up failed: %s\n(run `down --state-dir %s` to clean up)" % (exc, c.state_dir), file=sys.stderr)
+            return 1
+        print(json.dumps({"inventory": c.inventory_path, "ssh_config": c.ssh_config_path,
+                          "etcd": c.etcd_endpoint, "etcd_local": c.etcd_local_endpoint,
+                          "hosts": {h.name: h.ip for h in c.hosts}, "timings": c.state["timings"],
+                          "mem_used_kb": c.state.get("mem_used_kb")}, indent=1))
+        return 0
+    try:
+        c = Cluster.load(args.state_dir)
+    except FileNotFoundError as exc:
+        if args.cmd == "down":
+            print("nothing to do: %s" % exc, file=sys.stderr)
+            return 0
+        print(exc, file=sys.stderr)
+        return 1
+    if args.cmd == "down":
+        problems = c.down(keep_data=args.keep_data)
+        left = c.leftovers()
+        if left:
+            print("left behind: %s" % left, file=sys.stderr)
+        return 1 if left else 0
+    if args.cmd == "reboot":
+        t0 = time.monotonic()
+        c.reboot(args.host)
+        print("%s rebooted in %.1fs" % (args.host, time.monotonic() - t0))
+        return 0
+    if args.cmd == "exec":
+        cmd = args.command
+        if cmd and cmd[0] == "--":
+            cmd = cmd[1:]
+        if not cmd:
+            if args.nsenter:
+                cmd = ["/bin/bash", "-l"]
+            else:
+                return subprocess.call(c.ssh_argv(args.host, tty=True))
+        if args.nsenter:
+            leader = c.leader_pid(args.host)
+            if not leader:
+                print("host not running", file=sys.stderr)
+                return 1
+            return subprocess.call(["nsenter", "-t", str(leader), "-a", "-r", "-w"] + list(cmd))
+        return subprocess.call(c.ssh_argv(args.host, cmd if len(cmd) > 1 else cmd[0]))
+    if args.cmd == "status":
+        print(json.dumps(c.status(), indent=1))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
