@@ -65,6 +65,17 @@ class EtcdAuthError(EtcdError):
     pass
 
 
+class EtcdCompacted(EtcdError):
+    """A watch asked for revisions etcd has compacted away: re-list, then watch from the new revision."""
+
+    def __init__(self, message, compact_revision):
+        super(EtcdCompacted, self).__init__(message)
+        self.compact_revision = compact_revision
+
+
+Event = collections.namedtuple("Event", "kind kv")  # kind: "put" or "delete"
+
+
 # Transaction building blocks, library-neutral.
 Compare = collections.namedtuple("Compare", "target key op value")
 Put = collections.namedtuple("Put", "key value lease")
@@ -146,6 +157,7 @@ def _b(value):
 
 
 _TRANSPORT_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+_EVENT_DELETE = 1  # mvccpb.Event.EventType: PUT = 0, DELETE = 1
 
 
 def _cause(err, timeout):
@@ -221,7 +233,10 @@ class EtcdClient(object):
         if channel is None:
             ep = self.endpoints[index]
             # Never route etcd traffic through an http_proxy from the environment.
-            options = [("grpc.enable_http_proxy", 0), ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+            options = [("grpc.enable_http_proxy", 0), ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                       # Notice a dead server under a long watch stream.
+                       ("grpc.keepalive_time_ms", 10000), ("grpc.keepalive_timeout_ms", 5000),
+                       ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0)]
             if ep.secure:
                 creds = grpc.ssl_channel_credentials(root_certificates=self._ca, private_key=self._key,
                                                      certificate_chain=self._cert)
@@ -437,3 +452,88 @@ class EtcdClient(object):
                 failures.append("%s (%s)" % (self.endpoints[index].url, _cause(err, self.timeout)))
                 self._drop(index)
         raise EtcdUnavailable("no etcd endpoint answered: %s" % ", ".join(failures))
+
+    # -- watch ---------------------------------------------------------------
+
+    def watch_prefix(self, prefix, start_revision):
+        """A Watch of every key under `prefix` from `start_revision` on (see Watch)."""
+        return Watch(self, prefix, start_revision)
+
+
+class Watch(object):
+    """An etcd watch stream on one endpoint: iterate for (revision, [Event]) batches.
+
+    Iteration ends when cancel() is called. A broken stream raises
+    EtcdUnavailable (the caller reconnects with backoff: a new Watch tries the
+    endpoints in order from the one after the failed one); a compacted start
+    revision raises EtcdCompacted.
+    """
+
+    def __init__(self, client, prefix, start_revision):
+        import threading
+        self.client = client
+        self.prefix = _b(prefix)
+        self.start_revision = start_revision
+        self._done = threading.Event()
+        self._call = None
+        self.endpoint = None
+
+    def _requests(self):
+        create = etcdrpc.WatchCreateRequest(key=self.prefix, range_end=_prefix_end(self.prefix),
+                                            start_revision=self.start_revision, progress_notify=True)
+        yield etcdrpc.WatchRequest(create_request=create)
+        # Keep the request side open until cancelled; etcd ends the watch when it closes.
+        self._done.wait()
+
+    def _open(self):
+        client = self.client
+        failures = []
+        count = len(client.endpoints)
+        for attempt in range(count):
+            index = (client._current + attempt) % count
+            ep = client.endpoints[index]
+            try:
+                metadata = client._metadata(index)
+                client.round_trips += 1
+                call = client._stub(index, "Watch").Watch(self._requests(), metadata=metadata)
+                first = next(call)  # the "created" response, or an error
+                client._current = index
+                self.endpoint = ep.url
+                return call, first
+            except grpc.RpcError as err:
+                if err.code().name == "CANCELLED" and self._done.is_set():
+                    return None, None
+                if err.code().name not in _TRANSPORT_CODES:
+                    raise EtcdError("etcd %s: watch failed: %s" % (ep.url, _cause(err, client.timeout)))
+                failures.append("%s (%s)" % (ep.url, _cause(err, client.timeout)))
+                client._drop(index)
+        raise EtcdUnavailable("no etcd endpoint answered: %s" % ", ".join(failures))
+
+    def __iter__(self):
+        call, response = self._open()
+        self._call = call
+        try:
+            while response is not None and not self._done.is_set():
+                if response.compact_revision:
+                    raise EtcdCompacted("etcd %s: revision %d is compacted (oldest kept: %d)" % (
+                        self.endpoint, self.start_revision, response.compact_revision), response.compact_revision)
+                if response.canceled:
+                    raise EtcdUnavailable("etcd %s: watch cancelled by the server: %s"
+                                          % (self.endpoint, response.cancel_reason or "no reason given"))
+                events = [Event("delete" if ev.type == _EVENT_DELETE else "put", EtcdClient._kv(ev.kv))
+                          for ev in response.events]
+                if events or not response.created:
+                    yield response.header.revision, events
+                response = next(call, None)
+            if response is None and not self._done.is_set():
+                raise EtcdUnavailable("etcd %s: watch stream ended" % self.endpoint)
+        except grpc.RpcError as err:
+            if self._done.is_set():
+                return
+            self.client._drop(self.client._current)
+            raise EtcdUnavailable("etcd %s: watch broken: %s" % (self.endpoint, _cause(err, self.client.timeout)))
+
+    def cancel(self):
+        self._done.set()
+        if self._call is not None:
+            self._call.cancel()
