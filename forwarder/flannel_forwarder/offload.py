@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from . import vector
 from .checksum import fold, pseudo_header_sum, raw_sum, segment_sums
 from .packet import BAD_HEADER, BAD_LENGTH, PROTO_TCP, PROTO_UDP, SHORT, PacketError
 
@@ -141,6 +142,8 @@ def _segment_tcp4(pkt, length: int, mss: int, out) -> Segmented:
     plen = length - hl
     count, last = _split(plen, mss)
     seg_size = hl + mss
+    if count >= 3 and not mss & 1 and vector.AVAILABLE:
+        return Segmented(vector.segment_tcp4(pkt, length, iphl, thl, mss, count, last, out), seg_size, count)
 
     tmpl = bytearray(pkt[:hl])
     src = int.from_bytes(tmpl[12:16], "big")
