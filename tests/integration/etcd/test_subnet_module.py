@@ -178,6 +178,6 @@ def test_no_config_is_a_clear_error(etcd, client):
     # In check mode (a first --check of site.yml) it reports the lease it would create, with a warning.
     check = run_module("subnet", dict(etcd, public_ip="192.0.2.1"), check=True)
     assert check["changed"] and check["action"] == "create" and check["subnet"] is None
-    assert "no network config" in check["warnings"][0]
+    assert "no network config" in str(check["warnings"])
     _rev, kvs = client.get_prefix(etcd["etcd_prefix"])
     assert kvs == []
