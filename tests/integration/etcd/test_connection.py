@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient, EtcdError, EtcdUnavailable
+from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient, EtcdUnavailable
 from support.etcd_server import EtcdServer, free_port
 from support.modules import run_module
 from support.tls import make_pki
