@@ -1,0 +1,146 @@
+"""Command-line flags and FLANNELD_* environment variables of flannel-forwarder.
+
+Flags carry flanneld's names where flanneld has the same setting, so existing
+units and habits carry over. Every flag can also be set in the environment as
+FLANNELD_<NAME> (upper case, dashes to underscores), flanneld's rule; a flag
+given on the command line wins. Pure logic: parse(argv, environ) -> Settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from dataclasses import dataclass, field
+
+from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import DEFAULT_ENDPOINTS
+from ansible_collections.overlay.flannel.plugins.module_utils.subnets import DEFAULT_PREFIX
+
+ENV_PREFIX = "FLANNELD_"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class SettingsError(ValueError):
+    """A flag or environment value that cannot be used; the message names it."""
+
+
+@dataclass
+class Settings:
+    etcd_endpoints: list = field(default_factory=lambda: list(DEFAULT_ENDPOINTS))
+    etcd_prefix: str = DEFAULT_PREFIX
+    etcd_cafile: str | None = None
+    etcd_certfile: str | None = None
+    etcd_keyfile: str | None = None
+    etcd_username: str | None = None
+    etcd_password: str | None = None
+    public_ip: str | None = None
+    iface: str | None = None
+    subnet_file: str = "/run/flannel/subnet.env"
+    subnet_lease_renew_margin: int = 60  # minutes, as flanneld
+    healthz_ip: str = "0.0.0.0"
+    healthz_port: int = 0  # 0: no health server, as flanneld
+    port: int | None = None  # default: the config's Backend.Port
+    tun_name: str = "flannel0"
+    log_level: str = "info"
+    ip_masq: bool = False
+
+    @property
+    def renew_margin_seconds(self):
+        return self.subnet_lease_renew_margin * 60
+
+
+# (flag, type, help); the attribute is the flag with dashes as underscores.
+FLAGS = (
+    ("etcd-endpoints", "list", "comma-separated etcd URLs (default %s)" % ",".join(DEFAULT_ENDPOINTS)),
+    ("etcd-prefix", "str", "etcd prefix of the network (default %s)" % DEFAULT_PREFIX),
+    ("etcd-cafile", "str", "CA certificate of the etcd servers (PEM)"),
+    ("etcd-certfile", "str", "client certificate for etcd (PEM)"),
+    ("etcd-keyfile", "str", "key of the client certificate (PEM)"),
+    ("etcd-username", "str", "etcd user name"),
+    ("etcd-password", "str", "etcd password (prefer FLANNELD_ETCD_PASSWORD in an environment file)"),
+    ("public-ip", "ip", "this host's underlay address (default: the address of the default-route interface)"),
+    ("iface", "str", "underlay interface (default: the one holding --public-ip, else the default-route one)"),
+    ("subnet-file", "str", "where to write FLANNEL_* variables (default /run/flannel/subnet.env)"),
+    ("subnet-lease-renew-margin", "int", "renew the lease when fewer minutes than this remain (default 60)"),
+    ("healthz-ip", "ip", "address of the /healthz, /readyz and /metrics server (default 0.0.0.0)"),
+    ("healthz-port", "port0", "port of the health server; 0 disables it (default 0)"),
+    ("port", "port", "UDP port (default: the network config's Backend.Port, else 8285)"),
+    ("tun-name", "str", "name of the TUN device (default flannel0)"),
+    ("log-level", "level", "debug, info, warning or error (default info)"),
+    ("ip-masq", "bool", "FLANNEL_IPMASQ written to the subnet file (default false)"),
+)
+
+
+def _convert(flag, kind, text):
+    where = "--%s / %s%s" % (flag, ENV_PREFIX, flag.upper().replace("-", "_"))
+    text = text.strip()
+    if kind == "list":
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise SettingsError("%s: no endpoint given" % where)
+        return items
+    if kind in ("int", "port", "port0"):
+        try:
+            value = int(text)
+        except ValueError:
+            raise SettingsError("%s: %r is not a whole number" % (where, text)) from None
+        low = 0 if kind in ("int", "port0") else 1
+        high = 65535 if kind != "int" else 10 ** 6
+        if not low <= value <= high:
+            raise SettingsError("%s: %d is outside %d..%d" % (where, value, low, high))
+        return value
+    if kind == "ip":
+        try:
+            return str(ipaddress.IPv4Address(text))
+        except ValueError:
+            raise SettingsError("%s: %r is not an IPv4 address" % (where, text)) from None
+    if kind == "level":
+        if text.lower() not in LOG_LEVELS:
+            raise SettingsError("%s: %r is not one of %s" % (where, text, ", ".join(LOG_LEVELS)))
+        return text.lower()
+    if kind == "bool":
+        low = text.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+        raise SettingsError("%s: %r is not true or false" % (where, text))
+    if not text:
+        raise SettingsError("%s: empty value" % where)
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise SettingsError(message)
+
+
+def build_parser():
+    parser = _Parser(prog="flannel-forwarder",
+                     description="flannel udp-backend compatible forwarder (overlay.flannel). "
+                                 "Every flag can be set as FLANNELD_<FLAG> in the environment.")
+    for flag, kind, help_text in FLAGS:
+        if kind == "bool":
+            parser.add_argument("--" + flag, nargs="?", const="true", default=None, help=help_text)
+        else:
+            parser.add_argument("--" + flag, default=None, help=help_text)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    return parser
+
+
+def parse(argv=None, environ=None):
+    """Settings from flags (first) and FLANNELD_* variables. Raises SettingsError."""
+    environ = environ or {}
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    for flag, kind, _help in FLAGS:
+        attr = flag.replace("-", "_")
+        raw = getattr(args, attr)
+        if raw is None:
+            raw = environ.get(ENV_PREFIX + attr.upper())
+        if raw is not None:
+            setattr(settings, attr, _convert(flag, kind, raw))
+    if bool(settings.etcd_certfile) != bool(settings.etcd_keyfile):
+        raise SettingsError("--etcd-certfile and --etcd-keyfile go together")
+    if bool(settings.etcd_username) != bool(settings.etcd_password):
+        raise SettingsError("--etcd-username and --etcd-password go together")
+    return settings, args.version
