@@ -40,13 +40,11 @@ import urllib.request
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:
-    sys.path.insert(0, HERE)
-
-try:
+if __package__:
     from . import image as image_mod  # type: ignore
-except ImportError:  # run as a script
-    import image as image_mod  # type: ignore
+else:  # run as a script: tests/cluster/harness/cluster.py
+    sys.path.insert(0, HERE)
+    import image as image_mod  # type: ignore  # noqa: E402
 
 SELF = os.path.abspath(__file__)
 DEFAULT_STATE_DIR = os.environ.get("OVERLAY_FLANNEL_CLUSTER_STATE", "/tmp/overlay-flannel-cluster")
@@ -263,6 +261,7 @@ class Cluster:
                 "index": i,
                 "ip": "%s.%d" % (underlay, 10 + i),
                 "netns": prefix + name,
+                "machine": prefix + name,
                 "veth_underlay": (prefix + name)[:15],
                 "cgroup": prefix + name,
                 "docker_cgroup_parent": prefix + name + "-docker",
@@ -399,6 +398,30 @@ class Cluster:
         sh(["ip", "link", "set", u["controller_veth"], "up"])
         # the underlay namespace itself never routes anything anywhere
         sh(["ip", "netns", "exec", u["netns"], "sysctl", "-q", "-w", "net.ipv4.ip_forward=0"], check=False)
+        self._guard_underlay()
+
+    def _guard_underlay(self):
+        """Bridge filter in the underlay netns: towards the controller only frames for
+        underlay addresses pass, so no host can use the controller as a router even if
+        the controller forwards (nft from the image, run inside the underlay netns)."""
+        u = self.state["underlay"]
+        rules = (
+            "table bridge test_cluster_guard {\n"
+            "  chain forward {\n"
+            "    type filter hook forward priority 0; policy accept;\n"
+            "    oifname \"%(peer)s\" ip daddr != %(subnet)s counter drop\n"
+            "    oifname \"%(peer)s\" ip6 daddr != { fe80::/10, ff00::/8 } counter drop\n"
+            "  }\n"
+            "}\n" % {"peer": u["controller_veth_peer"], "subnet": u["subnet"]})
+        rootfs = self.state["image"]["rootfs"]
+        sh(["nsenter", "--net=/run/netns/" + u["netns"], "chroot", rootfs, "nft", "-f", "-"], input=rules)
+        u["guard"] = "table bridge test_cluster_guard"
+        self.save()
+
+    def underlay_guard_ruleset(self):
+        u = self.state["underlay"]
+        return sh(["nsenter", "--net=/run/netns/" + u["netns"], "chroot", self.state["image"]["rootfs"],
+                   "nft", "list", "ruleset"], check=False).stdout
 
     def _setup_host_netns(self, name):
         h = self.state["hosts"][name]
@@ -451,7 +474,7 @@ class Cluster:
         h = self.state["hosts"][name]
         return [
             "systemd-nspawn", "--boot", "--register=no", "--keep-unit",
-            "--machine=" + name, "--directory=" + h["merged"],
+            "--machine=" + h["machine"], "--hostname=" + name, "--directory=" + h["merged"],
             "--network-namespace-path=/run/netns/" + h["netns"],
             "--capability=all", "--private-users=no",
             "--bind=/dev/net/tun",
@@ -709,7 +732,7 @@ class Cluster:
                     if procs:
                         problems.append("processes left in %s: %s" % (cg, procs))
                     problems += ["cgroup not removed: %s" % p for p in remove_cgroup_tree(cg)]
-            prop = os.path.join(NSPAWN_PROPAGATE, n)
+            prop = os.path.join(NSPAWN_PROPAGATE, h.get("machine", n))
             if os.path.isdir(prop):
                 image_mod.safe_rmtree(prop)
         # 5. network
@@ -766,8 +789,8 @@ class Cluster:
             for mp in v1_controller_mounts():
                 if os.path.isdir(os.path.join(mp, h["docker_cgroup_parent"])):
                     left.append("cgroup %s/%s" % (mp, h["docker_cgroup_parent"]))
-            if os.path.exists(os.path.join(NSPAWN_PROPAGATE, n)):
-                left.append("propagate dir " + n)
+            if os.path.exists(os.path.join(NSPAWN_PROPAGATE, h.get("machine", n))):
+                left.append("propagate dir " + h.get("machine", n))
             info = read_json(h["supervisor_file"], {}) or {}
             for key in ("nspawn", "leader"):
                 if pid_alive(info.get(key + "_pid"), info.get(key + "_start_time")):

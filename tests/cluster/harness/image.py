@@ -41,6 +41,8 @@ PACKAGES = sorted([
     "busybox-static",
     # useful to roles and tests, small
     "kmod", "less", "netcat-openbsd", "tcpdump", "curl", "python3-distutils",
+    # nft also serves the harness: it loads the underlay guard from this image
+    "nftables",
 ])
 
 BUSYBOX_IN_IMAGE = "/usr/local/share/test-cluster/busybox.tar"
@@ -200,6 +202,29 @@ def _build(key, final, log):
     return seconds
 
 
+def images_in_use():
+    """Cache entries that some overlay mount uses as its lower layer."""
+    used = set()
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            if " - overlay " in line and CACHE_ROOT in line:
+                rest = line.split(CACHE_ROOT + "/", 1)[1]
+                used.add(rest.split("/", 1)[0])
+    return used
+
+
+def prune_images(keep_key, verbose=True):
+    """Remove cached images other than `keep_key` that no mounted host uses."""
+    used = images_in_use()
+    for name in os.listdir(CACHE_ROOT):
+        path = os.path.join(CACHE_ROOT, name)
+        if (name != keep_key and len(name) == 16 and os.path.isdir(path)
+                and name not in used and not mounts_under(path)):
+            if verbose:
+                print("pruning old image %s" % name, flush=True)
+            safe_rmtree(path)
+
+
 def ensure_image(rebuild=False, verbose=True):
     """Return the cached Image, building it first if its key is not cached."""
     key = image_key()
@@ -227,4 +252,5 @@ def ensure_image(rebuild=False, verbose=True):
             shutil.move(log_path, os.path.join(final, "build.log"))
             if verbose:
                 print("image %s built in %.1fs" % (key, seconds), flush=True)
+            prune_images(key, verbose)
     return Image(key, final)

@@ -1,0 +1,139 @@
+"""Smoke test of the test cluster harness on real hosts (root, ~1 min).
+
+Its own 2-host cluster on its own underlay (10.213.9.0/24) and names
+(prefix "flt-"), so it can run beside a cluster brought up by hand.
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+
+import pytest
+
+from cluster.conftest import cluster_skip_reason
+from cluster.harness.cluster import Cluster
+
+pytestmark = pytest.mark.cluster
+
+UNDERLAY = "10.213.9"
+NOBODY = UNDERLAY + ".254"  # the hosts' default gateway: nothing answers there
+
+
+@pytest.fixture(scope="module")
+def smoke():
+    reason = cluster_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    state_dir = tempfile.mkdtemp(prefix="overlay-flannel-smoke-")
+    c = Cluster(state_dir, hosts=2, prefix="flt-", underlay=UNDERLAY)
+    try:
+        c.up()
+        yield c
+    finally:
+        c.down()
+        if not c.leftovers():
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def test_ssh_hostname_and_systemd_running(smoke):
+    for host in smoke.hosts:
+        res = smoke.run(host.name, "hostname; systemctl is-system-running; systemctl is-active docker ssh",
+                        check=True)
+        assert res.stdout.split() == [host.name, "running", "active", "active"]
+    ids = {smoke.run(h.name, "cat /etc/machine-id", check=True).stdout for h in smoke.hosts}
+    assert len(ids) == len(smoke.hosts)
+
+
+def test_inventory_and_ssh_config(smoke):
+    with open(smoke.inventory_path) as fh:
+        inv = fh.read()
+    for host in smoke.hosts:
+        assert "%s ansible_host=%s" % (host.name, host.ip) in inv
+    assert "ansible_python_interpreter=/usr/bin/python3" in inv
+    assert "flannel_etcd_endpoints=http://%s.1:2379" % UNDERLAY in inv
+    res = subprocess.run(["ssh", "-F", smoke.ssh_config_path, smoke.hosts[0].name, "true"], timeout=30)
+    assert res.returncode == 0
+
+
+def test_host_sees_its_own_network(smoke):
+    host = smoke.hosts[0]
+    res = smoke.run(host.name, "ls /sys/class/net; cat /proc/sys/net/ipv4/ip_forward; "
+                               "ip -4 route get 10.255.255.1", check=True)
+    lines = res.stdout.split("\n")
+    assert "eth0" in lines and "lo" in lines
+    assert smoke.state["underlay"]["controller_veth"] not in lines  # not the machine's interfaces
+    assert "via %s dev eth0 src %s" % (NOBODY, host.ip) in res.stdout
+    # /proc/sys/net belongs to the host's own netns and is writable
+    smoke.run(host.name, "sysctl -w net.ipv4.conf.eth0.rp_filter=0", check=True)
+
+
+def test_docker_container_pings_other_host(smoke):
+    a, b = smoke.hosts[0], smoke.hosts[1]
+    res = smoke.run(a.name, "docker run --rm busybox ping -c 3 -W 2 %s" % b.ip, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "3 packets received" in res.stdout
+    smoke.run(b.name, "docker run --rm busybox ls /bin/sh /bin/ping /sbin/ip /usr/bin/nc /usr/bin/wget",
+              check=True)
+
+
+def test_nothing_leaves_the_underlay(smoke):
+    host = smoke.hosts[0]
+    res = smoke.run(host.name, "ip -4 route show default; ping -c 2 -W 1 %s" % NOBODY, timeout=30)
+    assert "default via %s dev eth0" % NOBODY in res.stdout
+    assert res.returncode != 0 and "0 received" in res.stdout
+    res = smoke.run(host.name, "docker run --rm busybox ping -c 1 -W 1 %s" % NOBODY, timeout=30)
+    assert res.returncode != 0
+    ruleset = smoke.underlay_guard_ruleset()
+    assert "test_cluster_guard" in ruleset and "drop" in ruleset
+
+
+def test_etcd_reachable_from_hosts(smoke):
+    script = ("import json, urllib.request; "
+              "print(json.load(urllib.request.urlopen('%s/version', timeout=5))['etcdserver'])"
+              % smoke.etcd_endpoint)
+    for host in smoke.hosts:
+        res = smoke.run(host.name, ["python3", "-c", script], check=True)
+        assert res.stdout.strip().startswith("3.")
+    with urllib.request.urlopen(smoke.etcd_local_endpoint + "/health", timeout=5) as r:
+        assert b"true" in r.read()
+
+
+def test_reboot_brings_host_back_with_fresh_run(smoke):
+    host = smoke.hosts[1]
+    smoke.run(host.name, "touch /run/before-reboot /root/before-reboot; docker run -d busybox sleep 600",
+              check=True)
+    mid = smoke.run(host.name, "cat /etc/machine-id", check=True).stdout
+    launches = smoke.supervisor_info(host.name)["launches"]
+    smoke.reboot(host.name)
+    assert smoke.supervisor_info(host.name)["launches"] == launches + 1
+    res = smoke.run(host.name, "ls /run/before-reboot; ls /root/before-reboot; findmnt -n -o FSTYPE /run; "
+                               "systemctl is-system-running; cat /etc/machine-id")
+    assert "No such file" in res.stderr  # /run/before-reboot is gone
+    out = res.stdout.split()
+    assert out[:3] == ["/root/before-reboot", "tmpfs", "running"]
+    assert out[3] == mid.strip()
+    res = smoke.run(host.name, "docker run --rm busybox ping -c 1 -W 2 %s" % smoke.hosts[0].ip, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_down_leaves_nothing_behind(smoke):
+    for host in smoke.hosts:
+        smoke.run(host.name, "docker run -d busybox sleep 600", check=True)
+    pids = [smoke.state["etcd"]["pid"]] + [smoke.state["hosts"][h.name]["supervisor"]["pid"] for h in smoke.hosts]
+    pids += [smoke.supervisor_info(h.name)["nspawn_pid"] for h in smoke.hosts]
+    pids += [smoke.supervisor_info(h.name)["leader_pid"] for h in smoke.hosts]
+    assert smoke.down() == []
+    assert smoke.leftovers() == []
+    for pid in pids:
+        assert not os.path.exists("/proc/%d/cmdline" % pid) or open("/proc/%d/stat" % pid).read().split()[2] == "Z"
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "flt-" not in netns
+    with open("/proc/self/mountinfo") as fh:
+        assert smoke.state_dir not in fh.read()
+    for name in os.listdir("/sys/fs/cgroup"):
+        path = os.path.join("/sys/fs/cgroup", name)
+        if os.path.isdir(path):
+            assert not [d for d in os.listdir(path) if d.startswith("flt-")], path
+    assert smoke.state["last_down_s"] < 30
