@@ -69,6 +69,12 @@ class UdpConn:
     def sendto(self, data, addr) -> None:
         self.sock.sendto(data, addr)
 
+    def chunk_bytes(self, seg_size: int) -> int:
+        """How many bytes of *seg_size* datagrams one send carries at most."""
+        if not self.gso:
+            return seg_size
+        return max(1, min(MAX_SEGMENTS, MAX_UDP_PAYLOAD // seg_size)) * seg_size
+
     def send_segments(self, buf, total: int, seg_size: int, addr) -> int:
         """Send ``buf[:total]`` as datagrams of *seg_size* bytes (the last may be shorter).
 
@@ -88,7 +94,7 @@ class UdpConn:
         cmsg = self._seg_cache.get(seg_size)
         if cmsg is None:
             cmsg = self._seg_cache[seg_size] = [(SOL_UDP, UDP_SEGMENT, _U16_NATIVE.pack(seg_size))]
-        per_call = min(MAX_SEGMENTS, MAX_UDP_PAYLOAD // seg_size) * seg_size
+        per_call = self.chunk_bytes(seg_size)
         calls = 0
         o = 0
         while o < total:

@@ -33,6 +33,7 @@ from .offload import (
     ZERO_VNET_HDR,
     VirtioNetHdr,
     coalesce,
+    complete_checksum,
     segment,
 )
 from .packet import (
@@ -63,9 +64,10 @@ TUN_WRITE_ERROR = "tun_write_error"
 
 _VNET = struct.Struct("<BBHHHH")
 _READ_SIZE = VNET_HDR_LEN + 65535 + 1
-# Segmenting adds one header (<= 120 bytes) per segment of >= 8 payload bytes... in
-# practice the MTU bounds the count; be generous instead of clever.
-_OUT_SIZE = 65535 * 2 + 8192
+# Pending segments (< one send) + one segmented super packet (its payload plus
+# one header per segment: at most twice its size even for tiny MSS values),
+# with room to spare before compaction.
+_OUT_SIZE = 8 * 65536
 
 
 class Device:
@@ -141,6 +143,13 @@ class Device:
     # -- TUN -> UDP -----------------------------------------------------------
 
     def _tun_to_udp(self) -> None:
+        # Segments of consecutive super packets to one peer are sent together
+        # (``out[start:fill]`` is the pending run): a 64 KB TSO packet is 46
+        # MTU-sized datagrams but one UDP_SEGMENT send only takes ~44, so
+        # sending per read would cost two sends (and two receives and TUN
+        # writes on the peer) per super packet.  The run is flushed when it
+        # can no longer grow: other peer or size, a short segment, another
+        # kind of packet, or the TUN has nothing more to read right now.
         st = self.stats.tx
         tun, conn = self.tun, self.conn
         fd = tun.fd
@@ -149,19 +158,27 @@ class Device:
         buf = bytearray(_READ_SIZE)
         mv = memoryview(buf)
         out = bytearray(_OUT_SIZE)
+        omv = memoryview(out)
         bufs = (buf,)
         readv = os.readv
         lookup = self.peers.lookup
         sendto = conn.sock.sendto
         send_segments = conn.send_segments
+        chunk_bytes = conn.chunk_bytes
         unpack_vnet = _VNET.unpack_from
         wait = self._waiter(fd)
         stop = self._stop
         tun_addr = tun.address_int
+        start = fill = 0
+        p_seg = 0
+        p_peer = None
         while not stop.is_set():
             try:
                 n = readv(fd, bufs)
             except BlockingIOError:
+                if fill > start:
+                    st.batches += self._send_run(omv, start, fill, p_seg, p_peer)
+                    start = fill = 0
                 wait()
                 continue
             except InterruptedError:
@@ -176,7 +193,7 @@ class Device:
                 st.drop(SHORT)
                 continue
             if buf[base] >> 4 != 4:
-                st.drop(NOT_IPV4)  # e.g. IPv6 router solicitations from the kernel
+                st.drop(NOT_IPV4)  # e.g. IPv6, should the device ever get an address
                 continue
             peer = lookup(int.from_bytes(buf[base + 16 : base + 20], "big"))
             if peer is None:
@@ -188,23 +205,46 @@ class Device:
             try:
                 if vnet:
                     flags, gso_type, _, gso_size, csum_start, csum_offset = unpack_vnet(buf, 0)
-                    if gso_type == GSO_NONE and not flags & F_NEEDS_CSUM:
-                        sendto(mv[base:n], peer)
-                        st.packets += 1
-                        st.bytes += plen
-                        st.batches += 1
+                    if gso_type != GSO_NONE:
+                        res = segment(
+                            VirtioNetHdr(flags, gso_type, 0, gso_size, csum_start, csum_offset),
+                            mv[base:n],
+                            omv[fill:],
+                            plen,
+                        )
+                        seg = res.seg_size
+                        if fill > start and (peer != p_peer or seg != p_seg or (fill - start) % p_seg):
+                            st.batches += self._send_run(omv, start, fill, p_seg, p_peer)
+                            start = fill
+                        p_peer, p_seg = peer, seg
+                        fill += res.total
+                        st.packets += res.count
+                        st.bytes += res.total
+                        size = chunk_bytes(seg)
+                        while fill - start >= size:
+                            st.batches += send_segments(omv[start : start + size], size, seg, peer)
+                            start += size
+                        if (fill - start) % seg:  # ends with a short segment: cannot grow
+                            st.batches += self._send_run(omv, start, fill, seg, peer)
+                            start = fill
+                        if start == fill:
+                            start = fill = 0
+                        elif fill > _OUT_SIZE // 2:
+                            out[: fill - start] = out[start:fill]
+                            fill -= start
+                            start = 0
                         continue
-                    res = segment(
-                        VirtioNetHdr(flags, gso_type, 0, gso_size, csum_start, csum_offset), mv[base:n], out, plen
-                    )
-                    st.batches += send_segments(out, res.total, res.seg_size, peer)
-                    st.packets += res.count
-                    st.bytes += res.total
-                else:
-                    sendto(mv[base:n], peer)
-                    st.packets += 1
-                    st.bytes += plen
-                    st.batches += 1
+                    if fill > start:
+                        st.batches += self._send_run(omv, start, fill, p_seg, p_peer)
+                        start = fill = 0
+                    if flags & F_NEEDS_CSUM:
+                        complete_checksum(buf, base, plen, csum_start, csum_offset)
+                elif fill > start:  # pragma: no cover - runs only exist with vnet
+                    start = fill = 0
+                sendto(mv[base:n], peer)
+                st.packets += 1
+                st.bytes += plen
+                st.batches += 1
             except PacketError as e:
                 st.drop(e.reason)
             except OSError as e:
@@ -212,6 +252,13 @@ class Device:
                     return
                 # ENOBUFS, EHOSTUNREACH, ECONNREFUSED...: the datagram is lost, like on a wire.
                 st.drop(SEND_ERROR)
+
+    def _send_run(self, omv, start: int, fill: int, seg: int, peer) -> int:
+        try:
+            return self.conn.send_segments(omv[start:fill], fill - start, seg, peer)
+        except OSError:
+            self.stats.tx.drop(SEND_ERROR)
+            return 0
 
     def _unreachable(self, pkt, tun_addr: int, st) -> None:
         st.drop(NO_ROUTE)
@@ -234,7 +281,7 @@ class Device:
         tun, conn = self.tun, self.conn
         fd = tun.fd
         vnet = tun.vnet_hdr
-        buf = bytearray(65535 + 1024)
+        buf = bytearray(65535 + 8192)  # room for a whole last row in the numpy view
         mv = memoryview(buf)
         recv = conn.recv_into
         writev = os.writev
@@ -245,7 +292,7 @@ class Device:
         stop = self._stop
         dontwait = socket.MSG_DONTWAIT
         fast = vnet and vector.AVAILABLE
-        rx_tcp_batch = vector.rx_tcp_batch
+        rx_tcp_runs = vector.rx_tcp_runs
         merged = bytearray(65535 + 1024)
         while not stop.is_set():
             try:
@@ -271,19 +318,19 @@ class Device:
             if len(nets) == 1:
                 (net, mask), = nets
                 if fast and n > seg:
-                    # The common case, one flow's segments, checked and merged in a few numpy calls.
-                    batch = rx_tcp_batch(buf, n, seg, net, mask, merged)
-                    if batch is not None:
-                        try:
-                            writev(fd, (batch.header, batch.payload))
-                        except OSError as e:
-                            if stop.is_set() and e.errno == errno.EBADF:
-                                return
-                            st.drop(TUN_WRITE_ERROR, batch.count)
-                            continue
-                        st.packets += batch.count
+                    # The common case, TCP segments, checked and merged in a few numpy calls.
+                    runs = rx_tcp_runs(buf, n, seg, net, mask, merged)
+                    if runs is not None:
+                        st.packets += -(-n // seg)
                         st.bytes += n
-                        st.tun_packets += 1
+                        for iov, count in runs:
+                            try:
+                                writev(fd, iov)
+                                st.tun_packets += 1
+                            except OSError as e:
+                                if stop.is_set() and e.errno == errno.EBADF:
+                                    return
+                                st.drop(TUN_WRITE_ERROR, count)
                         continue
             else:
                 net = mask = -1

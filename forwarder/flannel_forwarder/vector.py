@@ -118,107 +118,107 @@ def segment_tcp4(pkt, length: int, iphl: int, thl: int, mss: int, count: int, la
     return full * seg + hl + last
 
 
-class RxBatch:
-    """Result of ``rx_tcp_batch``: the datagrams, checked, as one super packet."""
-
-    __slots__ = ("header", "payload", "count", "nbytes")
-
-    def __init__(self, header, payload, count, nbytes):
-        self.header = header  # bytes: virtio header + IP/TCP header of the super packet
-        self.payload = payload  # buffer: all payloads back to back
-        self.count = count
-        self.nbytes = nbytes  # wire bytes of the datagrams
-
-
-def rx_tcp_batch(buf, n: int, seg: int, net: int, mask: int, out, max_size: int = 65535):
-    """Check a GRO batch that is one TCP flow's consecutive segments and merge it, or return None.
+def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out):
+    """Check a GRO batch of TCP segments and merge it into runs, or return None.
 
     ``buf[:n]`` holds datagrams of *seg* bytes (the last may be shorter),
-    each one IPv4 packet.  Returns an ``RxBatch`` when every datagram is a
-    valid IPv4 packet (no options, total length == datagram, header
-    checksum, TTL > 1, source inside net/mask), the batch is a run that
-    offload.coalesce would merge whole, and it fits *max_size*.  Otherwise
-    None: the caller takes the per-packet path, which handles and counts
-    every case.  *out* receives the payloads.
+    each one IPv4 packet; *buf* must have room for a full last row.
+    Returns a list of ``(iov, count)``, one per TUN write, when every
+    datagram is a valid IPv4 packet without options (total length ==
+    datagram, header checksum, TTL > 1, source inside net/mask) carrying
+    TCP with flags ACK or ACK|PSH and the same data offset.  Runs are what
+    offload.coalesce would merge: consecutive rows with equal invariant
+    header bytes and TCP options, contiguous sequence numbers, no PSH
+    before the last.  Otherwise None: the caller takes the per-packet
+    path, which handles and counts every other case.  *out* receives the
+    merged payloads.
     """
-    from .offload import F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN, _VNET  # no cycle at import time
+    from .offload import F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN, ZERO_VNET_HDR, _VNET  # no import cycle
 
-    k = n // seg
-    last = n - k * seg
-    if last:
-        k += 1
-    else:
-        last = seg
-    if k < 2 or seg < 40 or last < 40:
+    k = -(-n // seg)
+    last = n - (k - 1) * seg
+    if k < 2 or last < 40 or seg < 40 or buf[0] != 0x45:
         return None
-    if buf[0] != 0x45 or buf[9] != 6:
-        return None
-    thl = (buf[32] >> 4) << 2
+    doff = buf[32]
+    thl = (doff >> 4) << 2
     hl = 20 + thl
-    mss = seg - hl
-    if thl < 20 or mss <= 0 or last <= hl or n - (k - 1) * hl > max_size:
+    if thl < 20 or last <= hl or seg <= hl:
         return None
-    a = np.ndarray((k - 1, seg), _U8, buf, 0, (seg, 1))  # the full-size datagrams
-    first = a[0]
-    # Invariant bytes: ver/ihl, tos, frag, ttl, proto, addresses, ports, ack,
-    # data offset, window, urgent pointer, TCP options.  Same in every row,
-    # also in the last datagram.
+    a = np.ndarray((k, seg), _U8, buf, 0, (seg, 1))  # last row: only its first *last* bytes are data
+    # Validity of every row.
+    if not (
+        (a[:, 0] == 0x45).all()
+        and (a[:, 9] == 6).all()
+        and (a[:, 32] == doff).all()
+        and (a[:, 8] > 1).all()
+        and not (a[:, 6] & 0x3F).any()
+        and not a[:, 7].any()
+        and (a[:, 33] | _TCP_PSH == _TCP_ACK | _TCP_PSH).all()
+    ):
+        return None
+    tot = _field(buf, 2, k, seg, _BE16)
+    if not (tot[:-1] == seg).all() or int(tot[-1]) != last:
+        return None
+    if not ((_field(buf, 12, k, seg, _BE32) & mask) == net).all():
+        return None
+    if not (row_sums(buf, 0, 20, k, seg) == 0xFFFF).all():
+        return None
+    # Run boundaries: a row starts a new run unless it continues the previous one.
     cols = _INVARIANT_COLS.get(hl)
     if cols is None:
-        cols = _INVARIANT_COLS[hl] = np.array([0, 1, 6, 7, 8, 9, *range(12, 24), *range(28, 33), 34, 35, 38, 39,
-                                               *range(40, hl)])
-    if not (a[:, cols] == first[cols]).all():
-        return None
-    lo = (k - 1) * seg
-    tail = buf[lo : lo + hl]
-    if not (np.frombuffer(buf, _U8, hl, lo)[cols] == first[cols]).all():
-        return None
-    if first[6] & 0x3F or first[7] or first[8] <= 1:
-        return None
-    # flags: ACK on all but the last, ACK or ACK|PSH on the last
-    if not (a[:, 33] == _TCP_ACK).all() or tail[33] not in (_TCP_ACK, _TCP_ACK | _TCP_PSH):
-        return None
-    if not (_field(buf, 2, k - 1, seg, _BE16) == seg).all() or ((tail[2] << 8) | tail[3]) != last:
-        return None
-    seqs = _field(buf, 24, k - 1, seg, _BE32).astype(_U64)
-    seq0 = int(seqs[0])
-    expect = (_ARANGE[: k - 1] * mss + seq0) & 0xFFFFFFFF if k - 1 <= 1024 else None
-    if expect is None or not (seqs == expect).all():
-        return None
-    if int.from_bytes(tail[24:28], "big") != (seq0 + (k - 1) * mss) & 0xFFFFFFFF:
-        return None
-    src = int.from_bytes(buf[12:16], "big")
-    if src & mask != net:
-        return None
-    # header checksums: a valid header sums to 0xFFFF
-    if not (row_sums(buf, 0, 20, k - 1, seg) == 0xFFFF).all():
-        return None
-    if int.from_bytes(buf[lo : lo + 20], "big") % 0xFFFF:
-        return None
-
-    # All good: payloads back to back into *out*, one header in front.
-    plen = (k - 1) * mss + (last - hl)
-    p = np.ndarray((k - 1, mss), _U8, out, 0, (mss, 1))
-    p[:] = a[:, hl:]
-    out[(k - 1) * mss : plen] = buf[lo + hl : lo + last]
-    h = bytearray(VNET_HDR_LEN + hl)
-    _VNET.pack_into(h, 0, F_NEEDS_CSUM, GSO_TCPV4, hl, mss, 20, 16)
-    h[VNET_HDR_LEN:] = buf[:hl]
-    ip = VNET_HDR_LEN
-    total = hl + plen
-    h[ip + 2] = total >> 8
-    h[ip + 3] = total & 0xFF
-    h[ip + 8] -= 1  # TTL; checksum recomputed below
-    h[ip + 10] = h[ip + 11] = 0
-    c = ~fold(raw_sum(h[ip : ip + 20])) & 0xFFFF
-    h[ip + 10] = c >> 8
-    h[ip + 11] = c & 0xFF
-    h[ip + 33] = tail[33]
-    d_ip = int.from_bytes(h[ip + 16 : ip + 20], "big")
-    ps = fold(pseudo_header_sum(src, d_ip, 6, total - 20))
-    h[ip + 36] = ps >> 8
-    h[ip + 37] = ps & 0xFF
-    return RxBatch(bytes(h), memoryview(out)[:plen], k, n)
+        cols = _INVARIANT_COLS[hl] = np.array(
+            [0, 1, 6, 7, 8, 9, *range(12, 24), *range(28, 33), 34, 35, 38, 39, *range(40, hl)]
+        )
+    h = a[:, cols]
+    mss = seg - hl
+    seqs = _field(buf, 24, k, seg, _BE32).astype(_U64)
+    cont = (h[1:] == h[:-1]).all(axis=1)
+    cont &= seqs[1:] == (seqs[:-1] + mss) & 0xFFFFFFFF
+    cont &= a[:-1, 33] == _TCP_ACK
+    if cont.all():
+        starts = [0]
+    else:
+        starts = [0, *(np.flatnonzero(~cont) + 1).tolist()]
+    starts.append(k)
+    writes = []
+    pos = 0
+    mv = memoryview(out)
+    for r0, r1 in zip(starts, starts[1:]):
+        count = r1 - r0
+        rlast = last if r1 == k else seg  # length of the run's last datagram
+        plen = (count - 1) * mss + rlast - hl
+        o0 = r0 * seg
+        hdr = bytearray(VNET_HDR_LEN + hl)
+        hdr[VNET_HDR_LEN:] = buf[o0 : o0 + hl]
+        ip = VNET_HDR_LEN
+        hdr[ip + 8] -= 1  # TTL; the checksum is recomputed below
+        if count == 1:
+            hdr[:VNET_HDR_LEN] = ZERO_VNET_HDR
+            payload = buf[o0 + hl : o0 + rlast]
+        else:
+            _VNET.pack_into(hdr, 0, F_NEEDS_CSUM, GSO_TCPV4, hl, mss, 20, 16)
+            total = hl + plen
+            hdr[ip + 2] = total >> 8
+            hdr[ip + 3] = total & 0xFF
+            hdr[ip + 33] = buf[(r1 - 1) * seg + 33]  # the last segment's flags (PSH)
+            src = int.from_bytes(hdr[ip + 12 : ip + 16], "big")
+            dst = int.from_bytes(hdr[ip + 16 : ip + 20], "big")
+            ps = fold(pseudo_header_sum(src, dst, 6, total - 20))
+            hdr[ip + 36] = ps >> 8
+            hdr[ip + 37] = ps & 0xFF
+            full = count if r1 < k else count - 1
+            np.ndarray((full, mss), _U8, out, pos, (mss, 1))[:] = a[r0 : r0 + full, hl:]
+            if full < count:
+                lo = (k - 1) * seg
+                out[pos + full * mss : pos + plen] = buf[lo + hl : lo + last]
+            payload = mv[pos : pos + plen]
+            pos += plen
+        hdr[ip + 10] = hdr[ip + 11] = 0
+        c = ~fold(raw_sum(hdr[ip : ip + 20])) & 0xFFFF
+        hdr[ip + 10] = c >> 8
+        hdr[ip + 11] = c & 0xFF
+        writes.append(((hdr, payload), count))
+    return writes
 
 
 _INVARIANT_COLS: dict = {}
