@@ -118,6 +118,17 @@ def test_reboot_brings_host_back_with_fresh_run(smoke):
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+def test_stop_and_start_keep_the_disk(smoke):
+    host = smoke.hosts[0]
+    smoke.run(host.name, "echo kept > /root/kept", check=True)
+    smoke.stop(host.name)
+    assert smoke.leader_pid(host.name) is None
+    assert smoke.run(host.name, "true", timeout=30).returncode != 0
+    smoke.start(host.name)
+    res = smoke.run(host.name, "cat /root/kept; docker image inspect -f ok busybox", check=True)
+    assert res.stdout.split() == ["kept", "ok"]
+
+
 def test_down_leaves_nothing_behind(smoke):
     for host in smoke.hosts:
         smoke.run(host.name, "docker run -d busybox sleep 600", check=True)

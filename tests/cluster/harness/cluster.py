@@ -8,6 +8,8 @@ CLI (as root):
     cluster.py up [--hosts N] [--state-dir DIR] [--no-etcd] [--prefix P] [--underlay A.B.C]
     cluster.py down [--state-dir DIR] [--keep-data]
     cluster.py reboot HOST [--state-dir DIR]
+    cluster.py stop HOST [--state-dir DIR]      (poweroff; disk, netns, cgroups stay)
+    cluster.py start HOST [--state-dir DIR]
     cluster.py exec [--state-dir DIR] [--nsenter] HOST -- CMD...
     cluster.py status [--state-dir DIR]
 
@@ -435,7 +437,7 @@ class Cluster:
         ns = ["ip", "-n", h["netns"]]
         sh(ns + ["link", "set", "lo", "up"])
         sh(ns + ["link", "set", "eth0", "mtu", "1500", "up"])
-        sh(ns + ["addr", "add", "%s/%d" % (h["ip"], u["prefixlen"]), "dev", "eth0"])
+        sh(ns + ["addr", "add", "%s/%d" % (h["ip"], u["prefixlen"]), "broadcast", "+", "dev", "eth0"])
         # default route to an address nothing answers: ansible_default_ipv4 = underlay, nothing leaves
         sh(ns + ["route", "add", "default", "via", u["gateway"], "dev", "eth0", "onlink"])
 
@@ -652,6 +654,28 @@ class Cluster:
             time.sleep(0.2)
         self.wait_ready(name, timeout=max(10, deadline - time.monotonic()), min_launches=before + 1)
 
+    def stop(self, name, timeout=40):
+        """Power one host off (containers first); its overlay, netns and cgroups stay."""
+        if self.leader_pid(name):
+            self.run(name, "ids=$(docker ps -aq); [ -z \"$ids\" ] || docker rm -f $ids", timeout=30)
+        sup = self.state["hosts"][name].get("supervisor") or {}
+        info = self.supervisor_info(name)
+        waits = [(sup.get("pid"), sup.get("start_time"))]
+        waits += [(info.get(k + "_pid"), info.get(k + "_start_time")) for k in ("nspawn", "leader")]
+        signal_recorded(sup.get("pid"), sup.get("start_time"), signal.SIGTERM)
+        if not wait_gone([w for w in waits if w[0]], timeout):
+            raise RuntimeError("host %s did not stop in %ss" % (name, timeout))
+        self.state["hosts"][name]["supervisor"] = None
+        self.save()
+
+    def start(self, name, timeout=180):
+        """Boot a host that was stopped (same overlay, netns and /var/lib/docker)."""
+        sup = self.state["hosts"][name].get("supervisor") or {}
+        if pid_alive(sup.get("pid"), sup.get("start_time")):
+            raise RuntimeError("host %s is already running" % name)
+        self._start_supervisor(name)
+        self.wait_ready(name, timeout=timeout)
+
     def status(self):
         out = {"state_dir": self.state_dir, "phase": self.state.get("phase"),
                "etcd": {"endpoint": self.etcd_endpoint, "local_endpoint": self.etcd_local_endpoint,
@@ -678,10 +702,15 @@ class Cluster:
         return out
 
     # ---- down
-    def down(self, keep_data=False, stop_timeout=40):
+    def down(self, keep_data=False, stop_timeout=40, force=False):
         """Tear down everything recorded in the state file.  Idempotent."""
         t0 = time.monotonic()
         problems = []
+        if self.state.get("phase") in ("new", "down") and not force:
+            # never started from this state dir, or already torn down: the names in the
+            # state may belong to another cluster by now, so touch nothing
+            log("down: nothing to do (cluster is %s)" % self.state.get("phase"))
+            return problems
         self.state["phase"] = "stopping"
         self.save()
         running = [n for n in self.host_names if self.leader_pid(n)]
@@ -948,6 +977,12 @@ def main(argv=None):
     p = sub.add_parser("reboot", help="reboot one host (systemctl reboot inside it)")
     add_state(p)
     p.add_argument("host")
+    p = sub.add_parser("stop", help="power one host off (it keeps its disk and netns)")
+    add_state(p)
+    p.add_argument("host")
+    p = sub.add_parser("start", help="boot a stopped host again")
+    add_state(p)
+    p.add_argument("host")
     p = sub.add_parser("exec", help="run a command in a host")
     add_state(p)
     p.add_argument("--nsenter", action="store_true", help="nsenter into the host's PID 1 instead of ssh")
@@ -998,6 +1033,9 @@ def main(argv=None):
         t0 = time.monotonic()
         c.reboot(args.host)
         print("%s rebooted in %.1fs" % (args.host, time.monotonic() - t0))
+        return 0
+    if args.cmd in ("stop", "start"):
+        getattr(c, args.cmd)(args.host)
         return 0
     if args.cmd == "exec":
         cmd = args.command
