@@ -11,6 +11,7 @@
 #    asks git which files exist, so the repo's files (tracked, plus untracked
 #    ones that are not ignored, so it works before a commit) are copied into a
 #    temporary tree of that shape, which is made a git checkout with one commit.
+#    Only the Ansible content and these test scripts are copied (see below).
 # 2. With --requirements, ansible-test builds one virtualenv per sanity test and
 #    bootstraps pip in it with a get-pip script downloaded from a host that is
 #    not reachable here. It looks in ~/.ansible/test/cache/get_pip_<ver>.py
@@ -72,7 +73,7 @@ git -C "$REPO" ls-files -z --cached --others --exclude-standard \
         # Sanity covers the Ansible content. The forwarder package, the test
         # harnesses, benchmarks and tools are plain Python with their own tests.
         case "$f" in
-            galaxy.yml | README.md | LICENSE | meta/* | plugins/* | roles/* | playbooks/* | changelogs/* | tests/sanity/*) ;;
+            galaxy.yml | README.md | LICENSE | meta/* | plugins/* | roles/* | playbooks/* | changelogs/* | tests/sanity/* | tests/lint/*) ;;
             *) continue ;;
         esac
         if [[ -e "$REPO/$f" || -L "$REPO/$f" ]]; then
