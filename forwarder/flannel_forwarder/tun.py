@@ -100,12 +100,15 @@ class TunDevice:
 
     def _configure(self) -> None:
         # No IPv6 on an IPv4 overlay device: saves the data path from reading
-        # router solicitations and MLD reports.
-        try:
-            with open(f"/proc/sys/net/ipv6/conf/{self.name}/disable_ipv6", "w") as f:
-                f.write("1")
-        except OSError:
-            pass
+        # router solicitations and MLD reports.  accept_local: the ICMP
+        # errors we write back come from the device's own address (as
+        # flanneld's do), which the kernel would otherwise drop as martians.
+        for key, value in (("ipv6/conf/{}/disable_ipv6", "1"), ("ipv4/conf/{}/accept_local", "1")):
+            try:
+                with open("/proc/sys/net/" + key.format(self.name), "w") as f:
+                    f.write(value)
+            except OSError as e:
+                log.debug("sysctl %s: %s", key, e)
         with IPRoute() as ipr:
             idx = ipr.link_lookup(ifname=self.name)[0]
             ipr.link("set", index=idx, mtu=self.mtu)
