@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from cluster.conftest import cluster_skip_reason
-from cluster.harness.cluster import Cluster
+from cluster.harness.cluster import Cluster, v1_cgroup_dirs
 
 pytestmark = pytest.mark.cluster
 
@@ -132,6 +132,8 @@ def test_stop_and_start_keep_the_disk(smoke):
 def test_down_leaves_nothing_behind(smoke):
     for host in smoke.hosts:
         smoke.run(host.name, "docker run -d busybox sleep 600", check=True)
+    for host in smoke.hosts:  # docker's cgroup-parent, where down must look for it
+        assert any(os.path.isdir(d) for d in smoke.state["hosts"][host.name]["docker_cgroups"])
     pids = [smoke.state["etcd"]["pid"]] + [smoke.state["hosts"][h.name]["supervisor"]["pid"] for h in smoke.hosts]
     pids += [smoke.supervisor_info(h.name)["nspawn_pid"] for h in smoke.hosts]
     pids += [smoke.supervisor_info(h.name)["leader_pid"] for h in smoke.hosts]
@@ -143,8 +145,6 @@ def test_down_leaves_nothing_behind(smoke):
     assert "flt-" not in netns
     with open("/proc/self/mountinfo") as fh:
         assert smoke.state_dir not in fh.read()
-    for name in os.listdir("/sys/fs/cgroup"):
-        path = os.path.join("/sys/fs/cgroup", name)
-        if os.path.isdir(path):
-            assert not [d for d in os.listdir(path) if d.startswith("flt-")], path
+    for path in v1_cgroup_dirs() + ["/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"]:
+        assert not [d for d in os.listdir(path) if d.startswith("flt-")], path
     assert smoke.state["last_down_s"] < 30

@@ -190,17 +190,30 @@ def remove_cgroup_tree(path):
     return left
 
 
-def v1_controller_mounts():
-    """Mount points of the cgroup v1 controller hierarchies (not name=systemd)."""
-    out = []
+def v1_cgroup_dirs(pid="self"):
+    """The directories of the cgroup v1 controller hierarchies (not name=systemd) that
+    process `pid` is in.  nspawn gives the host a cgroup namespace rooted there, so a
+    dockerd cgroup-parent "X" inside the host is <that dir>/X on the machine."""
+    mounts = {}
     with open("/proc/self/mountinfo") as fh:
         for line in fh:
             pre, post = line.split(" - ", 1)
-            fstype = post.split()[0]
-            mp = pre.split()[4]
-            if fstype == "cgroup" and mp.startswith(CGROUP_ROOT + "/") and not mp.endswith("/systemd"):
-                out.append(mp)
-    return out
+            fields = post.split()
+            if fields[0] == "cgroup":
+                opts = set(fields[2].split(","))
+                mounts[pre.split()[4]] = opts
+    out = []
+    with open("/proc/%s/cgroup" % pid) as fh:
+        for line in fh:
+            _hid, ctrls, path = line.rstrip("\n").split(":", 2)
+            if not ctrls or ctrls.startswith("name="):
+                continue
+            wanted = set(ctrls.split(","))
+            for mp, opts in mounts.items():
+                if wanted <= opts:
+                    out.append(os.path.normpath(mp + "/" + path))
+                    break
+    return sorted(set(out))
 
 
 class Host:
@@ -372,6 +385,11 @@ class Cluster:
                  if netns_exists(n)]
         if link_exists(u["controller_veth"]):
             taken.append("link " + u["controller_veth"])
+        net = u["subnet"].rsplit(".", 1)[0] + "."
+        addrs = sh(["ip", "-4", "-o", "addr", "show"], check=False).stdout
+        routes = sh(["ip", "-4", "route", "show"], check=False).stdout
+        if (" %s" % net) in addrs or any(r.startswith(net) for r in routes.splitlines()):
+            taken.append("underlay %s (an address or route of the machine is in it)" % u["subnet"])
         if taken:
             raise RuntimeError("already exist (another cluster up? use another --prefix or run down): %s" % taken)
 
@@ -493,6 +511,8 @@ class Cluster:
             os.makedirs(path, exist_ok=True)
         h["cgroups"] = [os.path.join(CGROUP_ROOT, hier, h["cgroup"]) for hier in ("systemd", "unified")]
         h["nspawn_argv"] = self._nspawn_argv(name)
+        # the supervisor (and nspawn) stay in this process's v1 controller cgroups
+        h["docker_cgroups"] = [os.path.join(d, h["docker_cgroup_parent"]) for d in v1_cgroup_dirs()]
         try:
             os.unlink(h["supervisor_file"])
         except FileNotFoundError:
@@ -676,6 +696,28 @@ class Cluster:
         self._start_supervisor(name)
         self.wait_ready(name, timeout=timeout)
 
+    def memory_kb(self):
+        """Proportional set size (kB) of every process of the cluster: per host (all
+        processes in its cgroup: nspawn, systemd, sshd, containerd, dockerd, containers),
+        etcd, and the total."""
+        def pss(pid):
+            try:
+                with open("/proc/%d/smaps_rollup" % pid) as fh:
+                    for line in fh:
+                        if line.startswith("Pss:"):
+                            return int(line.split()[1])
+            except OSError:
+                pass
+            return 0
+        out = {}
+        for n in self.host_names:
+            cg = os.path.join(CGROUP_ROOT, "systemd", self.state["hosts"][n]["cgroup"])
+            out[n] = sum(pss(p) for p in set(cgroup_procs(cg))) if os.path.isdir(cg) else 0
+        e = self.state["etcd"]
+        out["etcd"] = pss(e["pid"]) if pid_alive(e.get("pid"), e.get("start_time")) else 0
+        out["total"] = sum(out.values())
+        return out
+
     def status(self):
         out = {"state_dir": self.state_dir, "phase": self.state.get("phase"),
                "etcd": {"endpoint": self.etcd_endpoint, "local_endpoint": self.etcd_local_endpoint,
@@ -683,7 +725,7 @@ class Cluster:
                         "alive": pid_alive(self.state["etcd"].get("pid"), self.state["etcd"].get("start_time"))},
                "inventory": self.inventory_path, "ssh_config": self.ssh_config_path,
                "image": (self.state.get("image") or {}).get("key"),
-               "timings": self.state.get("timings"), "hosts": {}}
+               "timings": self.state.get("timings"), "memory_pss_kb": self.memory_kb(), "hosts": {}}
         for h in self.hosts:
             hs = self.state["hosts"][h.name]
             sup = hs.get("supervisor") or {}
@@ -754,7 +796,7 @@ class Cluster:
                     problems.append("still mounted: %s" % left)
             h["mounted"] = bool(image_mod.mounts_under(h["merged"]))
             cgs = [os.path.join(CGROUP_ROOT, hier, h["cgroup"]) for hier in ("systemd", "unified")]
-            cgs += [os.path.join(mp, h["docker_cgroup_parent"]) for mp in v1_controller_mounts()]
+            cgs += h.get("docker_cgroups") or []
             for cg in cgs:
                 if os.path.isdir(cg):
                     procs = cgroup_procs(cg)
@@ -815,9 +857,9 @@ class Cluster:
             for hier in ("systemd", "unified"):
                 if os.path.isdir(os.path.join(CGROUP_ROOT, hier, h["cgroup"])):
                     left.append("cgroup %s/%s" % (hier, h["cgroup"]))
-            for mp in v1_controller_mounts():
-                if os.path.isdir(os.path.join(mp, h["docker_cgroup_parent"])):
-                    left.append("cgroup %s/%s" % (mp, h["docker_cgroup_parent"]))
+            for d in h.get("docker_cgroups") or []:
+                if os.path.isdir(d):
+                    left.append("cgroup " + d)
             if os.path.exists(os.path.join(NSPAWN_PROPAGATE, h.get("machine", n))):
                 left.append("propagate dir " + h.get("machine", n))
             info = read_json(h["supervisor_file"], {}) or {}

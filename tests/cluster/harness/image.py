@@ -43,6 +43,8 @@ PACKAGES = sorted([
     "kmod", "less", "netcat-openbsd", "tcpdump", "curl", "python3-distutils",
     # nft also serves the harness: it loads the underlay guard from this image
     "nftables",
+    # data path checks and debugging on the hosts
+    "iperf3", "ethtool", "rsync",
 ])
 
 BUSYBOX_IN_IMAGE = "/usr/local/share/test-cluster/busybox.tar"
