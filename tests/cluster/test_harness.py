@@ -4,9 +4,11 @@ Its own 2-host cluster on its own underlay (10.213.9.0/24) and names
 (prefix "flt-"), so it can run beside a cluster brought up by hand.
 """
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import urllib.request
 
@@ -52,7 +54,36 @@ def test_inventory_and_ssh_config(smoke):
     for host in smoke.hosts:
         assert "%s ansible_host=%s" % (host.name, host.ip) in inv
     assert "ansible_python_interpreter=/usr/bin/python3" in inv
-    assert "flannel_etcd_endpoints=http://%s.1:2379" % UNDERLAY in inv
+    assert 'flannel_etcd_endpoints=["http://%s.1:2379"]' % UNDERLAY in inv
+    inventory_tool = ansible_tool("ansible-inventory")
+    if inventory_tool:
+        res = subprocess.run([inventory_tool, "-i", smoke.inventory_path, "--host", smoke.hosts[0].name],
+                             capture_output=True, text=True, check=True)
+        assert json.loads(res.stdout)["flannel_etcd_endpoints"] == [smoke.etcd_endpoint]
+
+
+def ansible_tool(name):
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return beside if os.access(beside, os.X_OK) else shutil.which(name)
+
+
+def test_ansible_reaches_hosts_with_underlay_facts(smoke):
+    tool = ansible_tool("ansible")
+    if not tool:
+        pytest.skip("ansible not installed")
+    env = dict(os.environ, ANSIBLE_SSH_ARGS="-o ControlMaster=no")
+    tree = os.path.join(smoke.state_dir, "facts")
+    res = subprocess.run([tool, "-i", smoke.inventory_path, "flannel", "-m", "setup", "-t", tree,
+                          "-a", "filter=ansible_default_ipv4,ansible_interfaces,ansible_service_mgr"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    for host in smoke.hosts:
+        with open(os.path.join(tree, host.name)) as fh:
+            facts = json.load(fh)["ansible_facts"]
+        assert facts["ansible_default_ipv4"]["address"] == host.ip
+        assert facts["ansible_default_ipv4"]["interface"] == "eth0"
+        assert facts["ansible_service_mgr"] == "systemd"
+        assert smoke.state["underlay"]["controller_veth"] not in facts["ansible_interfaces"]
     res = subprocess.run(["ssh", "-F", smoke.ssh_config_path, smoke.hosts[0].name, "true"], timeout=30)
     assert res.returncode == 0
 

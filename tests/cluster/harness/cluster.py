@@ -584,7 +584,8 @@ class Cluster:
                 " -o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o LogLevel=ERROR'",
                 "ansible_ssh_pipelining=true"]
         if self.etcd_endpoint:
-            inv.append("flannel_etcd_endpoints=%s" % self.etcd_endpoint)
+            # a list, like the modules' etcd_endpoints (INI :vars values are literal_eval'ed)
+            inv.append('flannel_etcd_endpoints=["%s"]' % self.etcd_endpoint)
         with open(self.inventory_path, "w") as fh:
             fh.write("\n".join(inv) + "\n")
 
