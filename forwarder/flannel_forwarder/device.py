@@ -71,36 +71,55 @@ _OUT_SIZE = 8 * 65536
 
 
 class Device:
-    """The data path of one host: ``run()`` blocks until ``stop()``."""
+    """The data path of one host: ``run()`` blocks until ``stop()``.
 
-    def __init__(self, tun: TunDevice, conn: UdpConn, peers: PeerTable, stats: Stats | None = None):
+    ``threads=True`` runs each direction in its own thread; ``False`` runs
+    both in one thread that polls the TUN and the socket together (fewer
+    wake-ups and no GIL hand-offs when both directions are busy on one
+    core; see bench/datapath.py --single-thread).
+    """
+
+    def __init__(
+        self, tun: TunDevice, conn: UdpConn, peers: PeerTable, stats: Stats | None = None, *, threads: bool = True
+    ):
         self.tun = tun
         self.conn = conn
         self.peers = peers
         self.stats = stats if stats is not None else Stats()
+        self.threads = threads
         self._stop = threading.Event()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._threads: list[threading.Thread] = []
         tun.set_nonblocking(True)
+        self._tx = _TxState()
+        self._rx = _RxState()
 
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> None:
-        for name, target in (("tun->udp", self._tun_to_udp), ("udp->tun", self._udp_to_tun)):
+        if self.threads:
+            loops = (("tun->udp", self._tx_loop), ("udp->tun", self._rx_loop))
+        else:
+            loops = (("datapath", self._single_loop),)
+        for name, target in loops:
             t = threading.Thread(target=self._guard, args=(target,), name=name, daemon=True)
             t.start()
             self._threads.append(t)
 
     def run(self) -> None:
-        """Start both loops and block until ``stop()`` (signal handlers still run)."""
+        """Start the loops and block until ``stop()`` (signal handlers still run)."""
         if not self._threads:
             self.start()
         while not self._stop.wait(0.5):
-            if not all(t.is_alive() for t in self._threads):
+            if not self.healthy:
                 break
         self.stop()
         self.join()
+
+    @property
+    def healthy(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def stop(self) -> None:
         if not self._stop.is_set():
@@ -134,124 +153,145 @@ class Device:
             log.exception("%s loop died", threading.current_thread().name)
             self.stop()
 
-    def _waiter(self, fd: int):
+    def _poller(self, *fds: int):
         p = select.poll()
-        p.register(fd, select.POLLIN)
+        for fd in fds:
+            p.register(fd, select.POLLIN)
         p.register(self._wake_r, select.POLLIN)
         return p.poll
 
+    def _tx_loop(self) -> None:
+        wait = self._poller(self.tun.fd)
+        drain, stop = self._tun_to_udp, self._stop
+        while not stop.is_set():
+            if drain() is False:
+                wait()
+
+    def _rx_loop(self) -> None:
+        wait = self._poller(self.conn.fileno())
+        drain, stop = self._udp_to_tun, self._stop
+        while not stop.is_set():
+            if drain() is False:
+                wait()
+
+    def _single_loop(self) -> None:
+        wait = self._poller(self.tun.fd, self.conn.fileno())
+        tx, rx, stop = self._tun_to_udp, self._udp_to_tun, self._stop
+        while not stop.is_set():
+            a = tx()
+            b = rx()
+            if a is False and b is False:
+                wait()
+
     # -- TUN -> UDP -----------------------------------------------------------
 
-    def _tun_to_udp(self) -> None:
-        # Segments of consecutive super packets to one peer are sent together
-        # (``out[start:fill]`` is the pending run): a 64 KB TSO packet is 46
-        # MTU-sized datagrams but one UDP_SEGMENT send only takes ~44, so
-        # sending per read would cost two sends (and two receives and TUN
-        # writes on the peer) per super packet.  The run is flushed when it
-        # can no longer grow: other peer or size, a short segment, another
-        # kind of packet, or the TUN has nothing more to read right now.
+    def _tun_to_udp(self, budget: int = 64):
+        """Forward up to *budget* TUN reads; False when the TUN had nothing (caller may sleep).
+
+        Segments of consecutive super packets to one peer are sent together
+        (``out[start:fill]`` is the pending run): a 64 KB TSO packet is 46
+        MTU-sized datagrams but one UDP_SEGMENT send only takes ~44, so
+        sending per read would cost two sends (and two receives and TUN
+        writes on the peer) per super packet.  The run is flushed when it
+        can no longer grow: other peer or size, a short segment, another
+        kind of packet, or the TUN has nothing more to read right now.
+        """
+        txs = self._tx
         st = self.stats.tx
-        tun, conn = self.tun, self.conn
-        fd = tun.fd
-        vnet = tun.vnet_hdr
-        base = VNET_HDR_LEN if vnet else 0
-        buf = bytearray(_READ_SIZE)
-        mv = memoryview(buf)
-        out = bytearray(_OUT_SIZE)
-        omv = memoryview(out)
-        bufs = (buf,)
+        conn = self.conn
+        fd = txs.fd if txs.fd is not None else txs.setup(self)
+        vnet, base = txs.vnet, txs.base
+        buf, mv, out, omv, bufs = txs.buf, txs.mv, txs.out, txs.omv, txs.bufs
         readv = os.readv
         lookup = self.peers.lookup
         sendto = conn.sock.sendto
         send_segments = conn.send_segments
         chunk_bytes = conn.chunk_bytes
         unpack_vnet = _VNET.unpack_from
-        wait = self._waiter(fd)
-        stop = self._stop
-        tun_addr = tun.address_int
-        start = fill = 0
-        p_seg = 0
-        p_peer = None
-        while not stop.is_set():
-            try:
-                n = readv(fd, bufs)
-            except BlockingIOError:
-                if fill > start:
-                    st.batches += self._send_run(omv, start, fill, p_seg, p_peer)
-                    start = fill = 0
-                wait()
-                continue
-            except InterruptedError:
-                continue
-            except OSError as e:
-                if stop.is_set() or e.errno == errno.EBADF:
-                    return
-                raise
-            st.tun_packets += 1
-            plen = n - base
-            if plen < 20:
-                st.drop(SHORT)
-                continue
-            if buf[base] >> 4 != 4:
-                st.drop(NOT_IPV4)  # e.g. IPv6, should the device ever get an address
-                continue
-            peer = lookup(int.from_bytes(buf[base + 16 : base + 20], "big"))
-            if peer is None:
-                self._unreachable(mv[base:n], tun_addr, st)
-                continue
-            if not decrement_ttl(buf, base):
-                st.drop(TTL_EXCEEDED)
-                continue
-            try:
-                if vnet:
-                    flags, gso_type, _, gso_size, csum_start, csum_offset = unpack_vnet(buf, 0)
-                    if gso_type != GSO_NONE:
-                        res = segment(
-                            VirtioNetHdr(flags, gso_type, 0, gso_size, csum_start, csum_offset),
-                            mv[base:n],
-                            omv[fill:],
-                            plen,
-                        )
-                        seg = res.seg_size
-                        if fill > start and (peer != p_peer or seg != p_seg or (fill - start) % p_seg):
-                            st.batches += self._send_run(omv, start, fill, p_seg, p_peer)
-                            start = fill
-                        p_peer, p_seg = peer, seg
-                        fill += res.total
-                        st.packets += res.count
-                        st.bytes += res.total
-                        size = chunk_bytes(seg)
-                        while fill - start >= size:
-                            st.batches += send_segments(omv[start : start + size], size, seg, peer)
-                            start += size
-                        if (fill - start) % seg:  # ends with a short segment: cannot grow
-                            st.batches += self._send_run(omv, start, fill, seg, peer)
-                            start = fill
-                        if start == fill:
-                            start = fill = 0
-                        elif fill > _OUT_SIZE // 2:
-                            out[: fill - start] = out[start:fill]
-                            fill -= start
-                            start = 0
-                        continue
+        start, fill, p_seg, p_peer = txs.start, txs.fill, txs.p_seg, txs.p_peer
+        did = 0
+        try:
+            while did < budget:
+                try:
+                    n = readv(fd, bufs)
+                except BlockingIOError:
                     if fill > start:
                         st.batches += self._send_run(omv, start, fill, p_seg, p_peer)
                         start = fill = 0
-                    if flags & F_NEEDS_CSUM:
-                        complete_checksum(buf, base, plen, csum_start, csum_offset)
-                elif fill > start:  # pragma: no cover - runs only exist with vnet
-                    start = fill = 0
-                sendto(mv[base:n], peer)
-                st.packets += 1
-                st.bytes += plen
-                st.batches += 1
-            except PacketError as e:
-                st.drop(e.reason)
-            except OSError as e:
-                if stop.is_set() and e.errno == errno.EBADF:
-                    return
-                # ENOBUFS, EHOSTUNREACH, ECONNREFUSED...: the datagram is lost, like on a wire.
-                st.drop(SEND_ERROR)
+                    return did > 0
+                except InterruptedError:
+                    continue
+                except OSError as e:
+                    if self._stop.is_set() or e.errno == errno.EBADF:
+                        return False
+                    raise
+                did += 1
+                st.tun_packets += 1
+                plen = n - base
+                if plen < 20:
+                    st.drop(SHORT)
+                    continue
+                if buf[base] >> 4 != 4:
+                    st.drop(NOT_IPV4)  # e.g. IPv6, should the device ever get an address
+                    continue
+                peer = lookup(int.from_bytes(buf[base + 16 : base + 20], "big"))
+                if peer is None:
+                    self._unreachable(mv[base:n], st)
+                    continue
+                if not decrement_ttl(buf, base):
+                    st.drop(TTL_EXCEEDED)
+                    continue
+                try:
+                    if vnet:
+                        flags, gso_type, _, gso_size, csum_start, csum_offset = unpack_vnet(buf, 0)
+                        if gso_type != GSO_NONE:
+                            res = segment(
+                                VirtioNetHdr(flags, gso_type, 0, gso_size, csum_start, csum_offset),
+                                mv[base:n],
+                                omv[fill:],
+                                plen,
+                            )
+                            seg = res.seg_size
+                            if fill > start and (peer != p_peer or seg != p_seg or (fill - start) % p_seg):
+                                st.batches += self._send_run(omv, start, fill, p_seg, p_peer)
+                                start = fill
+                            p_peer, p_seg = peer, seg
+                            fill += res.total
+                            st.packets += res.count
+                            st.bytes += res.total
+                            size = chunk_bytes(seg)
+                            while fill - start >= size:
+                                st.batches += send_segments(omv[start : start + size], size, seg, peer)
+                                start += size
+                            if (fill - start) % seg:  # ends with a short segment: cannot grow
+                                st.batches += self._send_run(omv, start, fill, seg, peer)
+                                start = fill
+                            if start == fill:
+                                start = fill = 0
+                            elif fill > _OUT_SIZE // 2:
+                                out[: fill - start] = out[start:fill]
+                                fill -= start
+                                start = 0
+                            continue
+                        if fill > start:
+                            st.batches += self._send_run(omv, start, fill, p_seg, p_peer)
+                            start = fill = 0
+                        if flags & F_NEEDS_CSUM:
+                            complete_checksum(buf, base, plen, csum_start, csum_offset)
+                    sendto(mv[base:n], peer)
+                    st.packets += 1
+                    st.bytes += plen
+                    st.batches += 1
+                except PacketError as e:
+                    st.drop(e.reason)
+                except OSError as e:
+                    if self._stop.is_set() and e.errno == errno.EBADF:
+                        return False
+                    # ENOBUFS, EHOSTUNREACH, ECONNREFUSED...: the datagram is lost, like on a wire.
+                    st.drop(SEND_ERROR)
+            return True
+        finally:
+            txs.start, txs.fill, txs.p_seg, txs.p_peer = start, fill, p_seg, p_peer
 
     def _send_run(self, omv, start: int, fill: int, seg: int, peer) -> int:
         try:
@@ -260,9 +300,9 @@ class Device:
             self.stats.tx.drop(SEND_ERROR)
             return 0
 
-    def _unreachable(self, pkt, tun_addr: int, st) -> None:
+    def _unreachable(self, pkt, st) -> None:
         st.drop(NO_ROUTE)
-        reply = icmp_net_unreachable(pkt, tun_addr)
+        reply = icmp_net_unreachable(pkt, self.tun.address_int)
         if reply is None:
             return
         try:
@@ -276,37 +316,35 @@ class Device:
 
     # -- UDP -> TUN -----------------------------------------------------------
 
-    def _udp_to_tun(self) -> None:
+    def _udp_to_tun(self, budget: int = 64):
+        """Forward up to *budget* socket receives; False when nothing was queued."""
+        rxs = self._rx
         st = self.stats.rx
-        tun, conn = self.tun, self.conn
-        fd = tun.fd
-        vnet = tun.vnet_hdr
-        buf = bytearray(65535 + 8192)  # room for a whole last row in the numpy view
-        mv = memoryview(buf)
-        recv = conn.recv_into
+        fd = rxs.fd if rxs.fd is not None else rxs.setup(self)
+        vnet = rxs.vnet
+        buf, mv, merged = rxs.buf, rxs.mv, rxs.merged
+        recv = self.conn.recv_into
         writev = os.writev
         write = os.write
         sender_subnets = self.peers.sender_subnets
         from_bytes = int.from_bytes
-        wait = self._waiter(conn.fileno())
-        stop = self._stop
         dontwait = socket.MSG_DONTWAIT
         fast = vnet and vector.AVAILABLE
         rx_tcp_runs = vector.rx_tcp_runs
-        merged = bytearray(65535 + 1024)
-        while not stop.is_set():
+        did = 0
+        while did < budget:
             try:
                 n, seg, addr = recv(buf, dontwait)
             except BlockingIOError:
-                wait()
-                continue
+                return did > 0
             except InterruptedError:
                 continue
             except OSError as e:
-                if stop.is_set() or e.errno == errno.EBADF:
-                    return
+                if self._stop.is_set() or e.errno == errno.EBADF:
+                    return False
                 st.drop("recv_error")
                 continue
+            did += 1
             st.batches += 1
             if seg <= 0:
                 st.drop(TRUNCATED)
@@ -316,7 +354,7 @@ class Device:
                 st.drop(UNKNOWN_SENDER, -(-n // seg))
                 continue
             if len(nets) == 1:
-                (net, mask), = nets
+                ((net, mask),) = nets
                 if fast and n > seg:
                     # The common case, TCP segments, checked and merged in a few numpy calls.
                     runs = rx_tcp_runs(buf, n, seg, net, mask, merged)
@@ -328,8 +366,8 @@ class Device:
                                 writev(fd, iov)
                                 st.tun_packets += 1
                             except OSError as e:
-                                if stop.is_set() and e.errno == errno.EBADF:
-                                    return
+                                if self._stop.is_set() and e.errno == errno.EBADF:
+                                    return False
                                 st.drop(TUN_WRITE_ERROR, count)
                         continue
             else:
@@ -380,9 +418,43 @@ class Device:
                         st.tun_packets += 1
                 st.bytes += sum(ln for _, ln in spans)
             except OSError as e:
-                if stop.is_set() and e.errno == errno.EBADF:
-                    return
+                if self._stop.is_set() and e.errno == errno.EBADF:
+                    return False
                 st.drop(TUN_WRITE_ERROR)
+        return True
+
+
+class _TxState:
+    """Buffers and the pending run of the TUN -> UDP direction, kept between drains."""
+
+    fd = None
+
+    def setup(self, dev: Device) -> int:
+        self.vnet = dev.tun.vnet_hdr
+        self.base = VNET_HDR_LEN if self.vnet else 0
+        self.buf = bytearray(_READ_SIZE)
+        self.mv = memoryview(self.buf)
+        self.bufs = (self.buf,)
+        self.out = bytearray(_OUT_SIZE)
+        self.omv = memoryview(self.out)
+        self.start = self.fill = self.p_seg = 0
+        self.p_peer = None
+        self.fd = dev.tun.fd
+        return self.fd
+
+
+class _RxState:
+    """Buffers of the UDP -> TUN direction."""
+
+    fd = None
+
+    def setup(self, dev: Device) -> int:
+        self.vnet = dev.tun.vnet_hdr
+        self.buf = bytearray(65535 + 8192)  # room for a whole last row in the numpy view
+        self.mv = memoryview(self.buf)
+        self.merged = bytearray(65535 + 1024)
+        self.fd = dev.tun.fd
+        return self.fd
 
 
 # -- debug entry point ------------------------------------------------------------
@@ -419,6 +491,7 @@ def parse_args(argv=None):
     p.add_argument("--peer", action="append", default=[], metavar="SUBNET=IP[:PORT]")
     p.add_argument("--mtu", type=int, help="TUN MTU (default: underlay MTU - 28)")
     p.add_argument("--no-offload", action="store_true", help="no TSO/GSO/GRO: one packet per syscall")
+    p.add_argument("--single-thread", action="store_true", help="both directions in one thread")
     p.add_argument("--stats-file", help="write counters as JSON here every second and at exit")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
@@ -445,7 +518,7 @@ def main(argv=None) -> int:
     except BaseException:
         conn.close()
         raise
-    dev = Device(tun, conn, peers, stats)
+    dev = Device(tun, conn, peers, stats, threads=not args.single_thread)
     signal.signal(signal.SIGTERM, lambda *_: dev.stop())
     signal.signal(signal.SIGINT, lambda *_: dev.stop())
     print(
@@ -469,7 +542,7 @@ def main(argv=None) -> int:
             if args.stats_file:
                 _write_stats(args.stats_file, stats)
             dev._stop.wait(1.0 if args.stats_file else 0.5)
-            if not all(t.is_alive() for t in dev._threads):
+            if not dev.healthy:
                 break
     finally:
         dev.close()

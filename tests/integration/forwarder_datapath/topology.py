@@ -97,7 +97,7 @@ class Topology:
 
     def start_forwarder(self, host: str, *, offload: bool = True, cpu: int | None = None,
                         stats_file: str | None = None, extra_peers: list[str] = (),
-                        python: str = sys.executable) -> "Forwarder":
+                        python: str = sys.executable, extra_args: list[str] = ()) -> "Forwarder":
         under, subnet, _, _ = HOSTS[host]
         other = "h2" if host == "h1" else "h1"
         cmd = [python, "-m", "flannel_forwarder.device", "--tun-name", "flannel0", "--network", NETWORK,
@@ -109,6 +109,7 @@ class Topology:
             cmd.append("--no-offload")
         if stats_file:
             cmd += ["--stats-file", stats_file]
+        cmd += list(extra_args)
         env = dict(os.environ)
         env["PYTHONPATH"] = FORWARDER_DIR + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         proc = self.spawn(host, *cmd, cpu=cpu, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
