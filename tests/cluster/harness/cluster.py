@@ -312,7 +312,36 @@ class Cluster:
 
     def save(self):
         os.makedirs(self.state_dir, exist_ok=True)
+        self.state["resources"] = self._resources()
         write_json_atomic(self.state_path, self.state)
+
+    def _resources(self):
+        """One summary of what this cluster made on the machine (recomputed at each save;
+        the live nspawn/leader PIDs are also in hosts/<host>/supervisor.json)."""
+        u = self.state["underlay"]
+        res = {"pids": {}, "mounts": [], "cgroups": [], "netns": [], "veths": []}
+        if u["created"].get("netns"):
+            res["netns"].append(u["netns"])
+        if u["created"].get("controller_veth"):
+            res["veths"].append("%s (root netns) <-> %s (netns %s)" % (
+                u["controller_veth"], u["controller_veth_peer"], u["netns"]))
+        for n, h in sorted(self.state["hosts"].items()):
+            if h.get("netns_created"):
+                res["netns"].append(h["netns"])
+                res["veths"].append("%s (netns %s) <-> eth0 (netns %s)" % (h["veth_underlay"], u["netns"], h["netns"]))
+            if h.get("mounted"):
+                res["mounts"].append(h["merged"])
+            res["cgroups"] += (h.get("cgroups") or []) + (h.get("docker_cgroups") or [])
+            sup = h.get("supervisor") or {}
+            if sup.get("pid"):
+                res["pids"]["supervisor " + n] = sup["pid"]
+                info = read_json(h["supervisor_file"], {}) or {}
+                for key in ("nspawn", "leader"):
+                    if info.get(key + "_pid"):
+                        res["pids"]["%s %s" % (key, n)] = info[key + "_pid"]
+        if self.state["etcd"].get("pid"):
+            res["pids"]["etcd"] = self.state["etcd"]["pid"]
+        return res
 
     @property
     def hosts(self):
@@ -464,6 +493,9 @@ class Cluster:
         img = self.state["image"]
         for d in (h["upper"], h["work"], h["merged"], h["docker_dir"]):
             os.makedirs(d, exist_ok=True)
+        for old_log in (h["log"], os.path.join(h["dir"], "supervisor.log")):
+            if os.path.exists(old_log):  # keep one earlier cluster's logs, not all of them
+                os.replace(old_log, old_log + ".old")
         sh(["mount", "-t", "overlay", "overlay", "-o",
             "lowerdir=%s,upperdir=%s,workdir=%s" % (img["rootfs"], h["upper"], h["work"]), h["merged"]])
         h["mounted"] = True

@@ -20,6 +20,9 @@ rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 : > /etc/apt/sources.list
 rm -f /etc/apt/sources.list.d/*
 
+# pam_env in every ssh session reads it (else "Unable to open env file" in the journal)
+printf 'LANG=C.UTF-8\n' > /etc/default/locale
+
 # --- sshd: key auth for root only ------------------------------------------
 mkdir -p /etc/ssh/sshd_config.d /root/.ssh
 chmod 700 /root/.ssh
