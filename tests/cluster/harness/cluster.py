@@ -54,6 +54,7 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 NSPAWN_PROPAGATE = "/run/systemd/nspawn/propagate"
 NSPAWN_LOCKS = "/run/systemd/nspawn/locks"
 REBOOT_EXIT_CODE = 133
+CLAIMS_DIR = "/run/overlay-flannel-clusters"  # <underlay netns name> -> the state dir using it
 
 
 # --------------------------------------------------------------------------- helpers
@@ -384,6 +385,7 @@ class Cluster:
         self.state["mem_available_before_kb"] = _mem_available_kb()
         self.save()
         self._ensure_key()
+        self._claim()
         t1 = time.monotonic()
         self._setup_underlay()
         for name in self.host_names:
@@ -420,7 +422,29 @@ class Cluster:
         if (" %s" % net) in addrs or any(r.startswith(net) for r in routes.splitlines()):
             taken.append("underlay %s (an address or route of the machine is in it)" % u["subnet"])
         if taken:
-            raise RuntimeError("already exist (another cluster up? use another --prefix or run down): %s" % taken)
+            owner = ""
+            try:
+                with open(os.path.join(CLAIMS_DIR, u["netns"])) as fh:
+                    owner = fh.read().strip()
+            except OSError:
+                pass
+            raise RuntimeError("already exist: %s; %s" % (taken, (
+                "they belong to the cluster in %s: `down --state-dir %s`" % (owner, owner)) if owner else
+                "another cluster is up: run its down, or use another --prefix/--underlay"))
+
+    def _claim(self, release=False):
+        path = os.path.join(CLAIMS_DIR, self.state["underlay"]["netns"])
+        if release:
+            try:
+                with open(path) as fh:
+                    if fh.read().strip() == self.state_dir:
+                        os.unlink(path)
+            except OSError:
+                pass
+            return
+        os.makedirs(CLAIMS_DIR, exist_ok=True)
+        with open(path, "w") as fh:
+            fh.write(self.state_dir + "\n")
 
     def _ensure_key(self):
         if not os.path.exists(self.key_path):
@@ -866,6 +890,8 @@ class Cluster:
         for n in self.host_names:
             self.state["hosts"][n]["supervisor"] = None
         e["pid"] = e["start_time"] = None
+        if not problems:
+            self._claim(release=True)
         self.state["phase"] = "down"
         self.state["last_down_s"] = round(time.monotonic() - t0, 2)
         self.state["last_down_problems"] = problems
@@ -1083,7 +1109,9 @@ def main(argv=None):
         try:
             c.up(timeout=args.timeout)
         except Exception as exc:
-            print("up failed: %s\n(run `down --state-dir %s` to clean up)" % (exc, c.state_dir), file=sys.stderr)
+            hint = ("\n(run `down --state-dir %s` to clean up)" % c.state_dir
+                    if c.state.get("phase") not in ("new", "down") else "")
+            print("up failed: %s%s" % (exc, hint), file=sys.stderr)
             return 1
         print(json.dumps({"inventory": c.inventory_path, "ssh_config": c.ssh_config_path,
                           "etcd": c.etcd_endpoint, "etcd_local": c.etcd_local_endpoint,
