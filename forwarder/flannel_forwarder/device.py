@@ -63,6 +63,7 @@ SEND_ERROR = "send_error"
 TUN_WRITE_ERROR = "tun_write_error"
 
 _VNET = struct.Struct("<BBHHHH")
+SINGLE_THREAD_BUDGET = int(os.environ.get("FLANNEL_FORWARDER_BUDGET", "2"))
 _READ_SIZE = VNET_HDR_LEN + 65535 + 1
 # Pending segments (< one send) + one segmented super packet (its payload plus
 # one header per segment: at most twice its size even for tiny MSS values),
@@ -177,9 +178,11 @@ class Device:
     def _single_loop(self) -> None:
         wait = self._poller(self.tun.fd, self.conn.fileno())
         tx, rx, stop = self._tun_to_udp, self._udp_to_tun, self._stop
+        # Small budgets: a long TX drain would hold back the ACKs coming the
+        # other way, and TCP is ACK-clocked.
         while not stop.is_set():
-            a = tx()
-            b = rx()
+            a = tx(SINGLE_THREAD_BUDGET)
+            b = rx(SINGLE_THREAD_BUDGET)
             if a is False and b is False:
                 wait()
 
