@@ -32,16 +32,13 @@ if AVAILABLE:
     _ARANGE = np.arange(1024, dtype=np.uint64)
 
 
-def _fold_vec(s):
-    """End-around-carry fold of non-zero sums: x mod 0xFFFF with 0 read as 0xFFFF."""
-    r = s % 0xFFFF
-    r[r == 0] = 0xFFFF
-    return r
-
-
 def _csum_vec(s):
-    """Checksums (inverted folded sums) of non-zero sums."""
-    return 0xFFFF - _fold_vec(s)
+    """Checksums (inverted end-around-carry folds) of non-zero unfolded sums.
+
+    (s - 1) % 0xFFFF + 1 is the RFC 1071 fold: a multiple of 0xFFFF folds to
+    0xFFFF, never to 0; the checksum is its complement.
+    """
+    return 0xFFFE - (s - 1) % 0xFFFF
 
 
 def _field(buf, offset: int, rows: int, stride: int, dtype):
@@ -49,21 +46,44 @@ def _field(buf, offset: int, rows: int, stride: int, dtype):
     return np.ndarray((rows,), dtype, buf, offset, (stride,))
 
 
-def row_sums(buf, start: int, length: int, rows: int, stride: int | None = None):
-    """Folded (0..0xFFFF) ones'-complement sums of *rows* byte ranges of *length* bytes.
+def row_partial_sums(buf, start: int, length: int, rows: int, stride: int | None = None):
+    """Sums of *rows* byte ranges of *length* bytes, congruent mod 0xFFFF to their ones'-complement sums.
 
     Row r covers ``buf[start + r*stride : start + r*stride + length]``;
     stride defaults to length (back to back).  *length* must be even.
+    Values are unfolded (below 2**50): add them to other terms, fold once.
     """
     stride = length if stride is None else stride
     if length % 4 == 0:
         a = np.ndarray((rows, length >> 2), _U32, buf, start, (stride, 4))
-        s = _fold_vec(a.sum(axis=1, dtype=_U64))
-        if _LITTLE:
-            s = ((s & 0xFF) << 8) | (s >> 8)
-        return s
+        s = a.sum(axis=1, dtype=_U64)
+        # Native little-endian words: the sum of byte-swapped 16-bit words is
+        # the swapped sum, and swapping the bytes of x is x * 256 mod 0xFFFF.
+        return s * 256 if _LITTLE else s
     a = np.ndarray((rows, length >> 1), _BE16, buf, start, (stride, 2))
-    return _fold_vec(a.sum(axis=1, dtype=_U64))
+    return a.sum(axis=1, dtype=_U64)
+
+
+def row_sums(buf, start: int, length: int, rows: int, stride: int | None = None):
+    """Folded (1..0xFFFF, 0xFFFF for zero) ones'-complement sums of *rows* byte ranges (see row_partial_sums)."""
+    return (row_partial_sums(buf, start, length, rows, stride) - 1) % 0xFFFF + 1
+
+
+# Per-shape arrays of segment_tcp4 that do not depend on the packet's contents.
+_SEG_CACHE: dict = {}
+
+
+def _seg_shape(count: int, seg: int, hl: int, last: int, mss: int):
+    key = (count, seg, hl, last, mss)
+    hit = _SEG_CACHE.get(key)
+    if hit is None:
+        if len(_SEG_CACHE) > 256:
+            _SEG_CACHE.clear()
+        i = np.arange(count, dtype=_U64)
+        tot = np.full(count, seg, dtype=_U64)
+        tot[-1] = hl + last
+        hit = _SEG_CACHE[key] = (i, i * mss, tot, tot << 16, tot - hl)
+    return hit
 
 
 def segment_tcp4(pkt, length: int, iphl: int, thl: int, mss: int, count: int, last: int, out) -> int:
@@ -93,28 +113,30 @@ def segment_tcp4(pkt, length: int, iphl: int, thl: int, mss: int, count: int, la
     tmpl[iphl + 4 : iphl + 8] = b"\0\0\0\0"
     tmpl[iphl + 12 : iphl + 14] = b"\0\0"
     tmpl[iphl + 16 : iphl + 18] = b"\0\0"
-    tcp_base = raw_sum(tmpl[iphl:hl]) + pseudo_header_sum(s_ip, d_ip, 6, 0)
+    tcp_base = raw_sum(tmpl[iphl:hl]) + pseudo_header_sum(s_ip, d_ip, 6, 0) + thl + offword
 
-    i = _ARANGE[:count] if count <= 1024 else np.arange(count, dtype=_U64)
-    tot = np.full(count, seg, dtype=_U64)
-    tot[full] = hl + last
+    i, imss, tot, tot_hi, tcp_len = _seg_shape(count, seg, hl, last, mss)
     ident = (i + ident0) & 0xFFFF
-    seq = (i * mss + seq0) & 0xFFFFFFFF
-    flags = np.full(count, flags0 & ~(_TCP_FIN | _TCP_PSH | _TCP_CWR), dtype=_U64)
-    flags[0] = flags0 & ~(_TCP_FIN | _TCP_PSH)
-    flags[full] = flags0 & ~_TCP_CWR
+    seq = (imss + seq0) & 0xFFFFFFFF
+    mid = flags0 & ~(_TCP_FIN | _TCP_PSH | _TCP_CWR)
+    first = flags0 & ~(_TCP_FIN | _TCP_PSH)
+    lastf = flags0 & ~_TCP_CWR
     psum = np.empty(count, dtype=_U64)
-    psum[:full] = row_sums(pkt, hl, mss, full)
+    psum[:full] = row_partial_sums(pkt, hl, mss, full)
     psum[full] = raw_sum(pkt[hl + full * mss : length])
-    ipc = _csum_vec(tot + ident + ip_base)
-    tcs = _csum_vec(tcp_base + thl + (tot - hl) + (seq >> 16) + (seq & 0xFFFF) + (flags | offword) + psum)
+    # flags differ only in the first and last rows: add them as scalars
+    # (mid only clears bits of first and lastf, so the differences are >= 0)
+    psum[0] += first - mid
+    psum[full] += lastf - mid
+    tsum = psum + (seq >> 16) + (seq & 0xFFFF) + tcp_len + (tcp_base + mid)
 
-    _field(out, 2, count, seg, _BE16)[:] = tot
-    _field(out, 4, count, seg, _BE16)[:] = ident
-    _field(out, 10, count, seg, _BE16)[:] = ipc
+    _field(out, 2, count, seg, _BE32)[:] = tot_hi | ident
+    _field(out, 10, count, seg, _BE16)[:] = _csum_vec(tot + ident + ip_base)
     _field(out, iphl + 4, count, seg, _BE32)[:] = seq
-    o[:, iphl + 13] = flags
-    _field(out, iphl + 16, count, seg, _BE16)[:] = tcs
+    o[1:full, iphl + 13] = mid
+    o[0, iphl + 13] = first
+    o[full, iphl + 13] = lastf
+    _field(out, iphl + 16, count, seg, _BE16)[:] = _csum_vec(tsum)
     return full * seg + hl + last
 
 
@@ -145,23 +167,23 @@ def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out):
     if thl < 20 or last <= hl or seg <= hl:
         return None
     a = np.ndarray((k, seg), _U8, buf, 0, (seg, 1))  # last row: only its first *last* bytes are data
-    # Validity of every row.
-    if not (
-        (a[:, 0] == 0x45).all()
-        and (a[:, 9] == 6).all()
-        and (a[:, 32] == doff).all()
-        and (a[:, 8] > 1).all()
-        and not (a[:, 6] & 0x3F).any()
-        and not a[:, 7].any()
-        and (a[:, 33] | _TCP_PSH == _TCP_ACK | _TCP_PSH).all()
-    ):
+    # Validity of every row: the first row's scalars here, then every row
+    # equal to the first on those bytes (version/IHL, fragment, TTL,
+    # protocol, data offset); a batch where they differ is rare and goes the
+    # per-packet way.
+    if buf[9] != 6 or buf[8] <= 1 or buf[6] & 0x3F or buf[7]:
+        return None
+    if not (a[:, _VALID_COLS] == a[0, _VALID_COLS]).all():
+        return None
+    if not ((a[:, 33] | _TCP_PSH) == _TCP_ACK | _TCP_PSH).all():
         return None
     tot = _field(buf, 2, k, seg, _BE16)
     if not (tot[:-1] == seg).all() or int(tot[-1]) != last:
         return None
     if not ((_field(buf, 12, k, seg, _BE32) & mask) == net).all():
         return None
-    if not (row_sums(buf, 0, 20, k, seg) == 0xFFFF).all():
+    # a valid header sums to 0xFFFF, i.e. to 0 mod 0xFFFF
+    if (row_partial_sums(buf, 0, 20, k, seg) % 0xFFFF).any():
         return None
     # Run boundaries: a row starts a new run unless it continues the previous one.
     cols = _INVARIANT_COLS.get(hl)
@@ -222,3 +244,4 @@ def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out):
 
 
 _INVARIANT_COLS: dict = {}
+_VALID_COLS = [0, 6, 7, 8, 9, 32] if AVAILABLE else None
