@@ -75,7 +75,7 @@ def main() -> int:
     ap.add_argument("--prefix", default="fbench-")
     ap.add_argument("--modes", default="offload,no-offload")
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs the forwarders")
-    ap.add_argument("--single-thread", action="store_true", help="run each forwarder with --single-thread")
+    ap.add_argument("--threads", action="store_true", help="run each forwarder with --threads")
     ap.add_argument("--cpus", default="0,1", help="cores for the forwarders of h1,h2 (taskset)")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -93,7 +93,7 @@ def main() -> int:
         for mode in [m for m in args.modes.split(",") if m]:
             offload = mode == "offload"
             print(f"forwarder, {mode}", flush=True)
-            extra = ["--single-thread"] if args.single_thread else []
+            extra = ["--threads"] if args.threads else []
             f1 = t.start_forwarder("h1", offload=offload, cpu=cpus[0], python=args.python, extra_args=extra)
             f2 = t.start_forwarder("h2", offload=offload, cpu=cpus[1], python=args.python, extra_args=extra)
             print(f"  h1: {json.dumps(f1.info)}", flush=True)
