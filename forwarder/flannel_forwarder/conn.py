@@ -28,6 +28,7 @@ MAX_UDP_PAYLOAD = 65507
 _U16_NATIVE = struct.Struct("=H")
 _I32_NATIVE = struct.Struct("=i")
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # plain int: IntFlag arithmetic is slow in a hot loop
 
 
 class UdpConn:
@@ -127,7 +128,7 @@ class UdpConn:
         """
         if self.gro:
             n, anc, mflags, addr = self.sock.recvmsg_into((buf,), _GRO_CMSG_SPACE, flags)
-            if mflags & socket.MSG_TRUNC:
+            if mflags & _MSG_TRUNC:
                 return n, 0, addr
             seg = n
             for level, typ, data in anc:

@@ -334,120 +334,156 @@ class Device:
     # -- UDP -> TUN -----------------------------------------------------------
 
     def _rx_step(self):
-        """Build the UDP -> TUN step: ``step(budget)`` handles up to *budget* receives; False when none was queued."""
+        """Build the UDP -> TUN step: ``step(budget)`` handles up to *budget* receives; False when none was queued.
+
+        The last run of TCP segments of a receive is held back (``pending``)
+        while more receives follow: the next one often continues it (one
+        TSO packet of the sender split over two UDP_SEGMENT sends), and then
+        both go to the TUN in one write.  It is written before this step
+        returns, and before anything else is written.
+        """
         st = self.stats.rx
         fd = self.tun.fd
         vnet = self.tun.vnet_hdr
         buf = bytearray(65535 + 8192)  # room for a whole last row in the numpy view
         mv = memoryview(buf)
-        merged = bytearray(65535 + 1024)
+        merged = bytearray(4 * 65536)
         recv = self.conn.recv_into
         writev = os.writev
         write = os.write
         sender_subnets = self.peers.sender_subnets
         from_bytes = int.from_bytes
-        dontwait = socket.MSG_DONTWAIT
+        dontwait = int(socket.MSG_DONTWAIT)
         fast = vnet and vector.AVAILABLE
         rx_tcp_runs = vector.rx_tcp_runs
         stopped = self._stop.is_set
         zero_vnet = ZERO_VNET_HDR
+        pending = None
+
+        def put(run) -> None:
+            try:
+                writev(fd, run.iov(merged))
+                st.tun_packets += 1
+            except OSError:
+                st.drop(TUN_WRITE_ERROR, run.count)
 
         def step(budget: int):
+            nonlocal pending
             did = 0
-            while did < budget:
-                try:
-                    n, seg, addr = recv(buf, dontwait)
-                except BlockingIOError:
-                    return did > 0
-                except InterruptedError:
-                    continue
-                except OSError as e:
-                    if stopped() or e.errno == errno.EBADF:
-                        return False
-                    st.drop("recv_error")
-                    continue
-                did += 1
-                st.batches += 1
-                if seg <= 0:
-                    st.drop(TRUNCATED)
-                    continue
-                nets = sender_subnets(addr[0])
-                if nets is None:
-                    st.drop(UNKNOWN_SENDER, -(-n // seg))
-                    continue
-                if len(nets) == 1:
-                    ((net, mask),) = nets
-                    if fast and n > seg:
-                        # The common case, TCP segments, checked and merged in a few numpy calls.
-                        runs = rx_tcp_runs(buf, n, seg, net, mask, merged)
-                        if runs is not None:
-                            st.packets += -(-n // seg)
-                            st.bytes += n
-                            for iov, count in runs:
-                                try:
-                                    writev(fd, iov)
-                                    st.tun_packets += 1
-                                except OSError as e:
-                                    if stopped() and e.errno == errno.EBADF:
-                                        return False
-                                    st.drop(TUN_WRITE_ERROR, count)
-                            continue
-                else:
-                    net = mask = -1
-                spans = []
-                for off in range(0, n, seg):
-                    ln = n - off if n - off < seg else seg
-                    if ln < 20:
-                        st.drop(SHORT)
+            try:
+                while did < budget:
+                    try:
+                        n, seg, addr = recv(buf, dontwait)
+                    except BlockingIOError:
+                        return did > 0
+                    except InterruptedError:
                         continue
-                    b0 = buf[off]
-                    if b0 != 0x45:
-                        if b0 >> 4 != 4:
-                            st.drop(BAD_VERSION)
-                            continue
-                        hl = (b0 & 0x0F) << 2
-                        if hl < 20 or hl > ln:
-                            st.drop(BAD_HEADER)
-                            continue
+                    except OSError as e:
+                        if stopped() or e.errno == errno.EBADF:
+                            return False
+                        st.drop("recv_error")
+                        continue
+                    did += 1
+                    st.batches += 1
+                    if seg <= 0:
+                        st.drop(TRUNCATED)
+                        continue
+                    nets = sender_subnets(addr[0])
+                    if nets is None:
+                        st.drop(UNKNOWN_SENDER, -(-n // seg))
+                        continue
+                    if len(nets) == 1:
+                        ((net, mask),) = nets
+                        if fast and n > seg:
+                            # The common case, TCP segments, checked and cut into runs in a few numpy calls.
+                            pos = 0
+                            if pending is not None:
+                                pos = pending.pos + pending.plen
+                                if pos > 2 * 65536:
+                                    put(pending)
+                                    pending = None
+                                    pos = 0
+                            runs = rx_tcp_runs(buf, n, seg, net, mask, merged, pos)
+                            if runs is not None:
+                                st.packets += -(-n // seg)
+                                st.bytes += n
+                                if pending is not None:
+                                    if pending.try_extend(runs[0]):
+                                        runs[0] = pending
+                                    else:
+                                        put(pending)
+                                    pending = None
+                                for run in runs[:-1]:
+                                    put(run)
+                                run = runs[-1]
+                                if run.open:
+                                    pending = run
+                                else:
+                                    put(run)
+                                continue
                     else:
-                        hl = 20
-                    if (buf[off + 2] << 8) | buf[off + 3] != ln:
-                        st.drop(BAD_LENGTH)
-                        continue
-                    if from_bytes(buf[off : off + hl], "big") % 0xFFFF:
-                        st.drop(BAD_CHECKSUM)
-                        continue
-                    src = from_bytes(buf[off + 12 : off + 16], "big")
-                    if src & mask != net:
-                        if mask != -1 or not any(src & m == nt for nt, m in nets):
-                            st.drop(SPOOFED)
+                        net = mask = -1
+                    if pending is not None:  # keep the order of writes
+                        put(pending)
+                        pending = None
+                    spans = []
+                    for off in range(0, n, seg):
+                        ln = n - off if n - off < seg else seg
+                        if ln < 20:
+                            st.drop(SHORT)
                             continue
-                    if not decrement_ttl(buf, off):
-                        st.drop(TTL_EXCEEDED)
+                        b0 = buf[off]
+                        if b0 != 0x45:
+                            if b0 >> 4 != 4:
+                                st.drop(BAD_VERSION)
+                                continue
+                            hl = (b0 & 0x0F) << 2
+                            if hl < 20 or hl > ln:
+                                st.drop(BAD_HEADER)
+                                continue
+                        else:
+                            hl = 20
+                        if (buf[off + 2] << 8) | buf[off + 3] != ln:
+                            st.drop(BAD_LENGTH)
+                            continue
+                        if from_bytes(buf[off : off + hl], "big") % 0xFFFF:
+                            st.drop(BAD_CHECKSUM)
+                            continue
+                        src = from_bytes(buf[off + 12 : off + 16], "big")
+                        if src & mask != net:
+                            if mask != -1 or not any(src & m == nt for nt, m in nets):
+                                st.drop(SPOOFED)
+                                continue
+                        if not decrement_ttl(buf, off):
+                            st.drop(TTL_EXCEEDED)
+                            continue
+                        spans.append((off, ln))
+                    if not spans:
                         continue
-                    spans.append((off, ln))
-                if not spans:
-                    continue
-                st.packets += len(spans)
-                try:
-                    if not vnet:
-                        for off, ln in spans:
-                            write(fd, mv[off : off + ln])
+                    st.packets += len(spans)
+                    try:
+                        if not vnet:
+                            for off, ln in spans:
+                                write(fd, mv[off : off + ln])
+                                st.tun_packets += 1
+                        elif len(spans) == 1:  # a lone datagram (ACKs, pings): nothing to merge
+                            off, ln = spans[0]
+                            writev(fd, (zero_vnet, mv[off : off + ln]))
                             st.tun_packets += 1
-                    elif len(spans) == 1:  # a lone datagram (ACKs, pings): nothing to merge
-                        off, ln = spans[0]
-                        writev(fd, (zero_vnet, mv[off : off + ln]))
-                        st.tun_packets += 1
-                    else:
-                        for iov in coalesce(buf, spans):
-                            writev(fd, iov)
-                            st.tun_packets += 1
-                    st.bytes += sum(ln for _, ln in spans)
-                except OSError as e:
-                    if stopped() and e.errno == errno.EBADF:
-                        return False
-                    st.drop(TUN_WRITE_ERROR)
-            return True
+                        else:
+                            for iov in coalesce(buf, spans):
+                                writev(fd, iov)
+                                st.tun_packets += 1
+                        st.bytes += sum(ln for _, ln in spans)
+                    except OSError as e:
+                        if stopped() and e.errno == errno.EBADF:
+                            return False
+                        st.drop(TUN_WRITE_ERROR)
+                return True
+            finally:
+                if pending is not None:
+                    put(pending)
+                    pending = None
 
         return step
 

@@ -11,6 +11,7 @@ time goes (see bench/checksum_bench.py).
 from __future__ import annotations
 
 import os
+import struct
 import sys
 
 try:
@@ -23,6 +24,14 @@ except ImportError:  # pragma: no cover - depends on the environment
 from .checksum import fold, pseudo_header_sum, raw_sum
 
 AVAILABLE = np is not None
+
+# virtio_net_hdr values, as in offload.py (which imports this module, so they
+# cannot be imported from there without a cycle; a unit test keeps them equal).
+VNET_HDR_LEN = 10
+F_NEEDS_CSUM = 1
+GSO_TCPV4 = 1
+ZERO_VNET_HDR = bytes(VNET_HDR_LEN)
+_VNET = struct.Struct("<BBHHHH")
 _LITTLE = sys.byteorder == "little"
 _TCP_FIN, _TCP_PSH, _TCP_ACK, _TCP_CWR = 0x01, 0x08, 0x10, 0x80
 
@@ -140,23 +149,85 @@ def segment_tcp4(pkt, length: int, iphl: int, thl: int, mss: int, count: int, la
     return full * seg + hl + last
 
 
-def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out):
-    """Check a GRO batch of TCP segments and merge it into runs, or return None.
+class Run:
+    """Consecutive TCP segments of one flow, payloads back to back in a buffer, not yet written.
+
+    ``hdr`` is the first segment's IPv4+TCP header as received; ``iov()``
+    builds what one TUN write needs.  ``can_extend`` tells whether the
+    next batch's first run may continue it (see ``try_extend``).
+    """
+
+    __slots__ = ("hdr", "pos", "plen", "count", "mss", "next_seq", "key", "flags", "open")
+
+    def __init__(self, hdr, pos, plen, count, mss, next_seq, key, flags, open_):
+        self.hdr = hdr
+        self.pos = pos
+        self.plen = plen
+        self.count = count
+        self.mss = mss
+        self.next_seq = next_seq
+        self.key = key
+        self.flags = flags
+        self.open = open_
+
+    def try_extend(self, other: "Run", max_size: int = 65535) -> bool:
+        """Append *other* (whose payload must follow this one's in the buffer) if it continues this run."""
+        if (
+            self.open
+            and other.pos == self.pos + self.plen
+            and other.mss == self.mss
+            and other.key == self.key
+            and (self.next_seq == (int.from_bytes(other.hdr[24:28], "big")))
+            and len(self.hdr) + self.plen + other.plen <= max_size
+        ):
+            self.plen += other.plen
+            self.count += other.count
+            self.next_seq = other.next_seq
+            self.flags = other.flags
+            self.open = other.open
+            return True
+        return False
+
+    def iov(self, out) -> tuple:
+        """(header, payload) for one TUN write: TTL decremented, checksums as the kernel wants them."""
+        hl = len(self.hdr)
+        h = bytearray(VNET_HDR_LEN + hl)
+        h[VNET_HDR_LEN:] = self.hdr
+        ip = VNET_HDR_LEN
+        h[ip + 8] -= 1  # TTL (checked > 1 before); the IP checksum is recomputed below
+        if self.count > 1:
+            _VNET.pack_into(h, 0, F_NEEDS_CSUM, GSO_TCPV4, hl, self.mss, 20, 16)
+            total = hl + self.plen
+            h[ip + 2] = total >> 8
+            h[ip + 3] = total & 0xFF
+            h[ip + 33] = self.flags  # the last segment's (PSH)
+            src = int.from_bytes(h[ip + 12 : ip + 16], "big")
+            dst = int.from_bytes(h[ip + 16 : ip + 20], "big")
+            ps = fold(pseudo_header_sum(src, dst, 6, total - 20))
+            h[ip + 36] = ps >> 8
+            h[ip + 37] = ps & 0xFF
+        # (a lone segment keeps its own, complete TCP checksum and a zero virtio header)
+        h[ip + 10] = h[ip + 11] = 0
+        c = ~fold(raw_sum(h[ip : ip + 20])) & 0xFFFF
+        h[ip + 10] = c >> 8
+        h[ip + 11] = c & 0xFF
+        return (h, memoryview(out)[self.pos : self.pos + self.plen])
+
+
+def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
+    """Check a GRO batch of TCP segments and cut it into runs, or return None.
 
     ``buf[:n]`` holds datagrams of *seg* bytes (the last may be shorter),
     each one IPv4 packet; *buf* must have room for a full last row.
-    Returns a list of ``(iov, count)``, one per TUN write, when every
-    datagram is a valid IPv4 packet without options (total length ==
-    datagram, header checksum, TTL > 1, source inside net/mask) carrying
-    TCP with flags ACK or ACK|PSH and the same data offset.  Runs are what
-    offload.coalesce would merge: consecutive rows with equal invariant
-    header bytes and TCP options, contiguous sequence numbers, no PSH
-    before the last.  Otherwise None: the caller takes the per-packet
-    path, which handles and counts every other case.  *out* receives the
-    merged payloads.
+    Returns a list of ``Run`` (payloads copied to ``out[pos:]``, back to
+    back, in order) when every datagram is a valid IPv4 packet without
+    options (total length == datagram, header checksum, TTL > 1, source
+    inside net/mask) carrying TCP with flags ACK or ACK|PSH and the same
+    data offset.  Runs are what offload.coalesce would merge: consecutive
+    rows with equal invariant header bytes and TCP options, contiguous
+    sequence numbers, no PSH before the last.  Otherwise None: the caller
+    takes the per-packet path, which handles and counts every other case.
     """
-    from .offload import F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN, ZERO_VNET_HDR, _VNET  # no import cycle
-
     k = -(-n // seg)
     last = n - (k - 1) * seg
     if k < 2 or last < 40 or seg < 40 or buf[0] != 0x45:
@@ -202,45 +273,31 @@ def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out):
     else:
         starts = [0, *(np.flatnonzero(~cont) + 1).tolist()]
     starts.append(k)
-    writes = []
-    pos = 0
-    mv = memoryview(out)
+    # all payloads, in order, in one copy
+    np.ndarray((k - 1, mss), _U8, out, pos, (mss, 1))[:] = a[: k - 1, hl:]
+    lo = (k - 1) * seg
+    out[pos + (k - 1) * mss : pos + (k - 1) * mss + last - hl] = buf[lo + hl : lo + last]
+    runs = []
     for r0, r1 in zip(starts, starts[1:]):
         count = r1 - r0
         rlast = last if r1 == k else seg  # length of the run's last datagram
         plen = (count - 1) * mss + rlast - hl
         o0 = r0 * seg
-        hdr = bytearray(VNET_HDR_LEN + hl)
-        hdr[VNET_HDR_LEN:] = buf[o0 : o0 + hl]
-        ip = VNET_HDR_LEN
-        hdr[ip + 8] -= 1  # TTL; the checksum is recomputed below
-        if count == 1:
-            hdr[:VNET_HDR_LEN] = ZERO_VNET_HDR
-            payload = buf[o0 + hl : o0 + rlast]
-        else:
-            _VNET.pack_into(hdr, 0, F_NEEDS_CSUM, GSO_TCPV4, hl, mss, 20, 16)
-            total = hl + plen
-            hdr[ip + 2] = total >> 8
-            hdr[ip + 3] = total & 0xFF
-            hdr[ip + 33] = buf[(r1 - 1) * seg + 33]  # the last segment's flags (PSH)
-            src = int.from_bytes(hdr[ip + 12 : ip + 16], "big")
-            dst = int.from_bytes(hdr[ip + 16 : ip + 20], "big")
-            ps = fold(pseudo_header_sum(src, dst, 6, total - 20))
-            hdr[ip + 36] = ps >> 8
-            hdr[ip + 37] = ps & 0xFF
-            full = count if r1 < k else count - 1
-            np.ndarray((full, mss), _U8, out, pos, (mss, 1))[:] = a[r0 : r0 + full, hl:]
-            if full < count:
-                lo = (k - 1) * seg
-                out[pos + full * mss : pos + plen] = buf[lo + hl : lo + last]
-            payload = mv[pos : pos + plen]
-            pos += plen
-        hdr[ip + 10] = hdr[ip + 11] = 0
-        c = ~fold(raw_sum(hdr[ip : ip + 20])) & 0xFFFF
-        hdr[ip + 10] = c >> 8
-        hdr[ip + 11] = c & 0xFF
-        writes.append(((hdr, payload), count))
-    return writes
+        flags = buf[(r1 - 1) * seg + 33]
+        runs.append(
+            Run(
+                bytes(buf[o0 : o0 + hl]),
+                pos + r0 * mss,
+                plen,
+                count,
+                mss,
+                (int(seqs[r0]) + plen) & 0xFFFFFFFF,
+                h[r0].tobytes(),
+                flags,
+                rlast == seg and flags == _TCP_ACK,
+            )
+        )
+    return runs
 
 
 _INVARIANT_COLS: dict = {}

@@ -40,7 +40,7 @@ def fast(pkts):
     runs = V.rx_tcp_runs(buf, n, seg, NET, MASK, out)
     if runs is None:
         return None
-    return [b"".join(bytes(x) for x in iov) for iov, _ in runs]
+    return [b"".join(bytes(x) for x in r.iov(out)) for r in runs]
 
 
 def segments(plen, mss=1420, seq=1000, flags=O.TCP_ACK | O.TCP_PSH, options=TS):
@@ -106,3 +106,38 @@ def test_segment_vector_and_loop_agree(monkeypatch):
     monkeypatch.setattr(V, "AVAILABLE", False)
     r2 = O.segment(hdr, pkt, out2)
     assert r1 == r2 and out1[: r1.total] == out2[: r2.total]
+
+
+def test_virtio_constants_agree_with_offload():
+    assert (V.VNET_HDR_LEN, V.F_NEEDS_CSUM, V.GSO_TCPV4, V.ZERO_VNET_HDR) == (
+        O.VNET_HDR_LEN, O.F_NEEDS_CSUM, O.GSO_TCPV4, O.ZERO_VNET_HDR)
+    assert V._VNET.format == O._VNET.format
+
+
+def test_run_continued_by_next_batch_is_one_write():
+    # one TSO packet of 46 segments sent as 44 + 2 datagrams: two receives, one write
+    pkts = segments(46 * 1420, flags=O.TCP_ACK | O.TCP_PSH)
+    out = bytearray(4 * 65536)
+    b1, n1, seg1 = gro_batch(pkts[:44])
+    r1 = V.rx_tcp_runs(b1, n1, seg1, NET, MASK, out, 0)
+    assert len(r1) == 1 and r1[0].open
+    b2, n2, seg2 = gro_batch(pkts[44:])
+    r2 = V.rx_tcp_runs(b2, n2, seg2, NET, MASK, out, r1[0].pos + r1[0].plen)
+    assert len(r2) == 1 and not r2[0].open  # ends with PSH
+    assert r1[0].try_extend(r2[0])
+    got = b"".join(bytes(x) for x in r1[0].iov(out))
+    assert [got] == reference(pkts)
+
+
+def test_run_not_extended_across_gaps_or_other_flows():
+    pkts = segments(6 * 1420, flags=O.TCP_ACK)
+    out = bytearray(4 * 65536)
+    b1, n1, seg1 = gro_batch(pkts[:3])
+    r1 = V.rx_tcp_runs(b1, n1, seg1, NET, MASK, out, 0)[0]
+    b2, n2, seg2 = gro_batch(pkts[4:])  # pkts[3] lost
+    r2 = V.rx_tcp_runs(b2, n2, seg2, NET, MASK, out, r1.pos + r1.plen)[0]
+    assert not r1.try_extend(r2)
+    other = segments(2 * 1420, seq=1000 + 3 * 1420, flags=O.TCP_ACK, options=b"\x01\x01\x08\x0a" + bytes(7) + b"\x09")
+    b3, n3, seg3 = gro_batch(other)
+    r3 = V.rx_tcp_runs(b3, n3, seg3, NET, MASK, out, r1.pos + r1.plen)[0]
+    assert not r1.try_extend(r3)  # contiguous, but other TCP options: GRO would not merge either
