@@ -218,6 +218,7 @@ class Device:
         sendto = conn.sock.sendto
         send_segments = conn.send_segments
         chunk_bytes = conn.chunk_bytes
+        chunk_sizes: dict = {}  # seg size -> bytes per send (conn.gso does not come back once off)
         send_run = self._send_run
         unreachable = self._unreachable
         unpack_vnet = _VNET.unpack_from
@@ -276,7 +277,7 @@ class Device:
                             fill += res.total
                             st.packets += res.count
                             st.bytes += res.total
-                            size = chunk_bytes(seg)
+                            size = chunk_sizes.get(seg) or chunk_sizes.setdefault(seg, chunk_bytes(seg))
                             while fill - start >= size:
                                 st.batches += send_segments(omv[start : start + size], size, seg, peer)
                                 start += size

@@ -99,54 +99,48 @@ def segment_tcp4(pkt, length: int, iphl: int, thl: int, mss: int, count: int, la
     """Vectorised twin of offload._segment_tcp4 (same output, byte for byte); returns bytes written.
 
     Needs count >= 2 and an even mss (the caller falls back otherwise).
+    Headers are written first (checksum fields zero), then each segment's
+    TCP header and payload are summed in one pass over the output rows.
     """
     hl = iphl + thl
     seg = hl + mss
     full = count - 1
+    lo = full * seg  # start of the last segment in *out*
+
+    h = bytearray(pkt[:hl])
+    s_ip = int.from_bytes(h[12:16], "big")
+    d_ip = int.from_bytes(h[16:20], "big")
+    ident0 = (h[4] << 8) | h[5]
+    seq0 = int.from_bytes(h[iphl + 4 : iphl + 8], "big")
+    flags0 = h[iphl + 13]
+    mid = flags0 & ~(_TCP_FIN | _TCP_PSH | _TCP_CWR)
+    h[2:6] = b"\0\0\0\0"
+    h[10:12] = b"\0\0"
+    ip_base = raw_sum(h[:iphl])
+    h[iphl + 13] = mid
+    h[iphl + 16 : iphl + 18] = b"\0\0"
+
     src = np.frombuffer(pkt, _U8, length)
     o = np.ndarray((count, seg), _U8, out, 0, (seg, 1))
-    o[:, :hl] = src[:hl]
+    o[:, :hl] = np.frombuffer(h, _U8)
     o[:full, hl:] = src[hl : hl + full * mss].reshape(full, mss)
-    o[full, hl : hl + last] = src[hl + full * mss : length]
-
-    tmpl = bytearray(pkt[:hl])
-    s_ip = int.from_bytes(tmpl[12:16], "big")
-    d_ip = int.from_bytes(tmpl[16:20], "big")
-    ident0 = (tmpl[4] << 8) | tmpl[5]
-    seq0 = int.from_bytes(tmpl[iphl + 4 : iphl + 8], "big")
-    offword = tmpl[iphl + 12] << 8
-    flags0 = tmpl[iphl + 13]
-    tmpl[2:6] = b"\0\0\0\0"
-    tmpl[10:12] = b"\0\0"
-    ip_base = raw_sum(tmpl[:iphl])
-    tmpl[iphl + 4 : iphl + 8] = b"\0\0\0\0"
-    tmpl[iphl + 12 : iphl + 14] = b"\0\0"
-    tmpl[iphl + 16 : iphl + 18] = b"\0\0"
-    tcp_base = raw_sum(tmpl[iphl:hl]) + pseudo_header_sum(s_ip, d_ip, 6, 0) + thl + offword
+    out[lo + hl : lo + hl + last] = pkt[hl + full * mss : length]
+    out[iphl + 13] = flags0 & ~(_TCP_FIN | _TCP_PSH)
+    out[lo + iphl + 13] = flags0 & ~_TCP_CWR
 
     i, imss, tot, tot_hi, tcp_len = _seg_shape(count, seg, hl, last, mss)
     ident = (i + ident0) & 0xFFFF
-    seq = (imss + seq0) & 0xFFFFFFFF
-    mid = flags0 & ~(_TCP_FIN | _TCP_PSH | _TCP_CWR)
-    first = flags0 & ~(_TCP_FIN | _TCP_PSH)
-    lastf = flags0 & ~_TCP_CWR
-    psum = np.empty(count, dtype=_U64)
-    psum[:full] = row_partial_sums(pkt, hl, mss, full)
-    psum[full] = raw_sum(pkt[hl + full * mss : length])
-    # flags differ only in the first and last rows: add them as scalars
-    # (mid only clears bits of first and lastf, so the differences are >= 0)
-    psum[0] += first - mid
-    psum[full] += lastf - mid
-    tsum = psum + (seq >> 16) + (seq & 0xFFFF) + tcp_len + (tcp_base + mid)
-
     _field(out, 2, count, seg, _BE32)[:] = tot_hi | ident
     _field(out, 10, count, seg, _BE16)[:] = _csum_vec(tot + ident + ip_base)
-    _field(out, iphl + 4, count, seg, _BE32)[:] = seq
-    o[1:full, iphl + 13] = mid
-    o[0, iphl + 13] = first
-    o[full, iphl + 13] = lastf
+    _field(out, iphl + 4, count, seg, _BE32)[:] = (imss + seq0) & 0xFFFFFFFF
+
+    tsum = np.empty(count, dtype=_U64)
+    tsum[:full] = row_partial_sums(out, iphl, seg - iphl, full, seg)
+    tsum[full] = raw_sum(out[lo + iphl : lo + hl + last])
+    tsum += tcp_len
+    tsum += pseudo_header_sum(s_ip, d_ip, 6, thl)
     _field(out, iphl + 16, count, seg, _BE16)[:] = _csum_vec(tsum)
-    return full * seg + hl + last
+    return lo + hl + last
 
 
 class Run:
