@@ -226,6 +226,8 @@ def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
     last = n - (k - 1) * seg
     if k < 2 or last < 40 or seg < 40 or buf[0] != 0x45:
         return None
+    if k <= SMALL_BATCH or np is None:
+        return _rx_tcp_runs_small(buf, n, seg, k, last, net, mask, out, pos)
     doff = buf[32]
     thl = (doff >> 4) << 2
     hl = 20 + thl
@@ -291,6 +293,65 @@ def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
                 rlast == seg and flags == _TCP_ACK,
             )
         )
+    return runs
+
+
+# Below this many datagrams a plain Python pass is cheaper than numpy's fixed cost per call.
+SMALL_BATCH = 6
+
+
+def _invariant_key(buf, o: int, hl: int) -> bytes:
+    """The bytes of one header at the _INVARIANT_COLS positions (same key as the numpy path)."""
+    return bytes(
+        buf[o : o + 2] + buf[o + 6 : o + 10] + buf[o + 12 : o + 24] + buf[o + 28 : o + 33]
+        + buf[o + 34 : o + 36] + buf[o + 38 : o + hl]
+    )
+
+
+def _rx_tcp_runs_small(buf, n, seg, k, last, net, mask, out, pos):
+    """rx_tcp_runs for a few datagrams, in plain Python (same checks, same runs)."""
+    doff = buf[32]
+    thl = (doff >> 4) << 2
+    hl = 20 + thl
+    if thl < 20 or last <= hl or seg <= hl:
+        return None
+    mss = seg - hl
+    from_bytes = int.from_bytes
+    runs = []
+    run = None
+    p = pos
+    for r in range(k):
+        o = r * seg
+        ln = seg if r < k - 1 else last
+        if (
+            buf[o] != 0x45
+            or buf[o + 9] != 6
+            or buf[o + 6] & 0x3F
+            or buf[o + 7]
+            or buf[o + 8] <= 1
+            or buf[o + 32] != doff
+            or buf[o + 33] | _TCP_PSH != _TCP_ACK | _TCP_PSH
+            or (buf[o + 2] << 8 | buf[o + 3]) != ln
+            or from_bytes(buf[o + 12 : o + 16], "big") & mask != net
+            or from_bytes(buf[o : o + 20], "big") % 0xFFFF
+        ):
+            return None
+        key = _invariant_key(buf, o, hl)
+        seq = from_bytes(buf[o + 24 : o + 28], "big")
+        plen = ln - hl
+        out[p : p + plen] = buf[o + hl : o + ln]
+        flags = buf[o + 33]
+        if run is not None and run.key == key and run.next_seq == seq and run.flags == _TCP_ACK and run.open:
+            run.plen += plen
+            run.count += 1
+            run.next_seq = (seq + plen) & 0xFFFFFFFF
+            run.flags = flags
+            run.open = ln == seg and flags == _TCP_ACK
+        else:
+            run = Run(bytes(buf[o : o + hl]), p, plen, 1, mss, (seq + plen) & 0xFFFFFFFF, key, flags,
+                      ln == seg and flags == _TCP_ACK)
+            runs.append(run)
+        p += plen
     return runs
 
 

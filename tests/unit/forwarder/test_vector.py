@@ -141,3 +141,42 @@ def test_run_not_extended_across_gaps_or_other_flows():
     b3, n3, seg3 = gro_batch(other)
     r3 = V.rx_tcp_runs(b3, n3, seg3, NET, MASK, out, r1.pos + r1.plen)[0]
     assert not r1.try_extend(r3)  # contiguous, but other TCP options: GRO would not merge either
+
+
+@pytest.mark.parametrize("build", [
+    lambda: segments(44 * 1420),
+    lambda: segments(3 * 1420, seq=5000, options=b"\x01\x01\x08\x0a" + bytes(7) + b"\x01")
+    + segments(4 * 1420, seq=5000 + 3 * 1420, options=b"\x01\x01\x08\x0a" + bytes(7) + b"\x02"),
+    lambda: segments(2 * 1420, seq=0) + segments(1420, seq=2 * 1420, flags=O.TCP_ACK) + segments(2 * 1420, seq=9 * 1420),
+    lambda: segments(5 * 1420 - 100, flags=O.TCP_ACK),
+])
+def test_small_batch_python_path_equals_numpy_path(monkeypatch, build):
+    pkts = build()
+    results = []
+    for small in (0, 10_000):
+        monkeypatch.setattr(V, "SMALL_BATCH", small)
+        buf, n, seg = gro_batch(pkts)
+        out = bytearray(70000)
+        runs = V.rx_tcp_runs(buf, n, seg, NET, MASK, out, 7)
+        results.append([(r.hdr, r.pos, r.plen, r.count, r.mss, r.next_seq, r.key, r.flags, r.open,
+                          b"".join(bytes(x) for x in r.iov(out))) for r in runs])
+    assert results[0] == results[1]
+    assert reference(pkts) == [x[-1] for x in results[0]]
+
+
+@pytest.mark.parametrize("case", ["spoofed", "bad_csum", "syn", "bad_len"])
+def test_small_batch_rejects_like_numpy(monkeypatch, case):
+    pkts = [bytearray(p) for p in segments(3 * 1420)]
+    v = pkts[1]
+    if case == "spoofed":
+        v[12] ^= 1
+    elif case == "bad_csum":
+        v[11] ^= 1
+    elif case == "syn":
+        v[33] = O.TCP_SYN
+    elif case == "bad_len":
+        v[3] ^= 1
+    for small in (0, 10_000):
+        monkeypatch.setattr(V, "SMALL_BATCH", small)
+        buf, n, seg = gro_batch([bytes(p) for p in pkts])
+        assert V.rx_tcp_runs(buf, n, seg, NET, MASK, bytearray(70000)) is None
