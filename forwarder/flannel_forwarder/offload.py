@@ -99,7 +99,7 @@ def segment(hdr: VirtioNetHdr, pkt, out: bytearray, length: int | None = None) -
     complete TCP or UDP header and checksum.  A packet whose gso_type is
     NONE is copied with its checksum completed when NEEDS_CSUM is set.
     Raises ``PacketError``; *out* must hold the result (len(pkt) plus one
-    header per segment).
+    header per segment) plus one more segment of slack.
     """
     if length is None:
         length = len(pkt)

@@ -134,9 +134,10 @@ def segment_tcp4(pkt, length: int, iphl: int, thl: int, mss: int, count: int, la
     _field(out, 10, count, seg, _BE16)[:] = _csum_vec(tot + ident + ip_base)
     _field(out, iphl + 4, count, seg, _BE32)[:] = (imss + seq0) & 0xFFFFFFFF
 
-    tsum = np.empty(count, dtype=_U64)
-    tsum[:full] = row_partial_sums(out, iphl, seg - iphl, full, seg)
-    tsum[full] = raw_sum(out[lo + iphl : lo + hl + last])
+    # zero the rest of the last row so that it can be summed like the others
+    # (the zeros change no sum; *out* has room: callers give it a 2x margin)
+    o[full, hl + last :] = 0
+    tsum = row_partial_sums(out, iphl, seg - iphl, count, seg)
     tsum += tcp_len
     tsum += pseudo_header_sum(s_ip, d_ip, 6, thl)
     _field(out, iphl + 16, count, seg, _BE16)[:] = _csum_vec(tsum)
