@@ -200,8 +200,11 @@ class Device:
         MTU-sized datagrams but one UDP_SEGMENT send only takes ~44, so
         sending per read would cost two sends (and two receives and TUN
         writes on the peer) per super packet.  The run is flushed when it
-        can no longer grow: other peer or size, a short segment, another
-        kind of packet, or the TUN has nothing more to read right now.
+        can no longer grow: other peer or size, a short segment, or the TUN
+        has nothing more to read right now.  A plain packet is a run of one
+        segment, so a burst of equal-sized small packets (e.g. a UDP stream)
+        to one peer is batched the same way, and a lone packet still leaves
+        at once (the TUN is empty right after it).
         """
         st = self.stats.tx
         conn = self.conn
@@ -215,7 +218,6 @@ class Device:
         omv = memoryview(out)
         readv = os.readv
         lookup = self.peers.lookup
-        sendto = conn.sock.sendto
         send_segments = conn.send_segments
         chunk_bytes = conn.chunk_bytes
         chunk_sizes: dict = {}  # seg size -> bytes per send (conn.gso does not come back once off)
@@ -262,44 +264,42 @@ class Device:
                 try:
                     if vnet:
                         flags, gso_type, _, gso_size, csum_start, csum_offset = unpack_vnet(buf, 0)
-                        if gso_type != GSO_NONE:
-                            res = segment(
-                                VirtioNetHdr(flags, gso_type, 0, gso_size, csum_start, csum_offset),
-                                mv[base:n],
-                                omv[fill:],
-                                plen,
-                            )
-                            seg = res.seg_size
-                            if fill > start and (peer != p_peer or seg != p_seg or (fill - start) % p_seg):
-                                st.batches += send_run(omv, start, fill, p_seg, p_peer)
-                                start = fill
-                            p_peer, p_seg = peer, seg
-                            fill += res.total
-                            st.packets += res.count
-                            st.bytes += res.total
-                            size = chunk_sizes.get(seg) or chunk_sizes.setdefault(seg, chunk_bytes(seg))
-                            while fill - start >= size:
-                                st.batches += send_segments(omv[start : start + size], size, seg, peer)
-                                start += size
-                            if (fill - start) % seg:  # ends with a short segment: cannot grow
-                                st.batches += send_run(omv, start, fill, seg, peer)
-                                start = fill
-                            if start == fill:
-                                start = fill = 0
-                            elif fill > _OUT_SIZE // 2:
-                                out[: fill - start] = out[start:fill]
-                                fill -= start
-                                start = 0
-                            continue
-                        if fill > start:
-                            st.batches += send_run(omv, start, fill, p_seg, p_peer)
-                            start = fill = 0
-                        if flags & F_NEEDS_CSUM:
+                    if vnet and gso_type != GSO_NONE:
+                        res = segment(
+                            VirtioNetHdr(flags, gso_type, 0, gso_size, csum_start, csum_offset),
+                            mv[base:n],
+                            omv[fill:],
+                            plen,
+                        )
+                        total, seg, count = res
+                    else:
+                        # One packet: a run of one segment, so that a burst of
+                        # equal-sized packets to one peer also leaves in one send.
+                        if vnet and flags & F_NEEDS_CSUM:
                             complete_checksum(buf, base, plen, csum_start, csum_offset)
-                    sendto(mv[base:n], peer)
-                    st.packets += 1
-                    st.bytes += plen
-                    st.batches += 1
+                        out[fill : fill + plen] = mv[base:n]
+                        seg = total = plen
+                        count = 1
+                    if fill > start and (peer != p_peer or seg != p_seg or (fill - start) % p_seg):
+                        st.batches += send_run(omv, start, fill, p_seg, p_peer)
+                        start = fill
+                    p_peer, p_seg = peer, seg
+                    fill += total
+                    st.packets += count
+                    st.bytes += total
+                    size = chunk_sizes.get(seg) or chunk_sizes.setdefault(seg, chunk_bytes(seg))
+                    while fill - start >= size:
+                        st.batches += send_segments(omv[start : start + size], size, seg, peer)
+                        start += size
+                    if (fill - start) % seg:  # ends with a short segment: cannot grow
+                        st.batches += send_run(omv, start, fill, seg, peer)
+                        start = fill
+                    if start == fill:
+                        start = fill = 0
+                    elif fill > _OUT_SIZE // 2:
+                        out[: fill - start] = out[start:fill]
+                        fill -= start
+                        start = 0
                 except PacketError as e:
                     st.drop(e.reason)
                 except OSError as e:
