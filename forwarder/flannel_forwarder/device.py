@@ -305,8 +305,10 @@ class Device:
                 except OSError as e:
                     if stopped() and e.errno == errno.EBADF:
                         return False
-                    # ENOBUFS, EHOSTUNREACH, ECONNREFUSED...: the datagram is lost, like on a wire.
-                    st.drop(SEND_ERROR)
+                    # ENOBUFS, EHOSTUNREACH, ECONNREFUSED...: what was pending is
+                    # lost, like on a wire (and must not be sent again and again).
+                    st.drop(SEND_ERROR, max(1, (fill - start) // (p_seg or 1)))
+                    start = fill = 0
             return True
 
         return step
