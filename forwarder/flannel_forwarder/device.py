@@ -565,6 +565,8 @@ def main(argv=None) -> int:
                 "tun_offload_flags": tun.offload_flags,
                 "udp_gso": conn.gso,
                 "udp_gro": conn.gro,
+                "numpy": vector.AVAILABLE,
+                "threads": dev.threads,
                 "pid": os.getpid(),
             }
         ),
