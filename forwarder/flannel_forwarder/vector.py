@@ -235,20 +235,15 @@ def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
     if thl < 20 or last <= hl or seg <= hl:
         return None
     a = np.ndarray((k, seg), _U8, buf, 0, (seg, 1))  # last row: only its first *last* bytes are data
-    # Validity of every row: the first row's scalars here, then every row
-    # equal to the first on those bytes (version/IHL, fragment, TTL,
-    # protocol, data offset); a batch where they differ is rare and goes the
-    # per-packet way.
-    if buf[9] != 6 or buf[8] <= 1 or buf[6] & 0x3F or buf[7]:
-        return None
-    if not (a[:, _VALID_COLS] == a[0, _VALID_COLS]).all():
-        return None
-    if not ((a[:, 33] | _TCP_PSH) == _TCP_ACK | _TCP_PSH).all():
+    # Per row: TCP flags, total length, header checksum.  Everything else
+    # that must hold (version/IHL, fragment, TTL, protocol, data offset,
+    # source address) is among the invariant bytes that every row of a run
+    # shares with the run's first row: checked once per run, below.
+    f = a[:, 33]
+    if not ((f | _TCP_PSH) == _TCP_ACK | _TCP_PSH).all():
         return None
     tot = _field(buf, 2, k, seg, _BE16)
     if not (tot[:-1] == seg).all() or int(tot[-1]) != last:
-        return None
-    if not ((_field(buf, 12, k, seg, _BE32) & mask) == net).all():
         return None
     # a valid header sums to 0xFFFF, i.e. to 0 mod 0xFFFF
     if (row_partial_sums(buf, 0, 20, k, seg) % 0xFFFF).any():
@@ -264,11 +259,23 @@ def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
     seqs = _field(buf, 24, k, seg, _BE32).astype(_U64)
     cont = (h[1:] == h[:-1]).all(axis=1)
     cont &= seqs[1:] == (seqs[:-1] + mss) & 0xFFFFFFFF
-    cont &= a[:-1, 33] == _TCP_ACK
+    cont &= f[:-1] == _TCP_ACK
     if cont.all():
         starts = [0]
     else:
         starts = [0, *(np.flatnonzero(~cont) + 1).tolist()]
+    for r0 in starts:
+        o = r0 * seg
+        if (
+            buf[o] != 0x45
+            or buf[o + 9] != 6
+            or buf[o + 6] & 0x3F
+            or buf[o + 7]
+            or buf[o + 8] <= 1
+            or buf[o + 32] != doff
+            or int.from_bytes(buf[o + 12 : o + 16], "big") & mask != net
+        ):
+            return None
     starts.append(k)
     # all payloads, in order, in one copy
     np.ndarray((k - 1, mss), _U8, out, pos, (mss, 1))[:] = a[: k - 1, hl:]
