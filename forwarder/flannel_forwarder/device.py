@@ -430,6 +430,7 @@ class Device:
                         put(pending)
                         pending = None
                     spans = []
+                    nbytes = 0
                     for off in range(0, n, seg):
                         ln = n - off if n - off < seg else seg
                         if ln < 20:
@@ -461,6 +462,7 @@ class Device:
                             st.drop(TTL_EXCEEDED)
                             continue
                         spans.append((off, ln))
+                        nbytes += ln
                     if not spans:
                         continue
                     st.packets += len(spans)
@@ -477,7 +479,7 @@ class Device:
                             for iov in coalesce(buf, spans):
                                 writev(fd, iov)
                                 st.tun_packets += 1
-                        st.bytes += sum(ln for _, ln in spans)
+                        st.bytes += nbytes
                     except OSError as e:
                         if stopped() and e.errno == errno.EBADF:
                             return False
