@@ -63,8 +63,9 @@ SEND_ERROR = "send_error"
 TUN_WRITE_ERROR = "tun_write_error"
 
 _VNET = struct.Struct("<BBHHHH")
-# Reads (TX) or receives (RX) per turn before the loop looks at the other side.
-LOOP_BUDGET = int(os.environ.get("FLANNEL_FORWARDER_BUDGET", "8"))
+# Reads (TX) or receives (RX) per turn before the loop looks at the other side
+# (measured: 4-16 are alike; 64 starves the ACKs of the other direction).
+LOOP_BUDGET = 8
 _READ_SIZE = VNET_HDR_LEN + 65535 + 1
 # Pending segments (< one send) + one segmented super packet (its payload plus
 # one header per segment: at most twice its size even for tiny MSS values),
@@ -93,6 +94,7 @@ class Device:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._threads: list[threading.Thread] = []
+        self.failed = False  # a loop died of an unexpected exception (a bug)
         tun.set_nonblocking(True)
 
     # -- lifecycle ------------------------------------------------------------
@@ -134,6 +136,7 @@ class Device:
             t.join(timeout)
 
     def close(self) -> None:
+        """Stop the loops and free the device's own resources (not the TUN or socket: the caller's)."""
         self.stop()
         self.join()
         for fd in (self._wake_r, self._wake_w):
@@ -151,6 +154,7 @@ class Device:
             loop()
         except Exception:  # a bug: say so loudly, and take the process down via run()
             log.exception("%s loop died", threading.current_thread().name)
+            self.failed = True
             self.stop()
 
     def _poller(self, *fds: int):
@@ -588,7 +592,7 @@ def main(argv=None) -> int:
         conn.close()
         if args.stats_file:
             _write_stats(args.stats_file, stats)
-    return 0
+    return 1 if dev.failed else 0
 
 
 if __name__ == "__main__":
