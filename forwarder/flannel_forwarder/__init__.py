@@ -4,3 +4,5 @@ Pure logic: ``checksum``, ``packet``, ``offload``, ``routes``, ``stats``.
 I/O at the edges: ``tun`` (the TUN device), ``conn`` (the UDP socket),
 ``device`` (the two forwarding loops).
 """
+
+__version__ = "0.1.0"

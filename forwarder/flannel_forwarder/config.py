@@ -42,6 +42,7 @@ class Settings:
     tun_name: str = "flannel0"
     log_level: str = "info"
     ip_masq: bool = False
+    docker_opts_file: str = "/run/flannel/docker"  # "" : do not write it
 
     @property
     def renew_margin_seconds(self):
@@ -67,6 +68,8 @@ FLAGS = (
     ("tun-name", "str", "name of the TUN device (default flannel0)"),
     ("log-level", "level", "debug, info, warning or error (default info)"),
     ("ip-masq", "bool", "FLANNEL_IPMASQ written to the subnet file (default false)"),
+    ("docker-opts-file", "path0", "where to write docker's options, as mk-docker-opts.sh does "
+                                  "(default /run/flannel/docker; empty: do not write it)"),
 )
 
 
@@ -104,6 +107,8 @@ def _convert(flag, kind, text):
         if low in ("0", "false", "no", "off", ""):
             return False
         raise SettingsError("%s: %r is not true or false" % (where, text))
+    if kind == "path0":
+        return text
     if not text:
         raise SettingsError("%s: empty value" % where)
     return text

@@ -1,0 +1,192 @@
+"""flannel-forwarder: join this host to the overlay (flannel udp backend, wire-compatible).
+
+Start-up: settings -> underlay address and MTU -> etcd: the config and this
+host's lease (found by public IP, or re-claimed from the subnet file) -> the
+peer table -> TUN, routes and UDP socket -> the data path -> subnet.env and
+docker's options file -> lease renewal and peer watch -> health server ->
+READY=1 to systemd. SIGTERM: stop forwarding, remove the TUN and its routes,
+keep the lease (a restart finds the same subnet).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+
+from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient, EtcdError
+from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import (
+    previous_subnet,
+    render_docker_opts,
+    render_subnet_env,
+)
+from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import tun_mtu
+from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore, StoreError
+
+from . import __version__
+from .config import SettingsError, parse
+from .files import write_atomic
+from .health import HealthServer, render_metrics
+from .leasekeeper import LeaseKeeper, LeaseLost, NoLease
+from .sdnotify import notify
+
+log = logging.getLogger("flannel_forwarder")
+
+
+class StartupError(Exception):
+    pass
+
+
+def setup_logging(level):
+    logging.basicConfig(
+        level=getattr(logging, level.upper()), stream=sys.stderr,
+        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S%z")
+
+
+def underlay(settings):
+    """(public_ip, iface name, iface MTU) from --public-ip / --iface / the default route."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        addrs = [(a.get_attr("IFA_ADDRESS"), a["index"]) for a in ipr.get_addr(family=socket.AF_INET)]
+        names = {link["index"]: (link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_MTU")) for link in ipr.get_links()}
+        if settings.public_ip:
+            index = next((i for ip, i in addrs if ip == settings.public_ip), None)
+            if index is None and settings.iface:
+                index = next((i for i, (n, _m) in names.items() if n == settings.iface), None)
+            if index is None:
+                raise StartupError("--public-ip %s is not an address of this host (give --iface for its MTU)"
+                                   % settings.public_ip)
+            name, mtu = names[index]
+            return settings.public_ip, name, mtu
+        if settings.iface:
+            index = next((i for i, (n, _m) in names.items() if n == settings.iface), None)
+            if index is None:
+                raise StartupError("--iface %s: no such interface" % settings.iface)
+        else:
+            routes = ipr.get_default_routes(family=socket.AF_INET)
+            if not routes:
+                raise StartupError("no default route: give --public-ip or --iface")
+            index = routes[0].get_attr("RTA_OIF")
+        ip = next((a for a, i in addrs if i == index), None)
+        if ip is None:
+            raise StartupError("interface %s has no IPv4 address: give --public-ip" % names[index][0])
+        name, mtu = names[index]
+        return ip, name, mtu
+
+
+def read_previous(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return previous_subnet(fh.read())
+    except OSError:
+        return None
+
+
+class Daemon:
+    def __init__(self, settings):
+        self.settings = settings
+        self.stop_event = threading.Event()
+        self.is_ready = False
+        self.keeper = None
+        self.device = None
+        self.stats = None
+
+    # state for the health server
+    def healthy(self):
+        return self.device is not None and self.device.healthy and not (self.keeper and self.keeper.fatal)
+
+    def ready(self):
+        return self.is_ready and self.healthy()
+
+    def metrics(self):
+        return render_metrics(self.stats, self.keeper, self.ready())
+
+    def run(self):
+        from .conn import UdpConn
+        from .device import Device
+        from .routes import PeerTable
+        from .stats import Stats
+        from .tun import TunDevice
+
+        s = self.settings
+        public_ip, iface, underlay_mtu = underlay(s)
+        log.info("starting version=%s public_ip=%s iface=%s underlay_mtu=%d", __version__, public_ip, iface, underlay_mtu)
+        client = EtcdClient(s.etcd_endpoints, ca_cert=s.etcd_cafile, client_cert=s.etcd_certfile,
+                            client_key=s.etcd_keyfile, user=s.etcd_username, password=s.etcd_password)
+        store = FlannelStore(client, s.etcd_prefix)
+        self.keeper = keeper = LeaseKeeper(store, public_ip, renew_margin=s.renew_margin_seconds)
+        lease = keeper.claim(read_previous(s.subnet_file))
+        config = keeper.config
+        port = s.port or config.backend_port
+        peers = PeerTable(keeper.initial_peers(port))
+        mtu = tun_mtu(underlay_mtu)
+        self.stats = Stats()
+        conn = UdpConn(public_ip, port)
+        tun = None
+        health = None
+        try:
+            tun = TunDevice(s.tun_name, network=str(config.network), subnet=str(lease.subnet), mtu=mtu)
+            self.device = Device(tun, conn, peers, self.stats)
+            self.device.start()
+            env = render_subnet_env(config.network, lease.subnet, mtu, s.ip_masq)
+            write_atomic(s.subnet_file, env)
+            if s.docker_opts_file:
+                write_atomic(s.docker_opts_file, render_docker_opts(env))
+            keeper.start(peers, on_fatal=lambda exc: self.stop_event.set())
+            if s.healthz_port:
+                health = HealthServer(s.healthz_ip, s.healthz_port, self).start()
+            self.is_ready = True
+            notify("READY=1\nSTATUS=forwarding %s via %s:%d, %d peers" % (lease.subnet, public_ip, port,
+                                                                           len(peers.snapshot())))
+            log.info("ready subnet=%s tun=%s mtu=%d port=%d peers=%d", lease.subnet, tun.name, mtu, port,
+                     len(peers.snapshot()))
+            while not self.stop_event.wait(1.0):
+                if not self.device.healthy:
+                    log.error("the data path stopped unexpectedly")
+                    break
+        finally:
+            self.is_ready = False
+            notify("STOPPING=1")
+            if self.keeper is not None:
+                self.keeper.stop()
+            if self.device is not None:
+                self.device.close()
+            if tun is not None:
+                tun.close()
+            conn.close()
+            if health is not None:
+                health.stop()
+            client.close()
+            log.info("stopped; the lease of %s is kept", lease.subnet)
+        if keeper.fatal:
+            raise LeaseLost(keeper.fatal)
+        return 1 if (self.device is not None and self.device.failed) else 0
+
+
+def main(argv=None):
+    try:
+        settings, version = parse(argv, os.environ)
+    except SettingsError as exc:
+        print("flannel-forwarder: %s" % exc, file=sys.stderr)
+        return 2
+    if version:
+        print(__version__)
+        return 0
+    setup_logging(settings.log_level)
+    daemon = Daemon(settings)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: daemon.stop_event.set())
+    try:
+        return daemon.run()
+    except (NoLease, LeaseLost, StartupError, StoreError, EtcdError) as exc:
+        log.error("exiting: %s", exc)
+        notify("STATUS=%s" % exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""The forwarder's control plane: its own lease and the peer table, kept from etcd.
+
+- At start: find this host's lease by its public IP; if there is none,
+  re-claim the subnet named in subnet.env when it is free, atomically. It
+  never picks a random subnet: that is the subnet module's job.
+- Own lease: renewed when less than the renew margin remains; re-created on
+  the same subnet if it vanished; if another host took the subnet, the
+  keeper reports a fatal error and the daemon stops forwarding.
+- Peers: a watch on <prefix>/subnets/ from the snapshot's revision, re-listed
+  after a compaction, reconnected with backoff across endpoints. While etcd
+  is unreachable the last peer table keeps forwarding.
+
+All etcd access goes through the collection's store (one source of truth).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+
+from ansible_collections.overlay.flannel.plugins.module_utils import etcd_client as etcd
+from ansible_collections.overlay.flannel.plugins.module_utils.leases import LeaseError, read_leases
+from ansible_collections.overlay.flannel.plugins.module_utils.store import DEFAULT_TTL, StoreError
+from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError, parse_lease_key
+
+from .routes import Peer
+
+log = logging.getLogger("flannel_forwarder.lease")
+
+
+class NoLease(Exception):
+    """This host has no lease and none can be re-claimed: the playbook must run first."""
+
+
+class LeaseLost(Exception):
+    """Another host holds our subnet now."""
+
+
+def peers_from(leases, own_subnet, port):
+    """{subnet: Peer} of every lease but ours (a lease of our own IP on another subnet is stale, skip it too)."""
+    return {lease.subnet: Peer(lease.public_ip, port) for lease in leases if lease.subnet != own_subnet}
+
+
+class LeaseKeeper:
+    def __init__(self, store, public_ip, renew_margin=3600, check_interval=30.0, rng=None):
+        self.store = store
+        self.public_ip = public_ip
+        self.renew_margin = renew_margin
+        self.check_interval = check_interval
+        self.rng = rng or random.Random()
+        self.config = None
+        self.lease = None
+        self.peers = None
+        self.port = None
+        self.revision = 0
+        self.expires_at = None  # monotonic deadline of our etcd lease; None for a reservation
+        self.fatal = None
+        self.watch_reconnects = 0
+        self.etcd_connected = False
+        self._stop = threading.Event()
+        self._watch = None
+        self._threads = []
+        self._lock = threading.Lock()
+
+    # -- start ---------------------------------------------------------------
+
+    def claim(self, previous=None):
+        """Find (or re-claim `previous`) the lease of this host. Returns the Lease. Raises NoLease."""
+        snap = self.store.snapshot()
+        self.config = self.store.require_config(snap)
+        mine = [lease for lease in snap.leases_of(self.public_ip) if self.config.contains_lease(lease.subnet)]
+        if mine:
+            lease = mine[0]
+            log.info("lease found subnet=%s key=%s", lease.subnet, lease.key)
+        elif previous is not None:
+            try:
+                out = self.store.acquire(self.public_ip, requested=previous, snap=snap,
+                                         backend_type=self.config.backend_type)
+            except LeaseError as exc:
+                raise NoLease("no lease for %s in etcd and the subnet %s of the subnet file cannot be re-claimed (%s): "
+                              "run playbooks/site.yml (or playbooks/relet.yml) for this host"
+                              % (self.public_ip, previous, exc)) from None
+            lease = out.lease
+            snap = self.store.snapshot()
+            log.info("lease re-claimed subnet=%s from the subnet file", lease.subnet)
+        else:
+            raise NoLease("no lease for %s in etcd under %s and no previous subnet to re-claim: "
+                          "run playbooks/site.yml for this host (it leases the subnet)"
+                          % (self.public_ip, self.store.subnets_prefix))
+        self.lease = self._find(snap.leases, lease.subnet) or lease
+        self.revision = snap.revision
+        self.etcd_connected = True
+        self._update_expiry()
+        return self.lease
+
+    def initial_peers(self, port):
+        """The peer table from a fresh listing (call after claim())."""
+        self.port = port
+        snap = self.store.snapshot()
+        self.revision = snap.revision
+        return peers_from(snap.leases, self.lease.subnet, port)
+
+    @staticmethod
+    def _find(leases, subnet):
+        for lease in leases:
+            if lease.subnet == subnet:
+                return lease
+        return None
+
+    def _update_expiry(self):
+        lease = self.lease
+        if not lease.lease_id:
+            self.expires_at = None
+            return
+        remaining, _granted = self.store.ttls([lease]).get(lease.lease_id, (-1, 0))
+        self.expires_at = time.monotonic() + remaining if remaining > 0 else time.monotonic()
+
+    def seconds_left(self):
+        """Seconds our lease has left; None for a reservation."""
+        if self.expires_at is None:
+            return None
+        return max(0.0, self.expires_at - time.monotonic())
+
+    # -- running -------------------------------------------------------------
+
+    def start(self, peer_table, on_fatal):
+        """Run the renewal and the watch in background threads."""
+        self.peers = peer_table
+        self._on_fatal = on_fatal
+        for target, name in ((self._renew_loop, "lease-renew"), (self._watch_loop, "peer-watch")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self):
+        self._stop.set()
+        watch = self._watch
+        if watch is not None:
+            watch.cancel()
+        for thread in self._threads:
+            thread.join(5)
+
+    def _fail(self, exc):
+        if self.fatal is None:
+            self.fatal = str(exc)
+            log.error("fatal: %s", exc)
+            self._on_fatal(exc)
+
+    def _renew_loop(self):
+        while not self._stop.wait(self._renew_wait()):
+            try:
+                self.check_own_lease()
+                self.etcd_connected = True
+            except LeaseLost as exc:
+                self._fail(exc)
+                return
+            except etcd.EtcdError as exc:
+                self.etcd_connected = False
+                log.warning("lease check failed, will retry: %s", exc)
+
+    def _renew_wait(self):
+        left = self.seconds_left()
+        if left is None:
+            return self.check_interval
+        # Wake up when renewal becomes due, and never sleep past it.
+        return max(1.0, min(self.check_interval, left - self.renew_margin + 1.0))
+
+    def check_own_lease(self):
+        """Renew when due; re-create when gone; LeaseLost when another host holds the subnet."""
+        with self._lock:
+            own = self.lease
+            kv = self.store.client.get(own.key)
+            if kv is None:
+                self._recreate("vanished")
+                return
+            current = read_leases(self.store.prefix, [(kv.key, kv.value, kv.lease, kv.mod_revision)])[0]
+            if not current or current[0].public_ip != self.public_ip:
+                holder = current[0].public_ip if current else "an unreadable value"
+                raise LeaseLost("subnet %s is now leased to %s" % (own.subnet, holder))
+            self.lease = current[0]
+            if not self.lease.lease_id:
+                self.expires_at = None
+                return
+            remaining, _granted = self.store.ttls([self.lease]).get(self.lease.lease_id, (-1, 0))
+            if remaining <= 0:
+                self._recreate("expired")
+                return
+            if remaining < self.renew_margin:
+                ttl = self.store.client.keepalive(self.lease.lease_id)
+                if ttl <= 0:
+                    self._recreate("expired")
+                    return
+                log.info("lease renewed subnet=%s ttl=%d", own.subnet, ttl)
+                remaining = ttl
+            self.expires_at = time.monotonic() + remaining
+
+    def _recreate(self, why):
+        subnet = self.lease.subnet
+        log.warning("own lease %s on %s: re-creating it", why, subnet)
+        try:
+            out = self.store.acquire(self.public_ip, requested=subnet, ttl=DEFAULT_TTL,
+                                     backend_type=self.lease.attrs.get("BackendType") or "udp",
+                                     backend_data=self.lease.attrs.get("BackendData"))
+        except LeaseError as exc:
+            raise LeaseLost("subnet %s cannot be re-created: %s" % (subnet, exc)) from None
+        except StoreError as exc:
+            raise LeaseLost(str(exc)) from None
+        self.lease = out.lease
+        self._update_expiry()
+
+    def _watch_loop(self):
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                self._watch = self.store.client.watch_prefix(self.store.subnets_prefix, self.revision + 1)
+                for revision, events in self._watch:
+                    backoff = 0.5
+                    self.etcd_connected = True
+                    self._apply(events)
+                    self.revision = max(self.revision, revision)
+                    if self.fatal:
+                        return
+                if self._stop.is_set():
+                    return
+            except etcd.EtcdCompacted as exc:
+                log.warning("watch: %s; listing again", exc)
+                self._relist()
+                continue
+            except etcd.EtcdError as exc:
+                self.etcd_connected = False
+                log.warning("watch: %s; reconnecting in %.1fs", exc, backoff)
+            self.watch_reconnects += 1
+            if self._stop.wait(backoff * (0.5 + self.rng.random())):
+                return
+            backoff = min(backoff * 2, 10.0)
+            if self.etcd_connected is False:
+                try:
+                    self._relist()
+                except etcd.EtcdError:
+                    pass
+
+    def _relist(self):
+        snap = self.store.snapshot()
+        self.peers.replace(peers_from(snap.leases, self.lease.subnet, self.port))
+        self.revision = snap.revision
+        self.etcd_connected = True
+        log.info("peers listed count=%d revision=%d", len(self.peers.snapshot()), snap.revision)
+        own = self._find(snap.leases, self.lease.subnet)
+        if own is not None and own.public_ip != self.public_ip:
+            self._fail(LeaseLost("subnet %s is now leased to %s" % (own.subnet, own.public_ip)))
+
+    def _apply(self, events):
+        prefix = self.store.prefix
+        for event in events:
+            kv = event.kv
+            if event.kind == "delete":
+                try:
+                    subnet = parse_lease_key(prefix, kv.key)
+                except SubnetError:
+                    continue
+                if subnet == self.lease.subnet:
+                    # Our own key went away (expired or released): re-create it now.
+                    try:
+                        self.check_own_lease()
+                    except LeaseLost as exc:
+                        self._fail(exc)
+                    except etcd.EtcdError as exc:
+                        log.warning("own lease deleted, re-creating failed, will retry: %s", exc)
+                    continue
+                if self.peers.remove(subnet):
+                    log.info("peer removed subnet=%s", subnet)
+                continue
+            leases, bad = read_leases(prefix, [(kv.key, kv.value, kv.lease, kv.mod_revision)])
+            if bad:
+                log.warning("ignoring unreadable lease %s: %s", kv.key, bad[0].error)
+                continue
+            lease = leases[0]
+            if lease.subnet == self.lease.subnet:
+                if lease.public_ip != self.public_ip:
+                    self._fail(LeaseLost("subnet %s is now leased to %s" % (lease.subnet, lease.public_ip)))
+                else:
+                    self.lease = lease
+                continue
+            if lease.public_ip == self.public_ip:
+                continue  # a stale second lease of ours; the subnet module cleans those
+            self.peers.update(lease.subnet, Peer(lease.public_ip, self.port))
+            log.info("peer set subnet=%s public_ip=%s", lease.subnet, lease.public_ip)
