@@ -20,7 +20,7 @@ description:
     so that exactly one of them masquerades.
   - Each file is written atomically (a temporary file in the same directory, then a rename), and only when
     its content differs, so a docker service that reads it is restarted only when something changed.
-  - Runs on the host itself (not delegated): the files belong to the host's docker.
+  - Runs on the host itself (not delegated), since the files belong to the host's docker.
 author:
   - overlay.flannel maintainers (@overlay-flannel)
 attributes:
@@ -33,6 +33,7 @@ attributes:
   platform:
     support: full
     platforms: posix
+    description: Linux hosts with docker.
 options:
   network:
     description:
@@ -47,7 +48,7 @@ options:
     required: true
   mtu:
     description:
-      - C(FLANNEL_MTU) and docker's C(--mtu): the underlay interface MTU minus 28 for the udp backend.
+      - C(FLANNEL_MTU) and docker's C(--mtu), the underlay interface MTU minus 28 for the udp backend.
     type: int
     required: true
   ipmasq:
