@@ -44,7 +44,7 @@ def peers_from(leases, own_subnet, port):
 
 
 class LeaseKeeper:
-    def __init__(self, store, public_ip, renew_margin=3600, check_interval=30.0, rng=None):
+    def __init__(self, store, public_ip, renew_margin=3600, check_interval=10.0, rng=None):
         self.store = store
         self.public_ip = public_ip
         self.renew_margin = renew_margin
@@ -129,6 +129,8 @@ class LeaseKeeper:
         """Run the renewal and the watch in background threads."""
         self.peers = peer_table
         self._on_fatal = on_fatal
+        # The watch stream gets connections of its own (see EtcdClient.clone).
+        self._watch_client = self.store.client.clone()
         for target, name in ((self._renew_loop, "lease-renew"), (self._watch_loop, "peer-watch")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -141,6 +143,8 @@ class LeaseKeeper:
             watch.cancel()
         for thread in self._threads:
             thread.join(5)
+        if self._threads:
+            self._watch_client.close()
 
     def _fail(self, exc):
         if self.fatal is None:
@@ -214,7 +218,7 @@ class LeaseKeeper:
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                self._watch = self.store.client.watch_prefix(self.store.subnets_prefix, self.revision + 1)
+                self._watch = self._watch_client.watch_prefix(self.store.subnets_prefix, self.revision + 1)
                 for revision, events in self._watch:
                     backoff = 0.5
                     self.etcd_connected = True
@@ -234,7 +238,7 @@ class LeaseKeeper:
             self.watch_reconnects += 1
             if self._stop.wait(backoff * (0.5 + self.rng.random())):
                 return
-            backoff = min(backoff * 2, 10.0)
+            backoff = min(backoff * 2, 5.0)
             if self.etcd_connected is False:
                 try:
                     self._relist()

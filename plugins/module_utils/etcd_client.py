@@ -226,6 +226,20 @@ class EtcdClient(object):
         self._tokens = {}
         self.round_trips = 0
 
+    def clone(self):
+        """A client with the same settings and connections of its own.
+
+        gRPC channels are shared by every call of a client, and a failed call
+        closes its channel: give a long-lived watch stream its own client so
+        that a failure elsewhere never cancels it (and the other way round).
+        """
+        other = EtcdClient.__new__(EtcdClient)
+        other.__dict__.update(self.__dict__)
+        other._channels = {}
+        other._tokens = {}
+        other.round_trips = 0
+        return other
+
     # -- connections ---------------------------------------------------------
 
     def _channel(self, index):

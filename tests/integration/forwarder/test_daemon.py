@@ -1,0 +1,209 @@
+"""flannel-forwarder as a real daemon: namespace hosts, a real etcd, real TUN and UDP.
+
+Needs root. Hosts h1, h2 (and h3 for the peer add/remove test) get their
+leases from FlannelStore.acquire, the code path of the subnet module; the
+daemon only finds (or re-claims) them.
+"""
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+if os.geteuid() != 0:
+    pytest.fail("needs root: network namespaces and TUN devices", pytrace=False)
+
+from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient, delete, put
+from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import dumps, from_dict
+from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore
+from support.etcd_server import EtcdServer
+
+from flannel_forwarder.packet import build_ipv4_header
+from lab import CONTROLLER, NETWORK, PROBE, Lab, container_ip, host_ip, subnet
+
+PREFIX = "/coreos.com/network"
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+@pytest.fixture(scope="module")
+def env(request):
+    lab = Lab("fd%d-" % (os.getpid() % 10000))
+    request.addfinalizer(lab.destroy)
+    lab.create()
+    server = EtcdServer(host=CONTROLLER, name="fwd").start()
+    request.addfinalizer(server.stop)
+    client = EtcdClient([server.endpoint])
+    request.addfinalizer(client.close)
+    store = FlannelStore(client, PREFIX)
+    store.write_config(dumps(from_dict({"Network": NETWORK}).to_dict()), store.snapshot())
+    for n in (1, 2, 3):
+        lab.add_host(n)
+    for n in (1, 2):
+        store.acquire(host_ip(n), requested=ipaddress.IPv4Network(subnet(n)))
+    procs = {n: lab.start_forwarder(n, server.endpoint) for n in (1, 2)}
+    return {"lab": lab, "server": server, "store": store, "client": client, "procs": procs}
+
+
+def test_files_written_and_health(env):
+    lab = env["lab"]
+    subnet_env, docker = lab.files(1)
+    with open(subnet_env) as fh:
+        assert fh.read() == "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.1.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n"
+    with open(docker) as fh:
+        assert 'DOCKER_NETWORK_OPTIONS=" --bip=10.5.1.1/24 --ip-masq=true --mtu=1472 "' in fh.read()
+    assert lab.http(1, "/healthz")[0] == 200 and lab.http(1, "/readyz")[0] == 200
+    assert lab.metric(1, "peers") == 1
+    assert 86000 < lab.metric(1, "lease_seconds_remaining") <= 86400
+    routes = lab.run("h1", "ip", "route", "show", "dev", "flannel0").stdout
+    assert "10.5.0.0/16" in routes
+
+
+def test_ping_and_tcp_transfer_between_containers(env):
+    lab = env["lab"]
+    res = lab.probe("c1", "ping", container_ip(2), "5", "0.05")
+    assert res["received"] == 5, res
+    srv = subprocess.Popen(["ip", "netns", "exec", lab.ns("c2"), sys.executable, PROBE, "serve", "5201"],
+                           stdout=subprocess.PIPE, text=True)
+    lab.procs.append(srv)
+    srv.notify = open(os.devnull)  # destroy() closes it
+    assert json.loads(srv.stdout.readline())["listening"] == 5201
+    sent = lab.probe("c1", "send", container_ip(2), "5201", str(8 << 20), "7")
+    got = json.loads(srv.stdout.readline())
+    srv.wait(10)
+    assert got["bytes"] == 8 << 20 and got["sha256"] == sent["sha256"]
+    assert lab.metric(1, 'packets_total{direction="tun_to_udp"}') > 1000
+
+
+def test_peer_added_and_removed_while_running(env):
+    lab, store = env["lab"], env["store"]
+    store.acquire(host_ip(3), requested=ipaddress.IPv4Network(subnet(3)))
+    p3 = lab.start_forwarder(3, env["server"].endpoint)
+    wait_for(lambda: lab.metric(1, "peers") == 2, what="h1 to learn about h3")
+    assert lab.probe("c1", "ping", container_ip(3), "3", "0.05")["received"] == 3
+    lab.stop(p3)
+    store.release(host_ip(3))
+    wait_for(lambda: lab.metric(1, "peers") == 1, what="h1 to forget h3")
+    res = lab.probe("c1", "unreachable", container_ip(3))
+    assert res["type"] == 3 and res["code"] == 0, res
+
+
+def test_spoofed_and_garbage_datagrams_are_dropped_and_counted(env):
+    lab = env["lab"]
+    before_unknown = lab.metric(1, 'dropped_packets_total{direction="udp_to_tun",reason="unknown_sender"}') or 0
+    before_spoof = lab.metric(1, 'dropped_packets_total{direction="udp_to_tun",reason="spoofed"}') or 0
+
+    def inner(src):
+        # A UDP packet to c1 whose inner source is `src`.
+        ip = lambda a: int(ipaddress.IPv4Address(a))  # noqa: E731
+        return build_ipv4_header(ip(src), ip(container_ip(1)), 17, 12) + bytes.fromhex("1f9000350000000000000000")
+    # From h3's address, which is no peer any more (its lease was released above).
+    lab.probe("h3", "sendraw", host_ip(3), "%s:8285" % host_ip(1), inner(container_ip(3)).hex())
+    # From h2, a real peer, with an inner source outside h2's subnet.
+    lab.probe("h2", "sendraw", host_ip(2), "%s:8285" % host_ip(1), inner("10.5.77.2").hex())
+    lab.probe("h2", "sendraw", host_ip(2), "%s:8285" % host_ip(1), "deadbeef")
+    wait_for(lambda: (lab.metric(1, 'dropped_packets_total{direction="udp_to_tun",reason="unknown_sender"}') or 0)
+             > before_unknown, what="unknown_sender drop")
+    wait_for(lambda: (lab.metric(1, 'dropped_packets_total{direction="udp_to_tun",reason="spoofed"}') or 0)
+             > before_spoof, what="spoofed drop")
+    drops = lab.metric(1, 'dropped_packets_total{direction="udp_to_tun"')
+    assert drops >= 3
+    assert env["procs"][1].poll() is None
+
+
+def test_traffic_keeps_flowing_while_etcd_is_down_for_30s(env):
+    lab, server = env["lab"], env["server"]
+    reconnects = lab.metric(1, "etcd_watch_reconnects_total")
+    server.pause()
+    try:
+        res = lab.probe("c1", "ping", container_ip(2), "30", "1.0", timeout=120)
+        assert res["received"] >= 29, res
+        assert lab.metric(1, "etcd_connected") == 0
+        assert lab.http(1, "/healthz")[0] == 200
+    finally:
+        server.start()
+    wait_for(lambda: lab.metric(1, "etcd_watch_reconnects_total") > reconnects, timeout=30, what="watch reconnect")
+    # The watch resumed: a lease written after the outage reaches the peer table.
+    env["store"].acquire(host_ip(3), requested=ipaddress.IPv4Network(subnet(3)))
+    wait_for(lambda: lab.metric(1, "peers") == 2, timeout=20, what="a peer added after the outage")
+    env["store"].release(host_ip(3))
+    wait_for(lambda: lab.metric(1, "peers") == 1, timeout=20, what="that peer removed")
+
+
+def test_vanished_own_lease_is_recreated_on_the_same_subnet(env):
+    client = env["client"]
+    key = PREFIX + "/subnets/10.5.2.0-24"
+    kv = client.get(key)
+    client.revoke(kv.lease)  # the key goes with its etcd lease
+    assert client.get(key) is None
+    back = wait_for(lambda: client.get(key), timeout=15, what="h2 to re-create its lease")
+    assert b'"PublicIP":"10.214.0.12"' in back.value and back.lease not in (0, kv.lease)
+    assert env["procs"][2].poll() is None
+
+
+def test_sigterm_removes_tun_and_routes_and_keeps_the_lease_then_restart_finds_it(env):
+    lab = env["lab"]
+    proc = env["procs"][2]
+    assert lab.stop(proc) == 0, lab.log(proc)
+    assert lab.run("h2", "ip", "link", "show", "flannel0", check=False).returncode != 0
+    assert "10.5.0.0/16" not in lab.run("h2", "ip", "route").stdout
+    assert env["client"].get(PREFIX + "/subnets/10.5.2.0-24") is not None
+    env["procs"][2] = lab.start_forwarder(2, env["server"].endpoint)
+    with open(lab.files(2)[0]) as fh:
+        assert "FLANNEL_SUBNET=10.5.2.1/24" in fh.read()
+    assert lab.probe("c1", "ping", container_ip(2), "3", "0.05")["received"] == 3
+
+
+def test_lease_taken_by_another_host_stops_forwarding(env):
+    lab, client = env["lab"], env["client"]
+    client.txn([], [put(PREFIX + "/subnets/10.5.2.0-24",
+                        '{"PublicIP":"10.214.0.99","PublicIPv6":null,"BackendType":"udp","BackendData":null}')])
+    proc = env["procs"][2]
+    proc.wait(15)
+    assert proc.returncode == 1
+    assert "now leased to 10.214.0.99" in lab.log(proc)
+    assert lab.run("h2", "ip", "link", "show", "flannel0", check=False).returncode != 0
+
+
+def test_no_lease_exits_naming_the_playbook_and_subnet_env_reclaim(env):
+    lab, store, client = env["lab"], env["store"], env["client"]
+    client.txn([], [delete(PREFIX + "/subnets/10.5.2.0-24")])
+    subnet_env, _docker = lab.files(2)
+    os.unlink(subnet_env)
+    proc = lab.start_forwarder(2, env["server"].endpoint, ready=False)
+    assert proc.wait(20) == 1
+    assert "run playbooks/site.yml" in lab.log(proc)
+    # With the subnet file of an earlier run, the free subnet is re-claimed.
+    with open(subnet_env, "w") as fh:
+        fh.write("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.2.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n")
+    env["procs"][2] = lab.start_forwarder(2, env["server"].endpoint)
+    kv = client.get(PREFIX + "/subnets/10.5.2.0-24")
+    assert b'"PublicIP":"10.214.0.12"' in kv.value
+    assert lab.probe("c1", "ping", container_ip(2), "3", "0.05")["received"] == 3
+    assert store.snapshot().leases_of(host_ip(2))[0].subnet == ipaddress.IPv4Network(subnet(2))
+
+
+def test_short_lease_is_renewed(env):
+    lab, store, client = env["lab"], env["store"], env["client"]
+    store.release(host_ip(3))
+    store.acquire(host_ip(3), requested=ipaddress.IPv4Network(subnet(3)), ttl=6, renew_margin=1)
+    p3 = lab.start_forwarder(3, env["server"].endpoint, "--subnet-lease-renew-margin", "1")
+    key = PREFIX + "/subnets/10.5.3.0-24"
+    lease_id = client.get(key).lease
+    time.sleep(9)  # longer than the 6 s TTL: only renewals keep the key
+    kv = client.get(key)
+    assert kv is not None and kv.lease == lease_id
+    assert p3.poll() is None
+    lab.stop(p3)
