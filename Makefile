@@ -13,7 +13,8 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := etcd-server etcd-client python3-venv python3-dev gcc openssl git iproute2 iperf3
 STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-12)
 
-.PHONY: all deps venv demo test test-unit test-integration sanity lint bench clean
+.PHONY: all deps venv demo test test-unit test-integration sanity lint bench clean \
+	cluster-deps cluster-up cluster-down cluster-demo test-cluster
 
 all: test
 
@@ -63,3 +64,48 @@ bench: deps venv
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
+
+# --- the systemd-nspawn test cluster (root; see tests/cluster/README.md) -------
+#   make cluster-up      bring up CLUSTER_HOSTS hosts (image built once, cached)
+#   make cluster-demo    cluster-up, site.yml on it, then each host's subnet and
+#                        a container on every host pinging one on every other host
+#   make cluster-down    tear it down (by recorded PIDs)
+#   make test-cluster    pytest tests/cluster (its own cluster, or
+#                        OVERLAY_FLANNEL_CLUSTER_STATE=DIR to reuse one)
+CLUSTER_STATE ?= /tmp/overlay-flannel-cluster
+CLUSTER_HOSTS ?= 3
+CLUSTER_APT_PACKAGES := systemd-container debootstrap openssh-client etcd-server etcd-client iproute2 nftables util-linux
+CLUSTER := $(PY) tests/cluster/harness/cluster.py
+COLLECTIONS := $(CURDIR)/.cache/collections
+PLAYBOOK := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) ANSIBLE_HOST_KEY_CHECKING=False $(VENV)/bin/ansible-playbook
+
+cluster-deps:
+	@missing=""; for p in $(CLUSTER_APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(COLLECTIONS)/ansible_collections/overlay/flannel:
+	mkdir -p $(COLLECTIONS)/ansible_collections/overlay
+	ln -sfn $(CURDIR) $@
+
+cluster-up: deps cluster-deps venv
+	@if $(PY) -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("phase") != "up")' \
+	    $(CLUSTER_STATE)/state.json 2>/dev/null; then \
+	  echo "cluster in $(CLUSTER_STATE) is up"; \
+	else \
+	  $(CLUSTER) up --hosts $(CLUSTER_HOSTS) --state-dir $(CLUSTER_STATE); \
+	fi
+
+cluster-down:
+	@if [ -f $(CLUSTER_STATE)/state.json ]; then $(CLUSTER) down --state-dir $(CLUSTER_STATE); else echo "no cluster in $(CLUSTER_STATE)"; fi
+
+cluster-demo: cluster-up $(COLLECTIONS)/ansible_collections/overlay/flannel
+	time $(PLAYBOOK) -i $(CLUSTER_STATE)/inventory.ini playbooks/site.yml
+	$(PLAYBOOK) -i $(CLUSTER_STATE)/inventory.ini playbooks/examples/overlay_ping.yml
+
+test-cluster: deps cluster-deps venv
+	$(PY) -m pytest tests/cluster

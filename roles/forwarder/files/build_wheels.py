@@ -22,7 +22,11 @@ import subprocess
 import sys
 import tempfile
 
-TOP_FILES = ("pyproject.toml", "README.md", "requirements/forwarder.txt")
+TOP_FILES = ("pyproject.toml", "requirements/forwarder.txt")
+# pyproject.toml names README.md as the long description; the collection's README
+# changes often and says nothing the daemon needs, so a stub stands in for it
+# (an edit of the README must not reinstall and restart every forwarder).
+README_STUB = "flannel-forwarder, the udp-backend forwarder of the overlay.flannel Ansible collection.\n"
 TREES = ("forwarder/flannel_forwarder", "plugins/module_utils")
 
 
@@ -62,6 +66,8 @@ def main():
             for rel in files:
                 os.makedirs(os.path.dirname(os.path.join(src, rel)), exist_ok=True)
                 shutil.copy2(os.path.join(root, rel), os.path.join(src, rel))
+            with open(os.path.join(src, "README.md"), "w") as fh:
+                fh.write(README_STUB)
             out = os.path.join(work, "wheels")
             cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
                    "--wheel-dir", out, src, "-r", os.path.join(src, "requirements/forwarder.txt")]

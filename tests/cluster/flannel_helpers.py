@@ -1,0 +1,156 @@
+"""Helpers of the end-to-end tests: ansible-playbook runs, host state, containers."""
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NETWORK = "10.5.0.0/16"
+PREFIX = "/coreos.com/network"
+IMAGE = "busybox"
+CONTAINER = "ofl-e2e"
+
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)"
+                   r"\s+rescued=(\d+)\s+ignored=(\d+)", re.M)
+
+
+def ansible_tool(name):
+    beside = os.path.join(os.path.dirname(sys.executable), name)
+    return beside if os.access(beside, os.X_OK) else shutil.which(name)
+
+
+class PlaybookRun:
+    def __init__(self, proc, seconds):
+        self.rc = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.seconds = seconds
+        self.recap = {m.group(1): dict(zip(("ok", "changed", "unreachable", "failed", "skipped", "rescued",
+                                            "ignored"), map(int, m.groups()[1:])))
+                      for m in RECAP.finditer(proc.stdout)}
+
+    @property
+    def output(self):
+        return self.stdout + self.stderr
+
+    def tail(self, n=6000):
+        return self.output[-n:]
+
+    def changed_tasks(self):
+        """'TASK [...]' headers followed by a 'changed:' line, for messages."""
+        found, task = [], None
+        for line in self.stdout.splitlines():
+            if line.startswith(("TASK [", "RUNNING HANDLER [")):
+                task = line
+            elif line.startswith("changed:") and task and task not in found:
+                found.append(task)
+        return found
+
+
+def run_playbook(cluster, playbook, *args, network=NETWORK, timeout=900):
+    """ansible-playbook playbooks/<playbook> against the cluster's inventory."""
+    tool = ansible_tool("ansible-playbook")
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_HOST_KEY_CHECKING="0",
+               ANSIBLE_RETRY_FILES_ENABLED="0")
+    cmd = [tool, "-i", cluster.inventory_path, os.path.join(REPO, "playbooks", playbook),
+           "-e", "flannel_network=%s" % network] + list(args)
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
+    return PlaybookRun(proc, time.monotonic() - start)
+
+
+def subnet_env(cluster, host):
+    res = cluster.run(host, "cat /run/flannel/subnet.env", check=False)
+    return dict(line.split("=", 1) for line in res.stdout.split() if "=" in line)
+
+
+def service_state(cluster, host, unit):
+    res = cluster.run(host, ["systemctl", "show", "-p", "MainPID,ActiveEnterTimestamp,ActiveState,NRestarts", unit],
+                      check=True)
+    return dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
+
+
+def etcd_dump(cluster, prefix=PREFIX):
+    """Keys and values under the prefix, through the controller's etcdctl."""
+    res = subprocess.run(["etcdctl", "--endpoints", cluster.etcd_local_endpoint, "get", "--prefix", prefix,
+                          "-w", "json"], capture_output=True, text=True, env=dict(os.environ, ETCDCTL_API="3"),
+                         timeout=30, check=True)
+    kvs = json.loads(res.stdout).get("kvs", [])
+    return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode() for kv in kvs}
+
+
+HOST_FILES = ["/run/flannel/subnet.env", "/run/flannel/docker", "/etc/flannel/forwarder.env",
+              "/etc/systemd/system/flannel-forwarder.service", "/etc/systemd/system/flannel-iptables.service",
+              "/etc/systemd/system/docker.service.d/flannel.conf", "/opt/flannel-forwarder/installed-wheels"]
+
+
+def host_snapshot(cluster, host):
+    """What a run could change on a host: flannel's files, the services' PIDs, the rules."""
+    script = ("for f in %s; do if [ -e $f ]; then sha256sum $f; else echo missing $f; fi; done; "
+              "systemctl show -p MainPID flannel-forwarder.service docker.service; "
+              "iptables -S FORWARD | grep -c overlay.flannel; iptables -t nat -S POSTROUTING | grep -c overlay.flannel; "
+              "ip -4 -o addr show dev docker0 | awk '{print $4}'") % " ".join(HOST_FILES)
+    return cluster.run(host, script, check=False).stdout
+
+
+def start_container(cluster, host, name=CONTAINER):
+    """A long-running busybox container; returns its overlay address."""
+    cluster.run(host, "docker rm -f %s >/dev/null 2>&1; docker run -d --name %s %s sleep 3600" % (name, name, IMAGE),
+                check=True, timeout=60)
+    res = cluster.run(host, ["docker", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", name], check=True)
+    return res.stdout.strip()
+
+
+def ping(cluster, host, address, name=CONTAINER, count=2):
+    return cluster.run(host, "docker exec %s ping -c %d -W 2 %s" % (name, count, address), check=False, timeout=60)
+
+
+def tcp_transfer(cluster, sender, receiver, receiver_ip, port, size=3000000, name=CONTAINER):
+    """Send `size` random bytes with nc from one container to another; (sent md5, received md5, received size).
+
+    busybox nc quits when its stdin ends: the listener's stdin is a pipe that
+    stays open, and the sender sleeps after nc so its network namespace lives
+    until the kernel has sent everything.
+    """
+    cluster.run(receiver, "docker exec %s rm -f /tmp/recv; docker exec -d %s sh -c 'sleep 60 | nc -l -p %d > /tmp/recv'"
+                % (name, name, port), check=True)
+    time.sleep(0.5)
+    res = cluster.run(sender, "docker exec %s sh -c 'head -c %d /dev/urandom > /tmp/send; md5sum /tmp/send; "
+                              "nc %s %d < /tmp/send; sleep 1'" % (name, size, receiver_ip, port), check=True, timeout=120)
+    sent = res.stdout.split()[0]
+    for _ in range(30):
+        res = cluster.run(receiver, "docker exec %s sh -c 'md5sum /tmp/recv; wc -c < /tmp/recv; "
+                                    "pidof nc >/dev/null && echo running || echo done'" % name, check=True)
+        out = res.stdout.split()
+        if out[-1] == "done":
+            break
+        time.sleep(0.5)
+    return sent, out[0], int(out[2])
+
+
+def subnet_info(cluster, tmpdir, prefix=PREFIX):
+    """The overlay.flannel.subnet_info module's result, run on the controller."""
+    tree = os.path.join(str(tmpdir), "subnet_info")
+    args = json.dumps(dict(etcd_endpoints=[cluster.etcd_local_endpoint], etcd_prefix=prefix))
+    res = subprocess.run([ansible_tool("ansible"), "localhost", "-c", "local", "-m", "overlay.flannel.subnet_info",
+                          "-a", args, "-t", tree, "-e", "ansible_python_interpreter=%s" % sys.executable],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert res.returncode == 0, res.stdout + res.stderr
+    with open(os.path.join(tree, "localhost")) as fh:
+        return json.load(fh)
+
+
+def wait_for(predicate, timeout=60, interval=1.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError("timed out after %ds waiting for %s (last: %r)" % (timeout, what, last))

@@ -1,0 +1,221 @@
+"""playbooks/site.yml end to end on the systemd-nspawn test cluster (root, a few minutes).
+
+The tests run in file order on one cluster (the session `cluster` fixture):
+bad input first (on a fresh cluster nothing must be applied, on a converged
+one nothing must change), then the first run, the overlay between every pair
+of hosts, idempotence, a killed forwarder, a rebooted host.
+Timings of the runs are printed (pytest -s) and written to
+<state dir>/site-timings.json.
+"""
+
+import json
+import os
+
+import pytest
+
+from cluster.flannel_helpers import (
+    NETWORK,
+    ansible_tool,
+    etcd_dump,
+    host_snapshot,
+    ping,
+    run_playbook,
+    service_state,
+    start_container,
+    subnet_env,
+    subnet_info,
+    tcp_transfer,
+    wait_for,
+)
+
+pytestmark = pytest.mark.cluster
+
+TIMINGS = {}
+
+
+@pytest.fixture(scope="module")
+def site(cluster):
+    if not ansible_tool("ansible-playbook"):
+        pytest.skip("ansible-playbook not installed")
+    yield cluster
+    with open(os.path.join(cluster.state_dir, "site-timings.json"), "w") as fh:
+        json.dump(TIMINGS, fh, indent=1)
+    print("\nsite.yml timings: %s" % json.dumps(TIMINGS))
+
+
+def snapshot(cluster):
+    return dict(etcd=etcd_dump(cluster), hosts={h.name: host_snapshot(cluster, h.name) for h in cluster.hosts})
+
+
+# --- bad input: fails before anything is applied ---------------------------------
+
+def test_daemon_json_with_bip_fails_preflight_and_changes_nothing(site):
+    host = site.hosts[1].name
+    original = site.run(host, "cat /etc/docker/daemon.json", check=True).stdout
+    config = json.loads(original)
+    config["bip"] = "172.30.0.1/16"
+    before = snapshot(site)
+    site.run(host, "cat > /etc/docker/daemon.json", input=json.dumps(config), check=True)
+    try:
+        run = run_playbook(site, "site.yml")
+    finally:
+        site.run(host, "cat > /etc/docker/daemon.json", input=original, check=True)
+    assert run.rc != 0, run.tail()
+    assert "/etc/docker/daemon.json sets bip" in run.output, run.tail()
+    assert "Remove bip from /etc/docker/daemon.json" in run.output
+    assert snapshot(site) == before
+
+
+def test_unreachable_etcd_fails_naming_the_endpoint_and_changes_nothing(site):
+    dead = "http://%s:2999" % site.controller_ip  # on the test underlay, nothing listens there
+    before = snapshot(site)
+    run = run_playbook(site, "site.yml", "-e", json.dumps({"flannel_etcd_endpoints": [dead]}))
+    assert run.rc != 0, run.tail()
+    assert "%s:2999" % site.controller_ip in run.output, run.tail()
+    assert snapshot(site) == before
+
+
+# --- the first run -----------------------------------------------------------------
+
+def test_site_converges(site):
+    run = run_playbook(site, "site.yml")
+    TIMINGS["first_run_s"] = round(run.seconds, 1)
+    assert run.rc == 0, run.tail()
+    assert set(run.recap) == set(site.host_names)
+    assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in run.recap.values()), run.recap
+
+
+def test_every_host_has_a_distinct_subnet_on_docker0(site):
+    subnets = {}
+    for host in site.hosts:
+        env = subnet_env(site, host.name)
+        assert env["FLANNEL_NETWORK"] == NETWORK
+        assert env["FLANNEL_IPMASQ"] == "false"
+        assert env["FLANNEL_MTU"] == "1472"  # eth0 1500 - 28
+        subnets[host.name] = env["FLANNEL_SUBNET"]
+        addr = site.run(host.name, "ip -4 -o addr show dev docker0", check=True).stdout
+        assert "inet %s " % env["FLANNEL_SUBNET"] in addr
+        mtu = site.run(host.name, ["docker", "network", "inspect", "-f",
+                                   '{{index .Options "com.docker.network.driver.mtu"}}', "bridge"], check=True)
+        assert mtu.stdout.strip() == "1472"
+        opts = site.run(host.name, "cat /run/flannel/docker", check=True).stdout
+        assert 'DOCKER_NETWORK_OPTIONS=" --bip=%s --ip-masq=true --mtu=1472 "' % env["FLANNEL_SUBNET"] in opts
+        assert site.run(host.name, "systemctl is-active flannel-forwarder docker", check=True).stdout.split() == \
+            ["active", "active"]
+    assert len(set(subnets.values())) == len(site.hosts), subnets
+
+
+def test_subnet_info_lists_exactly_the_hosts(site, tmp_path):
+    info = subnet_info(site, tmp_path)
+    assert info["config"]["Network"] == NETWORK
+    assert sorted(lease["public_ip"] for lease in info["leases"]) == sorted(h.ip for h in site.hosts)
+    assert not info.get("invalid")
+    by_ip = {lease["public_ip"]: lease["subnet"] for lease in info["leases"]}
+    for host in site.hosts:
+        gateway = subnet_env(site, host.name)["FLANNEL_SUBNET"]
+        assert by_ip[host.ip].split("/")[0].rsplit(".", 1)[0] == gateway.split("/")[0].rsplit(".", 1)[0]
+
+
+def containers(cluster):
+    return {h.name: start_container(cluster, h.name) for h in cluster.hosts}
+
+
+def test_containers_on_every_pair_of_hosts_ping_each_other(site):
+    ips = containers(site)
+    failures = []
+    for a in site.hosts:
+        for b in site.hosts:
+            if a.name != b.name:
+                res = ping(site, a.name, ips[b.name])
+                if res.returncode != 0:
+                    failures.append("%s -> %s (%s): %s" % (a.name, b.name, ips[b.name], res.stdout[-300:]))
+    assert not failures, "\n".join(failures)
+
+
+def test_tcp_transfer_between_every_pair_keeps_the_content(site):
+    ips = containers(site)
+    port = 5100
+    for a in site.hosts:
+        for b in site.hosts:
+            if a.name == b.name:
+                continue
+            port += 1
+            sent, received, size = tcp_transfer(site, a.name, b.name, ips[b.name], port)
+            assert (received, size) == (sent, 3000000), "%s -> %s" % (a.name, b.name)
+
+
+# --- idempotence -------------------------------------------------------------------
+
+def test_second_run_changes_nothing_and_restarts_nothing(site):
+    units = ("flannel-forwarder.service", "docker.service")
+    before = {h.name: {u: service_state(site, h.name, u) for u in units} for h in site.hosts}
+    run = run_playbook(site, "site.yml")
+    TIMINGS["second_run_s"] = round(run.seconds, 1)
+    assert run.rc == 0, run.tail()
+    assert all(r["changed"] == 0 for r in run.recap.values()), (run.recap, run.changed_tasks())
+    after = {h.name: {u: service_state(site, h.name, u) for u in units} for h in site.hosts}
+    assert after == before
+
+
+def test_check_diff_reports_no_change(site):
+    run = run_playbook(site, "site.yml", "--check", "--diff")
+    TIMINGS["check_run_s"] = round(run.seconds, 1)
+    assert run.rc == 0, run.tail()
+    assert all(r["changed"] == 0 for r in run.recap.values()), (run.recap, run.changed_tasks())
+
+
+def test_masquerade_rule_is_added_once_and_removed(site):
+    host = site.hosts[0].name
+    count = "iptables -t nat -S POSTROUTING | grep -c 'overlay.flannel ip-masq' || true"
+    try:
+        for _ in range(2):
+            run = run_playbook(site, "site.yml", "-e", "flannel_ip_masq=true", "--limit", host)
+            assert run.rc == 0, run.tail()
+            assert site.run(host, count).stdout.strip() == "1"
+        assert subnet_env(site, host)["FLANNEL_IPMASQ"] == "true"
+        assert "--ip-masq=false" in site.run(host, "cat /run/flannel/docker").stdout
+    finally:
+        run = run_playbook(site, "site.yml", "--limit", host)
+    assert run.rc == 0, run.tail()
+    assert site.run(host, count).stdout.strip() == "0"
+    assert subnet_env(site, host)["FLANNEL_IPMASQ"] == "false"
+
+
+# --- restart and reboot ----------------------------------------------------------------
+
+def test_forwarder_killed_comes_back_with_the_same_subnet(site):
+    host = site.hosts[0].name
+    env = subnet_env(site, host)
+    pid = service_state(site, host, "flannel-forwarder.service")["MainPID"]
+    site.run(host, "systemctl kill -s KILL flannel-forwarder.service", check=True)
+
+    def back():
+        state = service_state(site, host, "flannel-forwarder.service")
+        return state["ActiveState"] == "active" and state["MainPID"] not in ("0", pid) and state
+    wait_for(back, timeout=60, what="flannel-forwarder to restart")
+    assert subnet_env(site, host) == env
+    ips = containers(site)
+    for other in site.hosts[1:]:
+        res = ping(site, host, ips[other.name])
+        assert res.returncode == 0, res.stdout
+
+
+def test_rebooted_host_comes_back_with_the_same_subnet_and_working_containers(site):
+    host = site.hosts[-1].name
+    env = subnet_env(site, host)
+    site.reboot(host)
+    wait_for(lambda: site.run(host, "systemctl is-active flannel-forwarder docker").stdout.split()
+             == ["active", "active"], timeout=90, what="forwarder and docker after the reboot")
+    assert subnet_env(site, host) == env
+    addr = site.run(host, "ip -4 -o addr show dev docker0", check=True).stdout
+    assert "inet %s " % env["FLANNEL_SUBNET"] in addr
+    ips = containers(site)
+    for other in site.hosts:
+        if other.name != host:
+            res = ping(site, host, ips[other.name])
+            assert res.returncode == 0, res.stdout
+            res = ping(site, other.name, ips[host])
+            assert res.returncode == 0, res.stdout
+    run = run_playbook(site, "site.yml")
+    assert run.rc == 0, run.tail()
+    assert all(r["changed"] == 0 for r in run.recap.values()), (run.recap, run.changed_tasks())
