@@ -75,6 +75,14 @@ def test_unreachable_etcd_fails_naming_the_endpoint_and_changes_nothing(site):
     assert snapshot(site) == before
 
 
+def test_check_mode_passes_and_changes_nothing(site):
+    """On a fresh cluster: a --check run before the first real one (no config, no leases yet)."""
+    before = snapshot(site)
+    run = run_playbook(site, "site.yml", "--check", "--diff")
+    assert run.rc == 0, run.tail()
+    assert snapshot(site) == before
+
+
 # --- the first run -----------------------------------------------------------------
 
 def test_site_converges(site):
