@@ -60,7 +60,8 @@ def test_relet_without_a_host_fails_with_a_message(converged):
 def test_retire_removes_the_host_and_site_brings_it_back(converged, tmp_path):
     c = converged
     host = c.hosts[-1]
-    run = run_playbook(c, "retire.yml", "-e", "flannel_retire_host=%s" % host.name)
+    run = run_playbook(c, "retire.yml", "-e", "flannel_retire_host=%s" % host.name,
+                       "-e", "flannel_retire_reset_docker_networks=true")
     assert run.rc == 0, run.tail()
     leases = subnet_info(c, tmp_path)["leases"]
     assert host.ip not in [lease["public_ip"] for lease in leases]
