@@ -63,9 +63,14 @@ def tcp_mbps(t: Topology, args: list[str], duration: int, repeat: int) -> tuple[
     return statistics.median(runs), [round(r) for r in runs]
 
 
-def measure(t: Topology, duration: int, label: str, repeat: int = 1) -> dict:
+def measure(t: Topology, duration: int, label: str, repeat: int = 1, tcp1_only: bool = False) -> dict:
     res = {}
     res["tcp1"], res["tcp1_runs"] = tcp_mbps(t, [], duration, repeat)
+    if tcp1_only:
+        res["tcp4"] = res["udp64_kpps"] = 0.0
+        res["ping_ms"] = None
+        print(f"  [{label}] tcp1={res['tcp1']:.3f}, tcp1_runs={res['tcp1_runs']}", flush=True)
+        return res
     res["tcp4"], res["tcp4_runs"] = tcp_mbps(t, ["-P", "4"], duration, repeat)
     j = iperf(t, ["-u", "-b", "0", "-l", "64"], duration)
     s = j.get("end", {}).get("sum", {})
@@ -89,6 +94,7 @@ def main() -> int:
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs the forwarders")
     ap.add_argument("--threads", action="store_true", help="run each forwarder with --threads")
     ap.add_argument("--cpus", default="0,1", help="cores for the forwarders of h1,h2 (taskset)")
+    ap.add_argument("--tcp1-only", action="store_true", help="measure only one TCP stream (quicker)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces, TUN)", file=sys.stderr)
@@ -100,7 +106,7 @@ def main() -> int:
         t.create()
         print(f"host-gw (kernel routing between the host namespaces), {args.duration}s per iperf run", flush=True)
         t.host_gw(True)
-        results["host-gw"] = measure(t, args.duration, "host-gw", args.repeat)
+        results["host-gw"] = measure(t, args.duration, "host-gw", args.repeat, args.tcp1_only)
         t.host_gw(False)
         for mode in [m for m in args.modes.split(",") if m]:
             offload = mode == "offload"
@@ -109,7 +115,7 @@ def main() -> int:
             f1 = t.start_forwarder("h1", offload=offload, cpu=cpus[0], python=args.python, extra_args=extra)
             f2 = t.start_forwarder("h2", offload=offload, cpu=cpus[1], python=args.python, extra_args=extra)
             print(f"  h1: {json.dumps(f1.info)}", flush=True)
-            results[mode] = measure(t, args.duration, mode, args.repeat)
+            results[mode] = measure(t, args.duration, mode, args.repeat, args.tcp1_only)
             for f in (f1, f2):
                 t.stop(f.proc)
                 t.procs.remove(f.proc)

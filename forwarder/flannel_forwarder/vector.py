@@ -80,18 +80,18 @@ def row_sums(buf, start: int, length: int, rows: int, stride: int | None = None)
 
 # Per-shape arrays of segment_tcp4 that do not depend on the packet's contents.
 _SEG_CACHE: dict = {}
+_ZEROS = bytes(65536)
 
 
-def _seg_shape(count: int, seg: int, hl: int, last: int, mss: int):
-    key = (count, seg, hl, last, mss)
+def _seg_steps(count: int, mss: int):
+    """(0..count-1 as uint16, i * mss mod 2**32 as uint32), cached per shape."""
+    key = (count, mss)
     hit = _SEG_CACHE.get(key)
     if hit is None:
         if len(_SEG_CACHE) > 256:
             _SEG_CACHE.clear()
         i = np.arange(count, dtype=_U64)
-        tot = np.full(count, seg, dtype=_U64)
-        tot[-1] = hl + last
-        hit = _SEG_CACHE[key] = (i, i * mss, tot, tot << 16, tot - hl)
+        hit = _SEG_CACHE[key] = (i.astype(_U16), (i * mss & 0xFFFFFFFF).astype(_U32))
     return hit
 
 
@@ -106,6 +106,7 @@ def segment_tcp4(pkt, length: int, iphl: int, thl: int, mss: int, count: int, la
     seg = hl + mss
     full = count - 1
     lo = full * seg  # start of the last segment in *out*
+    ltot = hl + last
 
     h = bytearray(pkt[:hl])
     s_ip = int.from_bytes(h[12:16], "big")
@@ -117,31 +118,53 @@ def segment_tcp4(pkt, length: int, iphl: int, thl: int, mss: int, count: int, la
     h[2:6] = b"\0\0\0\0"
     h[10:12] = b"\0\0"
     ip_base = raw_sum(h[:iphl])
+    h[2] = seg >> 8  # the total length of all segments but the last
+    h[3] = seg & 0xFF
     h[iphl + 13] = mid
     h[iphl + 16 : iphl + 18] = b"\0\0"
 
-    src = np.frombuffer(pkt, _U8, length)
     o = np.ndarray((count, seg), _U8, out, 0, (seg, 1))
     o[:, :hl] = np.frombuffer(h, _U8)
-    o[:full, hl:] = src[hl : hl + full * mss].reshape(full, mss)
-    out[lo + hl : lo + hl + last] = pkt[hl + full * mss : length]
+    o[:full, hl:] = np.ndarray((full, mss), _U8, pkt, hl, (mss, 1))
+    out[lo + hl : lo + ltot] = pkt[hl + full * mss : length]
+    out[lo + 2] = ltot >> 8
+    out[lo + 3] = ltot & 0xFF
     out[iphl + 13] = flags0 & ~(_TCP_FIN | _TCP_PSH)
     out[lo + iphl + 13] = flags0 & ~_TCP_CWR
 
-    i, imss, tot, tot_hi, tcp_len = _seg_shape(count, seg, hl, last, mss)
-    ident = (i + ident0) & 0xFFFF
-    _field(out, 2, count, seg, _BE32)[:] = tot_hi | ident
-    _field(out, 10, count, seg, _BE16)[:] = _csum_vec(tot + ident + ip_base)
-    _field(out, iphl + 4, count, seg, _BE32)[:] = (imss + seq0) & 0xFFFFFFFF
+    i16, i32 = _seg_steps(count, mss)
+    # IPv4 identifiers (wrapping at 16 bits) and header checksums: every
+    # segment but the last has total length *seg* (the last is redone below).
+    ident = np.add(i16, ident0, dtype=_U16)
+    _field(out, 4, count, seg, _BE16)[:] = ident
+    ip = np.add(ident, ip_base + seg - 1, dtype=_U64)
+    ip %= 0xFFFF
+    np.subtract(0xFFFE, ip, out=_field(out, 10, count, seg, _BE16), casting="unsafe")
+    c = 0xFFFE - (ip_base + ltot + ((ident0 + full) & 0xFFFF) - 1) % 0xFFFF
+    out[lo + 10] = c >> 8
+    out[lo + 11] = c & 0xFF
+    np.add(i32, seq0, out=_field(out, iphl + 4, count, seg, _BE32), dtype=_U32, casting="unsafe")
 
     # zero the rest of the last row so that it can be summed like the others
     # (the zeros change no sum; *out* has room: callers give it a 2x margin)
-    o[full, hl + last :] = 0
-    tsum = row_partial_sums(out, iphl, seg - iphl, count, seg)
-    tsum += tcp_len
-    tsum += pseudo_header_sum(s_ip, d_ip, 6, thl)
-    _field(out, iphl + 16, count, seg, _BE16)[:] = _csum_vec(tsum)
-    return lo + hl + last
+    if ltot < seg:
+        out[lo + ltot : lo + seg] = _ZEROS[: seg - ltot]
+    # TCP checksums, summed in the byte order of the machine: a ones'
+    # complement sum of byte-swapped words is the byte-swapped sum, so the
+    # result is stored as a native 16-bit word; the constant terms (pseudo
+    # header, TCP length) are swapped to match (x * 256 == swap(x) mod 0xFFFF).
+    if _LITTLE and not (seg - iphl) & 3:
+        tsum = np.ndarray((count, (seg - iphl) >> 2), _U32, out, iphl, (seg, 4)).sum(axis=1, dtype=_U64)
+        tsum += (pseudo_header_sum(s_ip, d_ip, 6, thl + mss) * 256 - 1) % 0xFFFF
+        tsum[full] += (last - mss) % 0xFFFF * 256
+        tsum %= 0xFFFF
+        np.subtract(0xFFFE, tsum, out=_field(out, iphl + 16, count, seg, _U16), casting="unsafe")
+    else:  # big-endian hosts, or a length that is not a multiple of 4
+        tsum = row_partial_sums(out, iphl, seg - iphl, count, seg)
+        tsum += pseudo_header_sum(s_ip, d_ip, 6, thl + mss)
+        tsum[full] += (last - mss) % 0xFFFF
+        _field(out, iphl + 16, count, seg, _BE16)[:] = _csum_vec(tsum)
+    return lo + ltot
 
 
 class Run:
@@ -234,6 +257,10 @@ def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
     hl = 20 + thl
     if thl < 20 or last <= hl or seg <= hl:
         return None
+    if k <= _FEW_RUNS_MAX:
+        runs = _rx_few_runs(buf, k, seg, last, hl, doff, net, mask, out, pos)
+        if runs is not None:
+            return runs
     a = np.ndarray((k, seg), _U8, buf, 0, (seg, 1))  # last row: only its first *last* bytes are data
     # Per row: TCP flags, total length, header checksum.  Everything else
     # that must hold (version/IHL, fragment, TTL, protocol, data offset,
@@ -297,6 +324,110 @@ def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
                 mss,
                 (int(seqs[r0]) + plen) & 0xFFFFFFFF,
                 h[r0].tobytes(),
+                flags,
+                rlast == seg and flags == _TCP_ACK,
+            )
+        )
+    return runs
+
+
+# Per header length: native 32-bit words of an IPv4+TCP header, with the bytes
+# that may differ between the rows of one run zeroed (identifier, header
+# checksum, sequence number, TCP flags, TCP checksum).
+_SAME_MASKS: dict = {}
+# Sequence number offsets of the rows of one run: (k, mss) -> uint32 array.
+_SEQ_STEPS: dict = {}
+_FEW_RUNS_MAX = 1024  # batches of up to this many rows try _rx_few_runs first (0: never)
+
+
+def _rx_few_runs(buf, k, seg, last, hl, doff, net, mask, out, pos):
+    """rx_tcp_runs with fewer numpy calls for batches of a few runs (typically one or two).
+
+    Returns the runs, or None when a check fails (the caller then takes
+    the general path, which decides and gives the same answer).  A run
+    starting at row r takes the following rows whose invariant bytes equal
+    row r's (one masked XOR of 32-bit words against row r) and whose
+    sequence numbers continue row r's, up to the first row with PSH.  The
+    last row's total length is patched to *seg* for the comparison (after
+    checking it) and restored.
+    """
+    lo = (k - 1) * seg
+    if (buf[lo + 2] << 8 | buf[lo + 3]) != last:
+        return None
+    # every header checksum: a valid header sums to 0 mod 0xFFFF
+    if (np.ndarray((k, 5), _U32, buf, 0, (seg, 4)).sum(axis=1, dtype=_U64) % 0xFFFF).any():
+        return None
+    psh = np.flatnonzero(np.ndarray((k,), _U8, buf, 33, (seg,)) != _TCP_ACK).tolist()
+    for r in psh:
+        if buf[r * seg + 33] != _TCP_ACK | _TCP_PSH:
+            return None
+    m = _SAME_MASKS.get(hl)
+    if m is None:
+        mb = bytearray(b"\xff" * hl)
+        for i in (4, 5, 10, 11, 24, 25, 26, 27, 33, 36, 37):
+            mb[i] = 0
+        m = _SAME_MASKS[hl] = np.frombuffer(bytes(mb), _U32)
+    mss = seg - hl
+    steps = _SEQ_STEPS.get((k, mss))
+    if steps is None:
+        if len(_SEQ_STEPS) > 256:
+            _SEQ_STEPS.clear()
+        steps = _SEQ_STEPS[(k, mss)] = (np.arange(k, dtype=_U64) * mss & 0xFFFFFFFF).astype(_U32)
+    w = np.ndarray((k, hl >> 2), _U32, buf, 0, (seg, 4))
+    seqs = _field(buf, 24, k, seg, _BE32)
+    bounds = []
+    buf[lo + 2] = seg >> 8
+    buf[lo + 3] = seg & 0xFF
+    try:
+        r = 0
+        while r < k:
+            o = r * seg
+            if (
+                buf[o] != 0x45
+                or buf[o + 9] != 6
+                or buf[o + 6] & 0x3F
+                or buf[o + 7]
+                or buf[o + 8] <= 1
+                or buf[o + 32] != doff
+                or (buf[o + 2] << 8 | buf[o + 3]) != seg
+                or int.from_bytes(buf[o + 12 : o + 16], "big") & mask != net
+            ):
+                return None
+            seq = int.from_bytes(buf[o + 24 : o + 28], "big")
+            x = w[r:] ^ w[r]
+            x &= m
+            d = x.any(axis=1)
+            d |= np.subtract(seqs[r:], seq, dtype=_U32) != steps[: k - r]
+            e = r + int(d.argmax()) if d.any() else k
+            for p in psh:
+                if r <= p < e - 1:
+                    e = p + 1
+                    break
+            bounds.append((r, e, seq))
+            r = e
+    finally:
+        buf[lo + 2] = last >> 8
+        buf[lo + 3] = last & 0xFF
+    # all payloads, in order, in one copy
+    np.ndarray((k - 1, mss), _U8, out, pos, (mss, 1))[:] = np.ndarray((k - 1, mss), _U8, buf, hl, (seg, 1))
+    p = pos + (k - 1) * mss
+    out[p : p + last - hl] = buf[lo + hl : lo + last]
+    runs = []
+    for r0, r1, seq in bounds:
+        count = r1 - r0
+        rlast = last if r1 == k else seg
+        plen = (count - 1) * mss + rlast - hl
+        o0 = r0 * seg
+        flags = buf[(r1 - 1) * seg + 33]
+        runs.append(
+            Run(
+                bytes(buf[o0 : o0 + hl]),
+                pos + r0 * mss,
+                plen,
+                count,
+                mss,
+                (seq + plen) & 0xFFFFFFFF,
+                _invariant_key(buf, o0, hl),
                 flags,
                 rlast == seg and flags == _TCP_ACK,
             )
