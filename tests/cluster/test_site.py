@@ -155,6 +155,8 @@ def test_tcp_transfer_between_every_pair_keeps_the_content(site):
 # --- idempotence -------------------------------------------------------------------
 
 def test_second_run_changes_nothing_and_restarts_nothing(site):
+    """The forwarder's wheels are keyed by the content of forwarder/ and plugins/module_utils/ in the
+    working tree: an edit there between two runs rightly reinstalls and restarts the forwarders."""
     units = ("flannel-forwarder.service", "docker.service")
     before = {h.name: {u: service_state(site, h.name, u) for u in units} for h in site.hosts}
     run = run_playbook(site, "site.yml")
