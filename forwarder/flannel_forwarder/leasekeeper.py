@@ -202,6 +202,13 @@ class LeaseKeeper:
 
     def _recreate(self, why):
         subnet = self.lease.subnet
+        # Re-leased elsewhere (the subnet module with relet, or a new subnet
+        # request)? Then the old subnet must stay free: exit, and let the
+        # service restart on the new lease.
+        moved = [lease for lease in self.store.snapshot().leases_of(self.public_ip) if lease.subnet != subnet]
+        if moved:
+            raise LeaseLost("this host's lease moved from %s to %s; exiting to restart on it"
+                            % (subnet, moved[0].subnet))
         log.warning("own lease %s on %s: re-creating it", why, subnet)
         try:
             out = self.store.acquire(self.public_ip, requested=subnet, ttl=DEFAULT_TTL,

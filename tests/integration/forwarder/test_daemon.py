@@ -207,3 +207,17 @@ def test_short_lease_is_renewed(env):
     assert kv is not None and kv.lease == lease_id
     assert p3.poll() is None
     lab.stop(p3)
+
+
+def test_relet_while_running_exits_instead_of_taking_the_old_subnet_back(env):
+    lab, store, client = env["lab"], env["store"], env["client"]
+    store.release(host_ip(3))
+    store.acquire(host_ip(3), requested=ipaddress.IPv4Network(subnet(3)))
+    p3 = lab.start_forwarder(3, env["server"].endpoint)
+    out = store.acquire(host_ip(3), relet=True)
+    assert out.lease.subnet != ipaddress.IPv4Network(subnet(3))
+    assert p3.wait(15) == 1
+    assert "lease moved from 10.5.3.0/24 to %s" % out.lease.subnet in lab.log(p3)
+    # The old subnet stayed free: the host holds exactly its new lease.
+    assert [str(lease.subnet) for lease in store.snapshot().leases_of(host_ip(3))] == [str(out.lease.subnet)]
+    assert client.get(PREFIX + "/subnets/10.5.3.0-24") is None
