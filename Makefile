@@ -1,10 +1,12 @@
 # overlay.flannel: set-up and test commands. See README.md.
 #
-#   make demo    the main job (until the test cluster lands: a local etcd, a
-#                network seeded and subnets leased by a real ansible-playbook run)
-#   make test    every test: unit, real etcd, real namespaces, sanity, lint
+#   make cluster-demo  the main job: a local cluster of systemd hosts with docker,
+#                      provisioned by playbooks/site.yml, and the overlay shown working
+#   make test          every test: unit, real etcd, real namespaces, the test
+#                      cluster end to end, sanity, lint
+#   make demo          the modules alone on a local etcd (no hosts)
 #
-# Both install what they need (apt packages and a pinned virtualenv in .venv).
+# All install what they need (apt packages and a pinned virtualenv in .venv).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -54,8 +56,8 @@ lint: venv
 
 # Every test. pytest prints the closing "N passed" line CI reads; sanity and
 # lint fail the run on any finding.
-test: deps venv
-	$(PY) -m pytest tests/unit tests/integration
+test: deps cluster-deps venv
+	$(PY) -m pytest tests/unit tests/integration tests/cluster
 	VENV=$(VENV) tests/sanity/run.sh
 	VENV=$(VENV) tests/lint/run.sh
 
