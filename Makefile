@@ -20,15 +20,19 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-1
 
 all: test
 
-# System packages, installed only when one is missing.
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+# Debian packages, installed only when one is missing: $(call apt_ensure,pkg ...)
+define apt_ensure
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+endef
+
+deps:
+	$(call apt_ensure,$(APT_PACKAGES))
 
 venv: $(STAMP)
 
@@ -82,13 +86,7 @@ COLLECTIONS := $(CURDIR)/.cache/collections
 PLAYBOOK := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) ANSIBLE_HOST_KEY_CHECKING=False $(VENV)/bin/ansible-playbook
 
 cluster-deps:
-	@missing=""; for p in $(CLUSTER_APT_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  echo "installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	$(call apt_ensure,$(CLUSTER_APT_PACKAGES))
 
 $(COLLECTIONS)/ansible_collections/overlay/flannel:
 	mkdir -p $(COLLECTIONS)/ansible_collections/overlay
