@@ -36,7 +36,7 @@ TIMINGS = {}
 @pytest.fixture(scope="module")
 def site(cluster):
     if not ansible_tool("ansible-playbook"):
-        pytest.skip("ansible-playbook not installed")
+        pytest.fail("ansible-playbook not installed (make venv)", pytrace=False)
     yield cluster
     with open(os.path.join(cluster.state_dir, "site-timings.json"), "w") as fh:
         json.dump(TIMINGS, fh, indent=1)

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture(scope="module")
 def converged(cluster):
     if not ansible_tool("ansible-playbook"):
-        pytest.skip("ansible-playbook not installed")
+        pytest.fail("ansible-playbook not installed (make venv)", pytrace=False)
     run = run_playbook(cluster, "site.yml")
     assert run.rc == 0, run.tail()
     return cluster

@@ -24,7 +24,7 @@ from topology import HOSTS, NETWORK, PORT, Topology  # noqa: E402
 from flannel_forwarder.packet import build_ipv4_header  # noqa: E402
 
 if os.geteuid() != 0:
-    pytest.skip("needs root: network namespaces and TUN devices", allow_module_level=True)
+    pytest.fail("needs root: network namespaces and TUN devices", pytrace=False)
 
 PROBE = os.path.join(HERE, "probe.py")
 C1, C2 = HOSTS["h1"][3], HOSTS["h2"][3]
