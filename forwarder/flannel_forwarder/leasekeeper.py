@@ -58,6 +58,7 @@ class LeaseKeeper:
         self.expires_at = None  # monotonic deadline of our etcd lease; None for a reservation
         self.fatal = None
         self.watch_reconnects = 0
+        self._claim_leases = []
         self.etcd_connected = False
         self._stop = threading.Event()
         self._watch = None
@@ -91,16 +92,15 @@ class LeaseKeeper:
                           % (self.public_ip, self.store.subnets_prefix))
         self.lease = self._find(snap.leases, lease.subnet) or lease
         self.revision = snap.revision
+        self._claim_leases = snap.leases
         self.etcd_connected = True
         self._update_expiry()
         return self.lease
 
     def initial_peers(self, port):
-        """The peer table from a fresh listing (call after claim())."""
+        """The peer table from the listing claim() read; the watch starts right after its revision."""
         self.port = port
-        snap = self.store.snapshot()
-        self.revision = snap.revision
-        return peers_from(snap.leases, self.lease.subnet, port)
+        return peers_from(self._claim_leases, self.lease.subnet, port)
 
     @staticmethod
     def _find(leases, subnet):
