@@ -27,20 +27,17 @@ def cluster_skip_reason():
     return None
 
 
-@pytest.fixture(scope="session")
-def cluster():
+def require_cluster_tools():
     reason = cluster_skip_reason()
     if reason:
         pytest.fail("the test cluster cannot run here: %s" % reason, pytrace=False)
-    existing = os.environ.get("OVERLAY_FLANNEL_CLUSTER_STATE")
-    if existing:
-        c = Cluster.load(existing)
-        if c.state.get("phase") != "up":
-            pytest.fail("cluster in %s is %s, not up" % (existing, c.state.get("phase")))
-        yield c
-        return
-    state_dir = tempfile.mkdtemp(prefix="overlay-flannel-cluster-")
-    c = Cluster(state_dir, hosts=int(os.environ.get("OVERLAY_FLANNEL_CLUSTER_HOSTS", "3")))
+
+
+def fresh_cluster(name, **kwargs):
+    """Generator for fixtures: a new cluster in a temporary state dir, torn down afterwards."""
+    require_cluster_tools()
+    state_dir = tempfile.mkdtemp(prefix="overlay-flannel-%s-" % name)
+    c = Cluster(state_dir, **kwargs)
     try:
         c.up()
         yield c
@@ -48,3 +45,16 @@ def cluster():
         c.down()
         if not c.leftovers():
             shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    existing = os.environ.get("OVERLAY_FLANNEL_CLUSTER_STATE")
+    if existing:
+        require_cluster_tools()
+        c = Cluster.load(existing)
+        if c.state.get("phase") != "up":
+            pytest.fail("cluster in %s is %s, not up" % (existing, c.state.get("phase")))
+        yield c
+        return
+    yield from fresh_cluster("cluster", hosts=int(os.environ.get("OVERLAY_FLANNEL_CLUSTER_HOSTS", "3")))

@@ -9,13 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import urllib.request
 
 import pytest
 
-from cluster.conftest import cluster_skip_reason
-from cluster.harness.cluster import Cluster, v1_cgroup_dirs
+from cluster.conftest import fresh_cluster
+from cluster.harness.cluster import v1_cgroup_dirs
 
 pytestmark = pytest.mark.cluster
 
@@ -25,18 +24,7 @@ NOBODY = UNDERLAY + ".254"  # the hosts' default gateway: nothing answers there
 
 @pytest.fixture(scope="module")
 def smoke():
-    reason = cluster_skip_reason()
-    if reason:
-        pytest.fail("the test cluster cannot run here: %s" % reason, pytrace=False)
-    state_dir = tempfile.mkdtemp(prefix="overlay-flannel-smoke-")
-    c = Cluster(state_dir, hosts=2, prefix="flt-", underlay=UNDERLAY)
-    try:
-        c.up()
-        yield c
-    finally:
-        c.down()
-        if not c.leftovers():
-            shutil.rmtree(state_dir, ignore_errors=True)
+    yield from fresh_cluster("smoke", hosts=2, prefix="flt-", underlay=UNDERLAY)
 
 
 def test_ssh_hostname_and_systemd_running(smoke):
