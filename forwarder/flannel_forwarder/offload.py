@@ -94,9 +94,13 @@ def segment(hdr: VirtioNetHdr, pkt, out: bytearray, length: int | None = None) -
     """Cut the GSO super packet *pkt* (IPv4, no virtio header) into *out*.
 
     Segments are laid out back to back, each ``seg_size`` bytes except the
-    last which may be shorter, each with a complete IPv4 header (identifier
-    incremented, length and checksum rewritten, options kept) and a
-    complete TCP or UDP header and checksum.  A packet whose gso_type is
+    last which may be shorter, each with a complete IPv4 header (length and
+    checksum rewritten, options kept) and a complete TCP or UDP header and
+    checksum.  The IPv4 identifier is incremented from segment to segment,
+    except for TCP with DF set: then every segment keeps the super packet's
+    identifier, as a NIC with NETIF_F_TSO_MANGLEID does (RFC 6864: the
+    field of an atomic datagram carries nothing), which makes every full
+    segment's IP header the same.  A packet whose gso_type is
     NONE is copied with its checksum completed when NEEDS_CSUM is set.
     Raises ``PacketError``; *out* must hold the result (len(pkt) plus one
     header per segment) plus one more segment of slack.
@@ -149,6 +153,7 @@ def _segment_tcp4(pkt, length: int, mss: int, out) -> Segmented:
     src = int.from_bytes(tmpl[12:16], "big")
     dst = int.from_bytes(tmpl[16:20], "big")
     ident0 = (tmpl[4] << 8) | tmpl[5]
+    id_step = 0 if tmpl[6] & 0x40 else 1  # DF: every segment keeps the identifier (see segment)
     seq0 = int.from_bytes(tmpl[iphl + 4 : iphl + 8], "big")
     offword = tmpl[iphl + 12] << 8
     flags0 = tmpl[iphl + 13]
@@ -175,7 +180,7 @@ def _segment_tcp4(pkt, length: int, mss: int, out) -> Segmented:
         out[o : o + hl] = tmpl
         out[o + hl : o + hl + ln] = pkt[src_off : src_off + ln]
         tot = hl + ln
-        ident = (ident0 + i) & 0xFFFF
+        ident = (ident0 + i * id_step) & 0xFFFF
         if i == count - 1:
             flags = flags0 if i == 0 else flags0 & ~TCP_CWR
         elif i == 0:

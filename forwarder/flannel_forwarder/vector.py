@@ -32,6 +32,7 @@ F_NEEDS_CSUM = 1
 GSO_TCPV4 = 1
 ZERO_VNET_HDR = bytes(VNET_HDR_LEN)
 _VNET = struct.Struct("<BBHHHH")
+_NATIVE16 = struct.Struct("=H")
 _LITTLE = sys.byteorder == "little"
 _TCP_FIN, _TCP_PSH, _TCP_ACK, _TCP_CWR = 0x01, 0x08, 0x10, 0x80
 
@@ -99,8 +100,12 @@ def segment_tcp4(pkt, length: int, iphl: int, thl: int, mss: int, count: int, la
     """Vectorised twin of offload._segment_tcp4 (same output, byte for byte); returns bytes written.
 
     Needs count >= 2 and an even mss (the caller falls back otherwise).
-    Headers are written first (checksum fields zero), then each segment's
-    TCP header and payload are summed in one pass over the output rows.
+    One header template (total length, IP checksum and TCP flags of the
+    middle segments) is copied to every row, the first and last rows are
+    patched, then each segment's TCP header and payload are summed in one
+    pass over the output rows.  With DF set every segment keeps the super
+    packet's IP identifier (see offload.segment), so the IP header is the
+    same for all full segments and needs no per-row work.
     """
     hl = iphl + thl
     seg = hl + mss
@@ -114,14 +119,27 @@ def segment_tcp4(pkt, length: int, iphl: int, thl: int, mss: int, count: int, la
     ident0 = (h[4] << 8) | h[5]
     seq0 = int.from_bytes(h[iphl + 4 : iphl + 8], "big")
     flags0 = h[iphl + 13]
-    mid = flags0 & ~(_TCP_FIN | _TCP_PSH | _TCP_CWR)
+    fixed_id = h[6] & 0x40  # DF
     h[2:6] = b"\0\0\0\0"
     h[10:12] = b"\0\0"
     ip_base = raw_sum(h[:iphl])
+    if fixed_id:
+        ip_base += ident0
+        h[4] = ident0 >> 8
+        h[5] = ident0 & 0xFF
+        c = 0xFFFE - (ip_base + seg - 1) % 0xFFFF
+        h[10] = c >> 8
+        h[11] = c & 0xFF
     h[2] = seg >> 8  # the total length of all segments but the last
     h[3] = seg & 0xFF
-    h[iphl + 13] = mid
-    h[iphl + 16 : iphl + 18] = b"\0\0"
+    h[iphl + 13] = flags0 & ~(_TCP_FIN | _TCP_PSH | _TCP_CWR)
+    fast = _LITTLE and not (seg - iphl) & 3
+    if fast:
+        # The TCP checksum field starts as the pseudo-header sum less one,
+        # swapped to match the native-order row sums below (see there).
+        _NATIVE16.pack_into(h, iphl + 16, (pseudo_header_sum(s_ip, d_ip, 6, thl + mss) * 256 - 1) % 0xFFFF)
+    else:
+        h[iphl + 16 : iphl + 18] = b"\0\0"
 
     o = np.ndarray((count, seg), _U8, out, 0, (seg, 1))
     o[:, :hl] = np.frombuffer(h, _U8)
@@ -131,16 +149,21 @@ def segment_tcp4(pkt, length: int, iphl: int, thl: int, mss: int, count: int, la
     out[lo + 3] = ltot & 0xFF
     out[iphl + 13] = flags0 & ~(_TCP_FIN | _TCP_PSH)
     out[lo + iphl + 13] = flags0 & ~_TCP_CWR
+    if fast:
+        _NATIVE16.pack_into(out, lo + iphl + 16, (pseudo_header_sum(s_ip, d_ip, 6, thl + last) * 256 - 1) % 0xFFFF)
 
     i16, i32 = _seg_steps(count, mss)
-    # IPv4 identifiers (wrapping at 16 bits) and header checksums: every
-    # segment but the last has total length *seg* (the last is redone below).
-    ident = np.add(i16, ident0, dtype=_U16)
-    _field(out, 4, count, seg, _BE16)[:] = ident
-    ip = np.add(ident, ip_base + seg - 1, dtype=_U64)
-    ip %= 0xFFFF
-    np.subtract(0xFFFE, ip, out=_field(out, 10, count, seg, _BE16), casting="unsafe")
-    c = 0xFFFE - (ip_base + ltot + ((ident0 + full) & 0xFFFF) - 1) % 0xFFFF
+    if fixed_id:
+        c = 0xFFFE - (ip_base + ltot - 1) % 0xFFFF
+    else:
+        # IPv4 identifiers (wrapping at 16 bits) and header checksums: every
+        # segment but the last has total length *seg* (the last is redone below).
+        ident = np.add(i16, ident0, dtype=_U16)
+        _field(out, 4, count, seg, _BE16)[:] = ident
+        ip = np.add(ident, ip_base + seg - 1, dtype=_U64)
+        ip %= 0xFFFF
+        np.subtract(0xFFFE, ip, out=_field(out, 10, count, seg, _BE16), casting="unsafe")
+        c = 0xFFFE - (ip_base + ltot + ((ident0 + full) & 0xFFFF) - 1) % 0xFFFF
     out[lo + 10] = c >> 8
     out[lo + 11] = c & 0xFF
     np.add(i32, seq0, out=_field(out, iphl + 4, count, seg, _BE32), dtype=_U32, casting="unsafe")
@@ -149,14 +172,15 @@ def segment_tcp4(pkt, length: int, iphl: int, thl: int, mss: int, count: int, la
     # (the zeros change no sum; *out* has room: callers give it a 2x margin)
     if ltot < seg:
         out[lo + ltot : lo + seg] = _ZEROS[: seg - ltot]
-    # TCP checksums, summed in the byte order of the machine: a ones'
-    # complement sum of byte-swapped words is the byte-swapped sum, so the
-    # result is stored as a native 16-bit word; the constant terms (pseudo
-    # header, TCP length) are swapped to match (x * 256 == swap(x) mod 0xFFFF).
-    if _LITTLE and not (seg - iphl) & 3:
+    if fast:
+        # TCP checksums, summed in the byte order of the machine: a ones'
+        # complement sum of byte-swapped words is the byte-swapped sum, so
+        # the result is stored as a native 16-bit word, and the constant
+        # terms in the field (pseudo header, TCP length) were swapped to
+        # match (x * 256 == swap(x) mod 0xFFFF).  The field held the sum
+        # less one, so 0xFFFE - s % 0xFFFF is the complement of the RFC 1071
+        # fold of the true sum.
         tsum = np.ndarray((count, (seg - iphl) >> 2), _U32, out, iphl, (seg, 4)).sum(axis=1, dtype=_U64)
-        tsum += (pseudo_header_sum(s_ip, d_ip, 6, thl + mss) * 256 - 1) % 0xFFFF
-        tsum[full] += (last - mss) % 0xFFFF * 256
         tsum %= 0xFFFF
         np.subtract(0xFFFE, tsum, out=_field(out, iphl + 16, count, seg, _U16), casting="unsafe")
     else:  # big-endian hosts, or a length that is not a multiple of 4
@@ -333,7 +357,8 @@ def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
 
 # Per header length: native 32-bit words of an IPv4+TCP header, with the bytes
 # that may differ between the rows of one run zeroed (identifier, header
-# checksum, sequence number, TCP flags, TCP checksum).
+# checksum, sequence number, TCP checksum).  The TCP flags are compared: a
+# row with PSH (or anything but a plain ACK) stops the comparison.
 _SAME_MASKS: dict = {}
 # Sequence number offsets of the rows of one run: (k, mss) -> uint32 array.
 _SEQ_STEPS: dict = {}
@@ -345,11 +370,13 @@ def _rx_few_runs(buf, k, seg, last, hl, doff, net, mask, out, pos):
 
     Returns the runs, or None when a check fails (the caller then takes
     the general path, which decides and gives the same answer).  A run
-    starting at row r takes the following rows whose invariant bytes equal
-    row r's (one masked XOR of 32-bit words against row r) and whose
-    sequence numbers continue row r's, up to the first row with PSH.  The
-    last row's total length is patched to *seg* for the comparison (after
-    checking it) and restored.
+    starting at row r (flags ACK) takes the following rows whose
+    invariant bytes and flags equal row r's (one masked XOR of 32-bit
+    words against row r) and whose sequence numbers continue row r's; the
+    first row that differs still ends the run when it differs only by
+    PSH.  A row r with PSH is a run of its own.  The last row's total
+    length is patched to *seg* for the comparison (after checking it) and
+    restored.
     """
     lo = (k - 1) * seg
     if (buf[lo + 2] << 8 | buf[lo + 3]) != last:
@@ -357,14 +384,10 @@ def _rx_few_runs(buf, k, seg, last, hl, doff, net, mask, out, pos):
     # every header checksum: a valid header sums to 0 mod 0xFFFF
     if (np.ndarray((k, 5), _U32, buf, 0, (seg, 4)).sum(axis=1, dtype=_U64) % 0xFFFF).any():
         return None
-    psh = np.flatnonzero(np.ndarray((k,), _U8, buf, 33, (seg,)) != _TCP_ACK).tolist()
-    for r in psh:
-        if buf[r * seg + 33] != _TCP_ACK | _TCP_PSH:
-            return None
     m = _SAME_MASKS.get(hl)
     if m is None:
         mb = bytearray(b"\xff" * hl)
-        for i in (4, 5, 10, 11, 24, 25, 26, 27, 33, 36, 37):
+        for i in (4, 5, 10, 11, 24, 25, 26, 27, 36, 37):
             mb[i] = 0
         m = _SAME_MASKS[hl] = np.frombuffer(bytes(mb), _U32)
     mss = seg - hl
@@ -375,6 +398,7 @@ def _rx_few_runs(buf, k, seg, last, hl, doff, net, mask, out, pos):
         steps = _SEQ_STEPS[(k, mss)] = (np.arange(k, dtype=_U64) * mss & 0xFFFFFFFF).astype(_U32)
     w = np.ndarray((k, hl >> 2), _U32, buf, 0, (seg, 4))
     seqs = _field(buf, 24, k, seg, _BE32)
+    from_bytes = int.from_bytes
     bounds = []
     buf[lo + 2] = seg >> 8
     buf[lo + 3] = seg & 0xFF
@@ -382,6 +406,7 @@ def _rx_few_runs(buf, k, seg, last, hl, doff, net, mask, out, pos):
         r = 0
         while r < k:
             o = r * seg
+            flags = buf[o + 33]
             if (
                 buf[o] != 0x45
                 or buf[o + 9] != 6
@@ -390,48 +415,59 @@ def _rx_few_runs(buf, k, seg, last, hl, doff, net, mask, out, pos):
                 or buf[o + 8] <= 1
                 or buf[o + 32] != doff
                 or (buf[o + 2] << 8 | buf[o + 3]) != seg
-                or int.from_bytes(buf[o + 12 : o + 16], "big") & mask != net
+                or from_bytes(buf[o + 12 : o + 16], "big") & mask != net
+                or flags | _TCP_PSH != _TCP_ACK | _TCP_PSH
             ):
                 return None
-            seq = int.from_bytes(buf[o + 24 : o + 28], "big")
-            x = w[r:] ^ w[r]
-            x &= m
-            d = x.any(axis=1)
-            d |= np.subtract(seqs[r:], seq, dtype=_U32) != steps[: k - r]
-            e = r + int(d.argmax()) if d.any() else k
-            for p in psh:
-                if r <= p < e - 1:
-                    e = p + 1
-                    break
-            bounds.append((r, e, seq))
+            seq = from_bytes(buf[o + 24 : o + 28], "big")
+            key = _invariant_key(buf, o, hl)
+            if flags != _TCP_ACK:
+                e = r + 1
+            else:
+                x = w[r:] ^ w[r]
+                x &= m
+                d = x.any(axis=1)
+                d |= np.subtract(seqs[r:], seq, dtype=_U32) != steps[: k - r]
+                i = int(d.argmax())  # row r never differs from itself: 0 means none does
+                e = r + i if i else k
+                if e < k:
+                    # the first row that differs ends this run if it is its PSH
+                    oe = e * seg
+                    if (
+                        buf[oe + 33] == _TCP_ACK | _TCP_PSH
+                        and from_bytes(buf[oe + 24 : oe + 28], "big") == (seq + i * mss) & 0xFFFFFFFF
+                        and _invariant_key(buf, oe, hl) == key
+                    ):
+                        e += 1
+            bounds.append((r, e, seq, key))
             r = e
     finally:
         buf[lo + 2] = last >> 8
         buf[lo + 3] = last & 0xFF
-    # all payloads, in order, in one copy
-    np.ndarray((k - 1, mss), _U8, out, pos, (mss, 1))[:] = np.ndarray((k - 1, mss), _U8, buf, hl, (seg, 1))
-    p = pos + (k - 1) * mss
-    out[p : p + last - hl] = buf[lo + hl : lo + last]
     runs = []
-    for r0, r1, seq in bounds:
-        count = r1 - r0
-        rlast = last if r1 == k else seg
+    for r, e, seq, key in bounds:  # (after the restore: a run may start at the last row)
+        count = e - r
+        rlast = last if e == k else seg  # length of the run's last datagram
         plen = (count - 1) * mss + rlast - hl
-        o0 = r0 * seg
-        flags = buf[(r1 - 1) * seg + 33]
+        flags = buf[(e - 1) * seg + 33]
+        o = r * seg
         runs.append(
             Run(
-                bytes(buf[o0 : o0 + hl]),
-                pos + r0 * mss,
+                bytes(buf[o : o + hl]),
+                pos + r * mss,
                 plen,
                 count,
                 mss,
                 (seq + plen) & 0xFFFFFFFF,
-                _invariant_key(buf, o0, hl),
+                key,
                 flags,
                 rlast == seg and flags == _TCP_ACK,
             )
         )
+    # all payloads, in order, in one copy
+    np.ndarray((k - 1, mss), _U8, out, pos, (mss, 1))[:] = np.ndarray((k - 1, mss), _U8, buf, hl, (seg, 1))
+    p = pos + (k - 1) * mss
+    out[p : p + last - hl] = buf[lo + hl : lo + last]
     return runs
 
 

@@ -10,9 +10,11 @@ from fwd_packets import (
 )
 
 
-def tso_packet(payload, flags=0x18, ip_options=b"", tcp_options=b"", seq=0xFFFFF000, ident=0xFFF0):
+def tso_packet(payload, flags=0x18, ip_options=b"", tcp_options=b"", seq=0xFFFFF000, ident=0xFFF0, df=True):
     """A super packet as the TUN hands it over: checksum field holds junk/partial sum."""
     p = bytearray(tcp_packet(payload, flags=flags, ip_options=ip_options, options=tcp_options, seq=seq, ident=ident))
+    if not df:
+        p[6] &= ~0x40
     hl = (p[0] & 15) * 4
     p[hl + 16 : hl + 18] = b"\xab\xcd"
     return bytes(p)
@@ -26,13 +28,14 @@ def reference_segments(pkt, mss):
     payload = pkt[hl:]
     chunks = [payload[i : i + mss] for i in range(0, len(payload), mss)] or [b""]
     ident0 = struct.unpack(">H", pkt[4:6])[0]
+    id_step = 0 if pkt[6] & 0x40 else 1  # TCP with DF: one identifier for all segments
     seq0 = struct.unpack(">I", pkt[iphl + 4 : iphl + 8])[0]
     flags0 = pkt[iphl + 13]
     out = []
     for i, c in enumerate(chunks):
         ip = bytearray(pkt[:iphl])
         ip[2:4] = struct.pack(">H", hl + len(c))
-        ip[4:6] = struct.pack(">H", (ident0 + i) & 0xFFFF)
+        ip[4:6] = struct.pack(">H", (ident0 + i * id_step) & 0xFFFF)
         ip[10:12] = b"\0\0"
         ip[10:12] = struct.pack(">H", reference_checksum(ip))
         tcp = bytearray(pkt[iphl:hl])
@@ -80,9 +83,10 @@ def test_vnet_header_roundtrip():
 @pytest.mark.parametrize("ip_options,tcp_options", [(b"", b""), (b"\x01\x01\x01\x00", b""),
                                                       (b"", b"\x01\x01\x08\x0a" + bytes(8)),
                                                       (b"\x94\x04\x00\x00", b"\x01\x01\x08\x0a" + bytes(8))])
-def test_tcp_segmentation_matches_reference(plen, mss, ip_options, tcp_options):
+@pytest.mark.parametrize("df", [True, False])
+def test_tcp_segmentation_matches_reference(plen, mss, ip_options, tcp_options, df):
     pkt = tso_packet(payload_bytes(plen, seed=plen), flags=O.TCP_ACK | O.TCP_PSH | O.TCP_FIN | O.TCP_CWR,
-                     ip_options=ip_options, tcp_options=tcp_options)
+                     ip_options=ip_options, tcp_options=tcp_options, df=df)
     out = bytearray(len(pkt) + 100 * 100)
     res = O.segment(tso_hdr(pkt, mss), pkt, out)
     got = split_out(out, res)
@@ -100,6 +104,9 @@ def test_tcp_segmentation_matches_reference(plen, mss, ip_options, tcp_options):
         assert all(s[hl + 13] == O.TCP_ACK for s in got[1:-1])
     # IP options preserved
     assert all(s[20:hl] == pkt[20:hl] for s in got)
+    # identifiers: kept with DF (atomic datagrams), else one per segment, wrapping (0xFFF0 + i)
+    idents = [struct.unpack(">H", s[4:6])[0] for s in got]
+    assert idents == ([0xFFF0] * len(got) if df else [(0xFFF0 + i) & 0xFFFF for i in range(len(got))])
 
 
 def test_segmentation_ecn_flag_in_gso_type():

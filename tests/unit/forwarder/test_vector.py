@@ -98,8 +98,11 @@ def test_anything_unusual_falls_back(case):
     assert fast([bytes(p) for p in pkts]) is None
 
 
-def test_segment_vector_and_loop_agree(monkeypatch):
-    pkt = tcp_packet(payload_bytes(30000), flags=O.TCP_ACK | O.TCP_FIN | O.TCP_CWR, options=TS)
+@pytest.mark.parametrize("df", [True, False])
+def test_segment_vector_and_loop_agree(monkeypatch, df):
+    pkt = bytearray(tcp_packet(payload_bytes(30000), flags=O.TCP_ACK | O.TCP_FIN | O.TCP_CWR, options=TS))
+    if not df:
+        pkt[6] &= ~0x40
     hdr = O.VirtioNetHdr(O.F_NEEDS_CSUM, O.GSO_TCPV4, 52, 1400, 20, 16)
     out1, out2 = bytearray(40000), bytearray(40000)
     r1 = O.segment(hdr, pkt, out1)
@@ -180,3 +183,32 @@ def test_small_batch_rejects_like_numpy(monkeypatch, case):
         monkeypatch.setattr(V, "SMALL_BATCH", small)
         buf, n, seg = gro_batch([bytes(p) for p in pkts])
         assert V.rx_tcp_runs(buf, n, seg, NET, MASK, bytearray(70000)) is None
+
+
+def _layouts():
+    psh, ack = O.TCP_ACK | O.TCP_PSH, O.TCP_ACK
+    m = 1420
+    return {
+        # a super packet ending in PSH, the head of the next, then a shorter lone last row after a gap
+        "psh_then_lone_last": segments(5 * m, seq=0) + segments(3 * m, seq=5 * m, flags=ack)
+        + segments(700, seq=20 * m),
+        "psh_on_first_row": segments(m, seq=0) + segments(8 * m, seq=m, flags=ack),
+        "psh_on_last_row": segments(9 * m - 5, seq=0),
+        "gap_in_the_middle": segments(4 * m, seq=0, flags=ack) + segments(5 * m, seq=40 * m),
+        "other_flow_in_the_middle": segments(4 * m, seq=0, flags=ack)
+        + [tcp_packet(payload_bytes(m, 1), seq=4 * m, flags=ack, options=TS, sport=4242)]
+        + segments(3 * m, seq=5 * m),
+        "two_lone_rows_at_the_end": segments(6 * m, seq=0) + segments(m, seq=6 * m) + segments(m, seq=7 * m),
+    }
+
+
+@pytest.mark.parametrize("layout", sorted(_layouts()))
+@pytest.mark.parametrize("few_runs_max", [1024, 0])
+def test_run_boundaries_of_larger_batches_match_coalesce(monkeypatch, layout, few_runs_max):
+    # more rows than SMALL_BATCH: the numpy paths (few runs, and the general one when forced)
+    monkeypatch.setattr(V, "_FEW_RUNS_MAX", few_runs_max)
+    pkts = _layouts()[layout]
+    assert len(pkts) > V.SMALL_BATCH
+    got = fast(pkts)
+    assert got is not None
+    assert got == reference(pkts)
