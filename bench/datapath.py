@@ -3,18 +3,21 @@
 
 Run as root, on demand (not a test):
 
-    sudo /tmp/v/bin/python bench/datapath.py [--duration 5] [--repeat 3] [--modes offload,no-offload]
+    sudo .venv/bin/python bench/datapath.py [--duration 5] [--repeat 3] [--modes offload,no-offload]
 
 Builds two hosts + two containers as network namespaces (prefix fbench-,
 addresses 10.213.0.x underlay and 10.5.x.x overlay, nothing outside this
-machine), pins each host's forwarder to one core, and measures with iperf3
-between the containers: TCP 1 stream, TCP 4 streams, 64-byte UDP packet
-rate, and ping RTT.  Prints Mbit/s and the ratio to host-gw.  Tears
-everything down (processes by recorded PID, then the namespaces).
+machine) and gives each simulated host one core: its forwarder and its
+container's iperf3 and ping run there (for host-gw too; with
+--float-containers only the forwarders are pinned, the containers' iperf3
+goes wherever the scheduler puts it, and single runs vary a lot more).
+Measures with iperf3 between the containers: TCP 1 stream, TCP 4
+streams, 64-byte UDP packet rate, and ping RTT.  Prints Mbit/s and the
+ratio to host-gw.  Tears everything down (processes by recorded PID, then
+the namespaces).
 
-The forwarder's fast paths need numpy (optional dependency): make it
-importable for the interpreter given by --python (e.g. PYTHONPATH); the
-"h1:" line shows "numpy": true/false.
+The forwarder's fast paths need numpy (requirements/forwarder.txt); the
+"h1:" line shows "numpy": true/false for the interpreter given by --python.
 """
 
 from __future__ import annotations
@@ -36,48 +39,57 @@ PROBE = os.path.join(HERE, "..", "tests", "integration", "forwarder_datapath", "
 C2_IP = HOSTS["h2"][3]
 
 
-def iperf(t: Topology, args: list[str], duration: int) -> dict:
-    srv = t.spawn("c2", "iperf3", "-s", "-1", "-J", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def iperf(t: Topology, args: list[str], duration: int, cpus: tuple[int, int] | None = None) -> dict:
+    """One iperf3 run from c1 to c2; *cpus*: the cores of h1 and h2, where c1's and c2's iperf3 then run."""
+    c1_cpu, c2_cpu = cpus if cpus else (None, None)
+    srv = t.spawn("c2", "iperf3", "-s", "-1", "-J", cpu=c2_cpu, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                  text=True)
     time.sleep(0.4)
+    cli = t.spawn("c1", "iperf3", "-c", C2_IP, "-t", str(duration), "-J", *args, cpu=c1_cpu,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        r = t.exec("c1", "iperf3", "-c", C2_IP, "-t", str(duration), "-J", *args, check=False,
-                   timeout=duration + 30)
+        out, err = cli.communicate(timeout=duration + 30)
         try:
             srv.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+    except subprocess.TimeoutExpired:
+        out, err = "", "iperf3 client timed out"
     finally:
-        t.stop(srv)
+        for p in (cli, srv):
+            t.stop(p)
+            t.procs.remove(p)
     try:
-        return json.loads(r.stdout)
+        return json.loads(out)
     except json.JSONDecodeError:
-        return {"error": (r.stdout + r.stderr)[-500:]}
+        return {"error": (out + err)[-500:]}
 
 
-def tcp_mbps(t: Topology, args: list[str], duration: int, repeat: int) -> tuple[float, list]:
+def tcp_mbps(t: Topology, args: list[str], duration: int, repeat: int, cpus=None) -> tuple[float, list]:
     """Median Mbit/s received over *repeat* runs (this machine is shared: single runs vary)."""
     runs = []
     for _ in range(repeat):
-        j = iperf(t, args, duration)
+        j = iperf(t, args, duration, cpus)
         runs.append(j.get("end", {}).get("sum_received", {}).get("bits_per_second", 0) / 1e6)
     return statistics.median(runs), [round(r) for r in runs]
 
 
-def measure(t: Topology, duration: int, label: str, repeat: int = 1, tcp1_only: bool = False) -> dict:
+def measure(t: Topology, duration: int, label: str, repeat: int = 1, tcp1_only: bool = False, cpus=None) -> dict:
     res = {}
-    res["tcp1"], res["tcp1_runs"] = tcp_mbps(t, [], duration, repeat)
+    res["tcp1"], res["tcp1_runs"] = tcp_mbps(t, [], duration, repeat, cpus)
     if tcp1_only:
         res["tcp4"] = res["udp64_kpps"] = 0.0
         res["ping_ms"] = None
         print(f"  [{label}] tcp1={res['tcp1']:.3f}, tcp1_runs={res['tcp1_runs']}", flush=True)
         return res
-    res["tcp4"], res["tcp4_runs"] = tcp_mbps(t, ["-P", "4"], duration, repeat)
-    j = iperf(t, ["-u", "-b", "0", "-l", "64"], duration)
+    res["tcp4"], res["tcp4_runs"] = tcp_mbps(t, ["-P", "4"], duration, repeat, cpus)
+    j = iperf(t, ["-u", "-b", "0", "-l", "64"], duration, cpus)
     s = j.get("end", {}).get("sum", {})
     got = (s.get("packets") or 0) - (s.get("lost_packets") or 0)
     res["udp64_kpps"] = got / duration / 1e3
     res["udp64_loss_pct"] = s.get("lost_percent")
-    p = json.loads(t.exec("c1", sys.executable, PROBE, "ping", C2_IP, "20", "0.05").stdout)
+    pin = ["taskset", "-c", str(cpus[0])] if cpus else []
+    p = json.loads(t.exec("c1", *pin, sys.executable, PROBE, "ping", C2_IP, "20", "0.05").stdout)
     res["ping_ms"] = p["rtt_ms_median"]
     res["ping_received"] = p["received"]
     print(f"  [{label}] " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
@@ -93,20 +105,23 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="TCP runs per figure (the median is reported)")
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs the forwarders")
     ap.add_argument("--threads", action="store_true", help="run each forwarder with --threads")
-    ap.add_argument("--cpus", default="0,1", help="cores for the forwarders of h1,h2 (taskset)")
+    ap.add_argument("--cpus", default="0,1", help="the cores of h1,h2: their forwarders and containers run there")
+    ap.add_argument("--float-containers", action="store_true",
+                    help="let the containers' iperf3 run on any core (only the forwarders are pinned)")
     ap.add_argument("--tcp1-only", action="store_true", help="measure only one TCP stream (quicker)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces, TUN)", file=sys.stderr)
         return 2
     cpus = [int(c) for c in args.cpus.split(",")]
+    ccpus = None if args.float_containers else tuple(cpus)
     t = Topology(args.prefix)
     results = {}
     try:
         t.create()
         print(f"host-gw (kernel routing between the host namespaces), {args.duration}s per iperf run", flush=True)
         t.host_gw(True)
-        results["host-gw"] = measure(t, args.duration, "host-gw", args.repeat, args.tcp1_only)
+        results["host-gw"] = measure(t, args.duration, "host-gw", args.repeat, args.tcp1_only, ccpus)
         t.host_gw(False)
         for mode in [m for m in args.modes.split(",") if m]:
             offload = mode == "offload"
@@ -115,7 +130,7 @@ def main() -> int:
             f1 = t.start_forwarder("h1", offload=offload, cpu=cpus[0], python=args.python, extra_args=extra)
             f2 = t.start_forwarder("h2", offload=offload, cpu=cpus[1], python=args.python, extra_args=extra)
             print(f"  h1: {json.dumps(f1.info)}", flush=True)
-            results[mode] = measure(t, args.duration, mode, args.repeat, args.tcp1_only)
+            results[mode] = measure(t, args.duration, mode, args.repeat, args.tcp1_only, ccpus)
             for f in (f1, f2):
                 t.stop(f.proc)
                 t.procs.remove(f.proc)

@@ -31,8 +31,8 @@ import topology  # noqa: E402
 from datapath import iperf  # noqa: E402
 
 
-def mbps(t, duration: int) -> float:
-    j = iperf(t, [], duration)
+def mbps(t, duration: int, cpus=None) -> float:
+    j = iperf(t, [], duration, cpus)
     return j.get("end", {}).get("sum_received", {}).get("bits_per_second", 0) / 1e6
 
 
@@ -44,12 +44,15 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--prefix", default="fab-")
     ap.add_argument("--python", default=sys.executable)
-    ap.add_argument("--cpus", default="0,1")
+    ap.add_argument("--cpus", default="0,1", help="the cores of h1,h2: their forwarders and containers run there")
+    ap.add_argument("--float-containers", action="store_true",
+                    help="let the containers' iperf3 run on any core (only the forwarders are pinned)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces, TUN)", file=sys.stderr)
         return 2
     cpus = [int(c) for c in args.cpus.split(",")]
+    ccpus = None if args.float_containers else tuple(cpus)
     builds = {"A": os.path.abspath(args.a), "B": os.path.abspath(args.b)}
     t = topology.Topology(args.prefix)
     rows = []
@@ -63,13 +66,13 @@ def main() -> int:
             for what in order:
                 if what == "host-gw":
                     t.host_gw(True)
-                    res[what] = mbps(t, args.duration)
+                    res[what] = mbps(t, args.duration, ccpus)
                     t.host_gw(False)
                     continue
                 topology.FORWARDER_DIR = builds[what]
                 fs = [t.start_forwarder(h, cpu=c, python=args.python) for h, c in zip(("h1", "h2"), cpus)]
                 try:
-                    res[what] = mbps(t, args.duration)
+                    res[what] = mbps(t, args.duration, ccpus)
                 finally:
                     for f in fs:
                         t.stop(f.proc)

@@ -105,19 +105,18 @@ def decrement_ttl(buf, off: int = 0) -> bool:
     """Decrement the TTL of the IPv4 header at *off* in place, patching the checksum.
 
     Returns False (and leaves the packet untouched) when the TTL would reach
-    0: the packet must be dropped.  The checksum update is RFC 1624 eqn. 3:
-    HC' = ~(~HC + ~m + m'), with m the TTL/protocol word.
+    0: the packet must be dropped.  The TTL is the high byte of its 16-bit
+    word, so the ones' complement sum drops by 0x100 and the checksum rises
+    by 0x100, with the end-around carry (as the kernel's ip_decrease_ttl;
+    a result of 0xFFFF, the other zero, is stored as 0).
     """
     ttl = buf[off + 8]
     if ttl <= 1:
         return False
     buf[off + 8] = ttl - 1
-    hc = (buf[off + 10] << 8) | buf[off + 11]
-    m = (ttl << 8) | buf[off + 9]
-    s = (~hc & 0xFFFF) + (~m & 0xFFFF) + (m - 0x100)
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    hc = ~s & 0xFFFF
+    hc = ((buf[off + 10] << 8) | buf[off + 11]) + 0x100
+    if hc >= 0xFFFF:
+        hc -= 0xFFFF
     buf[off + 10] = hc >> 8
     buf[off + 11] = hc & 0xFF
     return True

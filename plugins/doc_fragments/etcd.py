@@ -9,6 +9,12 @@ __metaclass__ = type
 
 class ModuleDocFragment(object):
     DOCUMENTATION = r"""
+attributes:
+  action_group:
+    support: full
+    membership:
+      - overlay.flannel.etcd
+    description: Use C(group/overlay.flannel.etcd) in C(module_defaults) to set the etcd options once.
 options:
   etcd_endpoints:
     description:

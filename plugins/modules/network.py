@@ -31,11 +31,6 @@ attributes:
   diff_mode:
     support: full
     description: Shows the stored config before and after.
-  action_group:
-    support: full
-    membership:
-      - overlay.flannel.etcd
-    description: Use C(group/overlay.flannel.etcd) in C(module_defaults) to set the etcd options once.
 options:
   state:
     description:

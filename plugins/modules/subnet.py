@@ -34,11 +34,6 @@ attributes:
   diff_mode:
     support: full
     description: Shows the host's lease before and after.
-  action_group:
-    support: full
-    membership:
-      - overlay.flannel.etcd
-    description: Use C(group/overlay.flannel.etcd) in C(module_defaults) to set the etcd options once.
 options:
   public_ip:
     description:

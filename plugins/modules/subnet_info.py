@@ -30,11 +30,6 @@ attributes:
   diff_mode:
     support: none
     description: Nothing is changed, so there is no diff.
-  action_group:
-    support: full
-    membership:
-      - overlay.flannel.etcd
-    description: Use C(group/overlay.flannel.etcd) in C(module_defaults) to set the etcd options once.
 options:
   public_ip:
     description: Only list the leases of this underlay address.

@@ -6,11 +6,12 @@ temporary directory, and is stopped by the PID this object recorded.
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
+
+from .procs import stop_process
 
 
 def free_port(host="127.0.0.1"):
@@ -106,13 +107,8 @@ class EtcdServer:
         self._kill()
 
     def _kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        if self.proc is not None:
+            stop_process(self.proc)
         self.proc = None
 
     def stop(self):

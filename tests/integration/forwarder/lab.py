@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from support.procs import stop_process
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 PROBE = os.path.join(REPO, "tests", "integration", "forwarder_datapath", "probe.py")
 CONTROLLER = "10.214.0.1"
@@ -135,14 +137,7 @@ class Lab:
             return fh.read()[-3000:]
 
     def stop(self, proc, sig=signal.SIGTERM, timeout=15):
-        if proc.poll() is None:
-            os.kill(proc.pid, sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        return proc.returncode
+        return stop_process(proc, sig, timeout)
 
     def run(self, name, *cmd, check=True, timeout=60):
         return sh("ip", "netns", "exec", self.ns(name), *cmd, check=check, timeout=timeout)

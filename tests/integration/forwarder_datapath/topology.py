@@ -20,6 +20,11 @@ import sys
 import time
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+if os.path.join(REPO, "tests") not in sys.path:  # (bench/ imports this module too)
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+
+from support.procs import stop_process  # noqa: E402
+
 FORWARDER_DIR = os.path.join(REPO, "forwarder")
 
 NETWORK = "10.5.0.0/16"
@@ -120,17 +125,7 @@ class Topology:
         return Forwarder(proc, json.loads(line), stats_file)
 
     def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
-        if proc.poll() is None:
-            try:
-                os.kill(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-        return proc.returncode
+        return stop_process(proc, sig, timeout)
 
     def destroy(self) -> None:
         for p in reversed(self.procs):
