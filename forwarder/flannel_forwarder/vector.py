@@ -328,12 +328,23 @@ def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
         ):
             return None
     starts.append(k)
-    # all payloads, in order, in one copy
-    np.ndarray((k - 1, mss), _U8, out, pos, (mss, 1))[:] = a[: k - 1, hl:]
+    bounds = [(r0, r1, int(seqs[r0]), h[r0].tobytes()) for r0, r1 in zip(starts, starts[1:])]
+    return _runs(buf, bounds, k, seg, last, hl, out, pos)
+
+
+def _runs(buf, bounds, k: int, seg: int, last: int, hl: int, out, pos: int) -> list:
+    """Copy the payloads of all *k* rows to ``out[pos:]`` (in order, one copy) and make the ``Run`` of each bound.
+
+    *bounds* holds (first row, end row, first sequence number, invariant
+    key) per run, in order, covering every row.
+    """
+    mss = seg - hl
+    np.ndarray((k - 1, mss), _U8, out, pos, (mss, 1))[:] = np.ndarray((k - 1, mss), _U8, buf, hl, (seg, 1))
     lo = (k - 1) * seg
-    out[pos + (k - 1) * mss : pos + (k - 1) * mss + last - hl] = buf[lo + hl : lo + last]
+    p = pos + (k - 1) * mss
+    out[p : p + last - hl] = buf[lo + hl : lo + last]
     runs = []
-    for r0, r1 in zip(starts, starts[1:]):
+    for r0, r1, seq, key in bounds:
         count = r1 - r0
         rlast = last if r1 == k else seg  # length of the run's last datagram
         plen = (count - 1) * mss + rlast - hl
@@ -346,8 +357,8 @@ def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
                 plen,
                 count,
                 mss,
-                (int(seqs[r0]) + plen) & 0xFFFFFFFF,
-                h[r0].tobytes(),
+                (seq + plen) & 0xFFFFFFFF,
+                key,
                 flags,
                 rlast == seg and flags == _TCP_ACK,
             )
@@ -444,31 +455,7 @@ def _rx_few_runs(buf, k, seg, last, hl, doff, net, mask, out, pos):
     finally:
         buf[lo + 2] = last >> 8
         buf[lo + 3] = last & 0xFF
-    runs = []
-    for r, e, seq, key in bounds:  # (after the restore: a run may start at the last row)
-        count = e - r
-        rlast = last if e == k else seg  # length of the run's last datagram
-        plen = (count - 1) * mss + rlast - hl
-        flags = buf[(e - 1) * seg + 33]
-        o = r * seg
-        runs.append(
-            Run(
-                bytes(buf[o : o + hl]),
-                pos + r * mss,
-                plen,
-                count,
-                mss,
-                (seq + plen) & 0xFFFFFFFF,
-                key,
-                flags,
-                rlast == seg and flags == _TCP_ACK,
-            )
-        )
-    # all payloads, in order, in one copy
-    np.ndarray((k - 1, mss), _U8, out, pos, (mss, 1))[:] = np.ndarray((k - 1, mss), _U8, buf, hl, (seg, 1))
-    p = pos + (k - 1) * mss
-    out[p : p + last - hl] = buf[lo + hl : lo + last]
-    return runs
+    return _runs(buf, bounds, k, seg, last, hl, out, pos)  # (after the restore: a run may start at the last row)
 
 
 # Below this many datagrams a plain Python pass is cheaper than numpy's fixed cost per call.
