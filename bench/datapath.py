@@ -97,6 +97,18 @@ def measure(t: Topology, duration: int, label: str, repeat: int = 1, tcp1_only: 
     return res
 
 
+def add_placement_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--cpus", default="0,1", help="the cores of h1,h2: their forwarders and containers run there")
+    ap.add_argument("--float-containers", action="store_true",
+                    help="let the containers' iperf3 run on any core (only the forwarders are pinned)")
+
+
+def placement(args) -> tuple[list[int], tuple[int, ...] | None]:
+    """(the forwarders' cores, the containers' cores or None when they float) from add_placement_args's options."""
+    cpus = [int(c) for c in args.cpus.split(",")]
+    return cpus, None if args.float_containers else tuple(cpus)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=5)
@@ -105,16 +117,13 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1, help="TCP runs per figure (the median is reported)")
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs the forwarders")
     ap.add_argument("--threads", action="store_true", help="run each forwarder with --threads")
-    ap.add_argument("--cpus", default="0,1", help="the cores of h1,h2: their forwarders and containers run there")
-    ap.add_argument("--float-containers", action="store_true",
-                    help="let the containers' iperf3 run on any core (only the forwarders are pinned)")
     ap.add_argument("--tcp1-only", action="store_true", help="measure only one TCP stream (quicker)")
+    add_placement_args(ap)
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces, TUN)", file=sys.stderr)
         return 2
-    cpus = [int(c) for c in args.cpus.split(",")]
-    ccpus = None if args.float_containers else tuple(cpus)
+    cpus, ccpus = placement(args)
     t = Topology(args.prefix)
     results = {}
     try:

@@ -28,7 +28,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration", "forwarder_datapath"))
 
 import topology  # noqa: E402
-from datapath import iperf  # noqa: E402
+from datapath import add_placement_args, iperf, placement  # noqa: E402
 
 
 def mbps(t, duration: int, cpus=None) -> float:
@@ -44,15 +44,12 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--prefix", default="fab-")
     ap.add_argument("--python", default=sys.executable)
-    ap.add_argument("--cpus", default="0,1", help="the cores of h1,h2: their forwarders and containers run there")
-    ap.add_argument("--float-containers", action="store_true",
-                    help="let the containers' iperf3 run on any core (only the forwarders are pinned)")
+    add_placement_args(ap)
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("needs root (network namespaces, TUN)", file=sys.stderr)
         return 2
-    cpus = [int(c) for c in args.cpus.split(",")]
-    ccpus = None if args.float_containers else tuple(cpus)
+    cpus, ccpus = placement(args)
     builds = {"A": os.path.abspath(args.a), "B": os.path.abspath(args.b)}
     t = topology.Topology(args.prefix)
     rows = []

@@ -256,6 +256,20 @@ class Run:
         return (h, memoryview(out)[self.pos : self.pos + self.plen])
 
 
+def _row_ok(buf, o: int, doff: int, net: int, mask: int) -> bool:
+    """The per-row checks every receive path makes: IPv4 without options, TCP, not a
+    fragment, TTL > 1, data offset *doff*, source inside net/mask."""
+    return not (
+        buf[o] != 0x45
+        or buf[o + 9] != 6
+        or buf[o + 6] & 0x3F
+        or buf[o + 7]
+        or buf[o + 8] <= 1
+        or buf[o + 32] != doff
+        or int.from_bytes(buf[o + 12 : o + 16], "big") & mask != net
+    )
+
+
 def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
     """Check a GRO batch of TCP segments and cut it into runs, or return None.
 
@@ -316,16 +330,7 @@ def rx_tcp_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
     else:
         starts = [0, *(np.flatnonzero(~cont) + 1).tolist()]
     for r0 in starts:
-        o = r0 * seg
-        if (
-            buf[o] != 0x45
-            or buf[o + 9] != 6
-            or buf[o + 6] & 0x3F
-            or buf[o + 7]
-            or buf[o + 8] <= 1
-            or buf[o + 32] != doff
-            or int.from_bytes(buf[o + 12 : o + 16], "big") & mask != net
-        ):
+        if not _row_ok(buf, r0 * seg, doff, net, mask):
             return None
     starts.append(k)
     bounds = [(r0, r1, int(seqs[r0]), h[r0].tobytes()) for r0, r1 in zip(starts, starts[1:])]
@@ -419,14 +424,8 @@ def _rx_few_runs(buf, k, seg, last, hl, doff, net, mask, out, pos):
             o = r * seg
             flags = buf[o + 33]
             if (
-                buf[o] != 0x45
-                or buf[o + 9] != 6
-                or buf[o + 6] & 0x3F
-                or buf[o + 7]
-                or buf[o + 8] <= 1
-                or buf[o + 32] != doff
+                not _row_ok(buf, o, doff, net, mask)
                 or (buf[o + 2] << 8 | buf[o + 3]) != seg
-                or from_bytes(buf[o + 12 : o + 16], "big") & mask != net
                 or flags | _TCP_PSH != _TCP_ACK | _TCP_PSH
             ):
                 return None
@@ -486,15 +485,9 @@ def _rx_tcp_runs_small(buf, n, seg, k, last, net, mask, out, pos):
         o = r * seg
         ln = seg if r < k - 1 else last
         if (
-            buf[o] != 0x45
-            or buf[o + 9] != 6
-            or buf[o + 6] & 0x3F
-            or buf[o + 7]
-            or buf[o + 8] <= 1
-            or buf[o + 32] != doff
+            not _row_ok(buf, o, doff, net, mask)
             or buf[o + 33] | _TCP_PSH != _TCP_ACK | _TCP_PSH
             or (buf[o + 2] << 8 | buf[o + 3]) != ln
-            or from_bytes(buf[o + 12 : o + 16], "big") & mask != net
             or from_bytes(buf[o : o + 20], "big") % 0xFFFF
         ):
             return None
