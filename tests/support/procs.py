@@ -20,3 +20,35 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(5)
     return proc.returncode
+
+
+def proc_start_time(pid: int | None) -> int | None:
+    """Start time (clock ticks since boot) of a process, or None when it is gone or a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            data = fh.read()
+    except (OSError, TypeError):
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def pid_alive(pid: int | None, start_time: int | None = None) -> bool:
+    """The process `pid` runs (and, with `start_time`, is still the one recorded)."""
+    if not pid:
+        return False
+    st = proc_start_time(pid)
+    return st is not None and (start_time is None or st == start_time)
+
+
+def signal_recorded(pid: int | None, start_time: int | None, sig: int) -> bool:
+    """Send `sig` to a PID this harness recorded, only when it is still the same process."""
+    if pid_alive(pid, start_time):
+        try:
+            os.kill(pid, sig)
+            return True
+        except ProcessLookupError:
+            pass
+    return False
