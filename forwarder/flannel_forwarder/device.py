@@ -29,6 +29,7 @@ from .conn import UdpConn
 from .offload import (
     F_NEEDS_CSUM,
     GSO_NONE,
+    MAX_SEGMENTED,
     VNET_HDR_LEN,
     ZERO_VNET_HDR,
     VirtioNetHdr,
@@ -68,9 +69,10 @@ _VNET = struct.Struct("<BBHHHH")
 LOOP_BUDGET = 8
 _READ_SIZE = VNET_HDR_LEN + 65535 + 1
 # Pending segments (< one send) + one segmented super packet (its payload plus
-# one header per segment: at most twice its size even for tiny MSS values),
-# with room to spare before compaction.
-_OUT_SIZE = 8 * 65536
+# one header per segment: segment() refuses more than MAX_SEGMENTED bytes),
+# with room to spare before compaction: a read starts with at least
+# _OUT_SIZE // 2 free, so whether a packet fits never depends on what is pending.
+_OUT_SIZE = 2 * MAX_SEGMENTED
 
 
 class Device:

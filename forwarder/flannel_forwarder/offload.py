@@ -49,6 +49,10 @@ TCP_CWR = 0x80
 
 # Largest IPv4 packet; also the ceiling for one coalesced TUN write.
 MAX_IP_PACKET = 65535
+# Most bytes one super packet may be cut into.  The kernel's gso_size is the
+# MSS of the TUN's MTU, so a 64 KB packet grows by a few percent; a bad
+# virtio header (gso_size 1) would ask for megabytes of headers.
+MAX_SEGMENTED = 4 * 65536
 
 # The TUN is little-endian on every host we run on (legacy virtio is
 # guest-endian and the TUN follows the host unless TUNSETVNETBE is used).
@@ -103,7 +107,8 @@ def segment(hdr: VirtioNetHdr, pkt, out: bytearray, length: int | None = None) -
     segment's IP header the same.  A packet whose gso_type is
     NONE is copied with its checksum completed when NEEDS_CSUM is set.
     Raises ``PacketError``; *out* must hold the result (len(pkt) plus one
-    header per segment) plus one more segment of slack.
+    header per segment) plus one more segment of slack; a packet whose
+    segments would take more than MAX_SEGMENTED bytes is refused (BAD_GSO).
     """
     if length is None:
         length = len(pkt)
@@ -120,6 +125,11 @@ def segment(hdr: VirtioNetHdr, pkt, out: bytearray, length: int | None = None) -
     if gso == GSO_UDP_L4:
         return _segment_udp4(pkt, length, hdr.gso_size, out)
     raise PacketError(GSO_UNSUPPORTED, f"gso_type {hdr.gso_type}")
+
+
+def _check_room(count: int, seg_size: int) -> None:
+    if count * seg_size > MAX_SEGMENTED:
+        raise PacketError(BAD_GSO, f"{count} segments of {seg_size} bytes")
 
 
 def _ip_parts(pkt, length: int, proto: int) -> int:
@@ -146,6 +156,7 @@ def _segment_tcp4(pkt, length: int, mss: int, out) -> Segmented:
     plen = length - hl
     count, last = _split(plen, mss)
     seg_size = hl + mss
+    _check_room(count, seg_size)
     if count >= 3 and not mss & 1 and vector.AVAILABLE:
         return Segmented(vector.segment_tcp4(pkt, length, iphl, thl, mss, count, last, out), seg_size, count)
 
@@ -211,6 +222,7 @@ def _segment_udp4(pkt, length: int, mss: int, out) -> Segmented:
         raise PacketError(BAD_GSO, "gso_size 0")
     plen = length - hl
     count, last = _split(plen, mss)
+    _check_room(count, hl + mss)
     tmpl = bytearray(pkt[:hl])
     src = int.from_bytes(tmpl[12:16], "big")
     dst = int.from_bytes(tmpl[16:20], "big")
