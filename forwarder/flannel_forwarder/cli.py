@@ -34,6 +34,7 @@ from .leasekeeper import LeaseKeeper, LeaseLost, NoLease
 from .sdnotify import notify
 
 log = logging.getLogger("flannel_forwarder")
+MIN_MTU = 576  # every IPv4 host must take datagrams this large (RFC 791)
 
 
 class StartupError(Exception):
@@ -78,12 +79,31 @@ def underlay(settings):
         return ip, name, mtu
 
 
-def read_previous(path):
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return previous_subnet(fh.read())
-    except OSError:
-        return None
+def read_previous(subnet_file, state_file):
+    """The subnet this host held before: subnet.env first, else the state file kept across reboots."""
+    for path in (subnet_file, state_file):
+        if not path:
+            continue
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        found = previous_subnet(text) if "=" in text else previous_subnet("FLANNEL_SUBNET=" + text.strip())
+        if found is not None:
+            return found
+    return None
+
+
+def choose_mtu(setting, underlay_mtu, iface):
+    """The one MTU of the TUN and of FLANNEL_MTU (so docker0 and the containers): --mtu or underlay - 28."""
+    largest = tun_mtu(underlay_mtu)
+    if not setting:
+        return largest
+    if not MIN_MTU <= setting <= largest:
+        raise StartupError("--mtu / FLANNELD_MTU %d must lie in %d..%d: the underlay interface %s has MTU %d and "
+                           "the udp encapsulation takes 28 bytes" % (setting, MIN_MTU, largest, iface, underlay_mtu))
+    return setting
 
 
 class Daemon:
@@ -118,12 +138,13 @@ class Daemon:
         client = EtcdClient(s.etcd_endpoints, ca_cert=s.etcd_cafile, client_cert=s.etcd_certfile,
                             client_key=s.etcd_keyfile, user=s.etcd_username, password=s.etcd_password)
         store = FlannelStore(client, s.etcd_prefix)
-        self.keeper = keeper = LeaseKeeper(store, public_ip, renew_margin=s.renew_margin_seconds)
-        lease = keeper.claim(read_previous(s.subnet_file))
+        mtu = choose_mtu(s.mtu, underlay_mtu, iface)
+        self.keeper = keeper = LeaseKeeper(store, public_ip, renew_margin=s.renew_margin_seconds,
+                                           ttl=s.subnet_lease_ttl)
+        lease = keeper.claim(read_previous(s.subnet_file, s.lease_state_file))
         config = keeper.config
         port = s.port or config.backend_port
         peers = PeerTable(keeper.initial_peers(port))
-        mtu = tun_mtu(underlay_mtu)
         self.stats = Stats()
         conn = UdpConn(public_ip, port)
         tun = None
@@ -136,6 +157,8 @@ class Daemon:
             write_atomic(s.subnet_file, env)
             if s.docker_opts_file:
                 write_atomic(s.docker_opts_file, render_docker_opts(env))
+            if s.lease_state_file:
+                write_atomic(s.lease_state_file, "%s\n" % lease.subnet)
             keeper.start(peers, on_fatal=lambda exc: self.stop_event.set())
             if s.healthz_port:
                 health = HealthServer(s.healthz_ip, s.healthz_port, self).start()

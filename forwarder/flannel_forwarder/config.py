@@ -13,6 +13,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import DEFAULT_ENDPOINTS
+from ansible_collections.overlay.flannel.plugins.module_utils.store import DEFAULT_TTL
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import DEFAULT_PREFIX
 
 ENV_PREFIX = "FLANNELD_"
@@ -35,7 +36,12 @@ class Settings:
     public_ip: str | None = None
     iface: str | None = None
     subnet_file: str = "/run/flannel/subnet.env"
+    # /run does not survive a reboot: the subnet last held is also kept here,
+    # so a host that was down past its lease TTL asks for the same subnet again.
+    lease_state_file: str = "/var/lib/flannel-forwarder/subnet"
     subnet_lease_renew_margin: int = 60  # minutes, as flanneld
+    subnet_lease_ttl: int = DEFAULT_TTL  # seconds, for a lease the daemon re-creates; 0: a reservation
+    mtu: int = 0  # 0: the underlay MTU less the udp encapsulation
     healthz_ip: str = "0.0.0.0"
     healthz_port: int = 0  # 0: no health server, as flanneld
     port: int | None = None  # default: the config's Backend.Port
@@ -61,7 +67,12 @@ FLAGS = (
     ("public-ip", "ip", "this host's underlay address (default: the address of the default-route interface)"),
     ("iface", "str", "underlay interface (default: the one holding --public-ip, else the default-route one)"),
     ("subnet-file", "str", "where to write FLANNEL_* variables (default /run/flannel/subnet.env)"),
+    ("lease-state-file", "path0", "where to keep the subnet last held across reboots "
+                                  "(default /var/lib/flannel-forwarder/subnet; empty: nowhere)"),
     ("subnet-lease-renew-margin", "int", "renew the lease when fewer minutes than this remain (default 60)"),
+    ("subnet-lease-ttl", "int", "TTL in seconds of a lease the daemon re-creates (default %d; 0: a reservation)"
+                                % DEFAULT_TTL),
+    ("mtu", "int", "MTU of the TUN and FLANNEL_MTU (default 0: the underlay interface's MTU - 28)"),
     ("healthz-ip", "ip", "address of the /healthz, /readyz and /metrics server (default 0.0.0.0)"),
     ("healthz-port", "port0", "port of the health server; 0 disables it (default 0)"),
     ("port", "port", "UDP port (default: the network config's Backend.Port, else 8285)"),

@@ -44,10 +44,11 @@ def peers_from(leases, own_subnet, port):
 
 
 class LeaseKeeper:
-    def __init__(self, store, public_ip, renew_margin=3600, check_interval=10.0, rng=None):
+    def __init__(self, store, public_ip, renew_margin=3600, ttl=DEFAULT_TTL, check_interval=10.0, rng=None):
         self.store = store
         self.public_ip = public_ip
         self.renew_margin = renew_margin
+        self.ttl = ttl  # of a lease re-created here (the playbook's flannel_subnet_ttl)
         self.check_interval = check_interval
         self.rng = rng or random.Random()
         self.config = None
@@ -77,7 +78,7 @@ class LeaseKeeper:
             log.info("lease found subnet=%s key=%s", lease.subnet, lease.key)
         elif previous is not None:
             try:
-                out = self.store.acquire(self.public_ip, requested=previous, snap=snap,
+                out = self.store.acquire(self.public_ip, requested=previous, snap=snap, ttl=self.ttl,
                                          backend_type=self.config.backend_type)
             except LeaseError as exc:
                 raise NoLease("no lease for %s in etcd and the subnet %s of the subnet file cannot be re-claimed (%s): "
@@ -211,7 +212,7 @@ class LeaseKeeper:
                             % (subnet, moved[0].subnet))
         log.warning("own lease %s on %s: re-creating it", why, subnet)
         try:
-            out = self.store.acquire(self.public_ip, requested=subnet, ttl=DEFAULT_TTL,
+            out = self.store.acquire(self.public_ip, requested=subnet, ttl=self.ttl,
                                      backend_type=self.lease.attrs.get("BackendType") or "udp",
                                      backend_data=self.lease.attrs.get("BackendData"))
         except LeaseError as exc:

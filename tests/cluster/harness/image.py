@@ -1,6 +1,10 @@
 """The shared Debian 12 root filesystem of the test hosts (stdlib only).
 
-Built once with debootstrap (minbase) + apt-get inside a chroot, configured by
+A stock host: Debian's base system as debootstrap makes it by default (every
+package of priority required and important: systemd, iproute2, nftables, ...)
+plus exactly what the README says a host needs (python3, docker.io) and an ssh
+server, without recommends: no python3-venv, no pip. Built once with
+debootstrap + apt-get inside a chroot, configured by
 image-setup.sh, and cached under /var/cache/overlay-flannel/images/<key>/ where
 <key> hashes the suite, the package list, image-setup.sh and this builder's
 version.  Layout of a cache entry:
@@ -28,24 +32,18 @@ DEB_CACHE = os.path.join(os.path.dirname(CACHE_ROOT), "debs")
 SUITE = "bookworm"
 MIRROR = os.environ.get("OVERLAY_FLANNEL_MIRROR", "http://deb.debian.org/debian")
 SECURITY_MIRROR = os.environ.get("OVERLAY_FLANNEL_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
-BUILDER_VERSION = "3"  # bump when the build steps in this file change
+BUILDER_VERSION = "4"  # bump when the build steps in this file change
 
 PACKAGES = sorted([
-    # from docs/test-cluster.md
-    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-apt",
-    "iproute2", "iptables", "docker.io", "iputils-ping", "procps",
-    # roles create a virtualenv from wheels staged by the controller
-    "python3-venv", "python3-pip-whl", "python3-setuptools-whl",
-    "ca-certificates",
-    # busybox for the test container image (and nc/wget on the host for debugging)
-    "busybox-static",
-    # useful to roles and tests, small
-    "kmod", "less", "netcat-openbsd", "tcpdump", "curl", "python3-distutils",
-    # nft also serves the harness: it loads the underlay guard from this image
-    "nftables",
-    # data path checks and debugging on the hosts
-    "iperf3", "ethtool", "rsync",
+    # what the README says a host needs, and how Ansible reaches it
+    "python3", "docker.io", "openssh-server",
+    # priority standard: on every Debian install with "standard system utilities"
+    "dbus", "ca-certificates",
 ])
+VARIANT = "default"  # debootstrap's default: priorities required + important
+# The test containers' image: a static busybox of the controller's (Debian's
+# busybox-static), not a package of the hosts.
+CONTROLLER_BUSYBOX = "/bin/busybox"
 
 BUSYBOX_IN_IMAGE = "/usr/local/share/test-cluster/busybox.tar"
 
@@ -53,7 +51,7 @@ BUSYBOX_IN_IMAGE = "/usr/local/share/test-cluster/busybox.tar"
 def image_key(packages=None):
     packages = sorted(packages or PACKAGES)
     h = hashlib.sha256()
-    h.update(json.dumps({"suite": SUITE, "variant": "minbase", "packages": packages,
+    h.update(json.dumps({"suite": SUITE, "variant": VARIANT, "packages": packages,
                          "builder": BUILDER_VERSION}, sort_keys=True).encode())
     with open(SETUP_SCRIPT, "rb") as fh:
         h.update(fh.read())
@@ -161,7 +159,7 @@ def _build(key, final, log):
     os.makedirs(DEB_CACHE, exist_ok=True)
     t0 = time.monotonic()
     try:
-        _run(["debootstrap", "--variant=minbase", "--cache-dir=" + DEB_CACHE,
+        _run(["debootstrap", "--cache-dir=" + DEB_CACHE,
               SUITE, rootfs, MIRROR], log)
         with open(os.path.join(rootfs, "etc/apt/sources.list"), "w") as fh:
             fh.write("deb %s %s main\ndeb %s %s-updates main\ndeb %s %s-security main\n"
@@ -182,8 +180,8 @@ def _build(key, final, log):
         shutil.copy(SETUP_SCRIPT, os.path.join(rootfs, "tmp/image-setup.sh"))
         _run(["chroot", rootfs, "/bin/sh", "/tmp/image-setup.sh"], log, env=env)
         os.unlink(os.path.join(rootfs, "tmp/image-setup.sh"))
-        applets = subprocess.run(["chroot", rootfs, "/bin/busybox", "--list-full"],
-                                 capture_output=True, text=True, check=True, env=env).stdout.split()
+        applets = subprocess.run([CONTROLLER_BUSYBOX, "--list-full"],
+                                 capture_output=True, text=True, check=True).stdout.split()
         pkgs = subprocess.run(["chroot", rootfs, "dpkg-query", "-W", "-f", "${Package} ${Version}\n"],
                               capture_output=True, text=True, check=True, env=env).stdout.split("\n")
     finally:
@@ -191,11 +189,11 @@ def _build(key, final, log):
     os.unlink(os.path.join(rootfs, "usr/sbin/policy-rc.d"))
     with open(os.path.join(rootfs, "etc/resolv.conf"), "w"):
         pass
-    make_busybox_tar(os.path.join(rootfs, "bin/busybox"), applets, os.path.join(build, "busybox.tar"))
+    make_busybox_tar(CONTROLLER_BUSYBOX, applets, os.path.join(build, "busybox.tar"))
     os.makedirs(os.path.dirname(rootfs + BUSYBOX_IN_IMAGE), exist_ok=True)
     shutil.copy(os.path.join(build, "busybox.tar"), rootfs + BUSYBOX_IN_IMAGE)
     seconds = time.monotonic() - t0
-    manifest = {"key": key, "suite": SUITE, "variant": "minbase", "packages": PACKAGES,
+    manifest = {"key": key, "suite": SUITE, "variant": VARIANT, "packages": PACKAGES,
                 "builder": BUILDER_VERSION, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "build_seconds": round(seconds, 1), "installed": [p for p in pkgs if p]}
     with open(os.path.join(build, "manifest.json"), "w") as fh:

@@ -37,3 +37,32 @@ def test_bad_values_name_the_setting(argv, env, words):
     with pytest.raises(SettingsError) as err:
         parse(argv, env)
     assert words in str(err.value)
+
+
+def test_settings_the_roles_pass_mtu_ttl_and_lease_state_file():
+    s, _ = parse([], {"FLANNELD_MTU": "1400", "FLANNELD_SUBNET_LEASE_TTL": "0",
+                      "FLANNELD_LEASE_STATE_FILE": "/var/lib/x/subnet"})
+    assert (s.mtu, s.subnet_lease_ttl, s.lease_state_file) == (1400, 0, "/var/lib/x/subnet")
+    d, _ = parse([], {})
+    assert (d.mtu, d.subnet_lease_ttl, d.lease_state_file) == (0, 86400, "/var/lib/flannel-forwarder/subnet")
+
+
+def test_one_mtu_for_tun_and_docker_defaults_to_underlay_less_28_and_refuses_too_large():
+    from flannel_forwarder.cli import StartupError, choose_mtu
+    assert choose_mtu(0, 1500, "eth0") == 1472
+    assert choose_mtu(1400, 1500, "eth0") == 1400
+    with pytest.raises(StartupError) as err:
+        choose_mtu(1480, 1500, "eth0")
+    assert "FLANNELD_MTU 1480 must lie in 576..1472" in str(err.value) and "eth0 has MTU 1500" in str(err.value)
+
+
+def test_previous_subnet_from_subnet_env_else_the_state_file(tmp_path):
+    from flannel_forwarder.cli import read_previous
+    env, state = tmp_path / "subnet.env", tmp_path / "subnet"
+    assert read_previous(str(env), str(state)) is None
+    state.write_text("10.5.7.0/24\n")
+    assert str(read_previous(str(env), str(state))) == "10.5.7.0/24"
+    env.write_text("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.9.1/24\n")
+    assert str(read_previous(str(env), str(state))) == "10.5.9.0/24"
+    env.write_text("garbage")
+    assert str(read_previous(str(env), "")) == "None"

@@ -1,0 +1,212 @@
+# Copyright: overlay.flannel contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Stage a self-contained release of flannel-forwarder for one kind of host, on the controller.
+
+    stage_release.py COLLECTION_ROOT CACHE_DIR --python 3.11 --machine x86_64 --glibc 2.36
+
+A release is a directory that the host's own python3 runs, with no pip, venv
+or network on the host:
+
+    <name>/bin/flannel-forwarder   launcher: puts <name>/lib first on sys.path
+    <name>/lib/                    flannel_forwarder, the collection's module_utils and every
+                                   dependency, unpacked from wheels for that host's Python,
+                                   machine and C library
+    <name>/release.json            what it was made of
+
+It is packed as CACHE_DIR/releases/<name>.tar.gz, where <name> hashes the
+files the daemon is made of, the pinned requirements, this builder and the
+target, so a release is built once per content and target and reused after.
+The pure-Python wheels (the daemon itself, and the pins published only as a
+source archive) are built once per content, whatever the target; the binary
+ones are wheels of the target's tags from the package index. Prints one JSON
+object: name, archive, built, target.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+BUILDER_VERSION = "1"
+TOP_FILES = ("pyproject.toml", "requirements/forwarder.txt")
+TREES = ("forwarder/flannel_forwarder", "plugins/module_utils")
+REQUIREMENTS = "requirements/forwarder.txt"
+# Pins published only as a source archive: built into a (pure) wheel here once.
+# (pip download --only-binary would silently pick an old release of etcd3.)
+SOURCE_ONLY = ("etcd3",)
+# pyproject.toml names README.md as the long description; the collection's README
+# changes often and says nothing the daemon needs, so a stub stands in for it
+# (an edit of the README must not restart every forwarder).
+README_STUB = "flannel-forwarder, the udp-backend forwarder of the overlay.flannel Ansible collection.\n"
+OLDEST_MANYLINUX = 17  # manylinux2014 = manylinux_2_17: the oldest glibc the binary wheels are built for
+
+LAUNCHER = '''"""flannel-forwarder from this release directory (run by the host's python3 -I)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "lib"))
+
+from flannel_forwarder.cli import main  # noqa: E402
+
+sys.exit(main())
+'''
+
+
+class StageError(Exception):
+    pass
+
+
+def source_files(root):
+    files = [f for f in TOP_FILES if os.path.exists(os.path.join(root, f))]
+    for tree in TREES:
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, tree)):
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+            for name in sorted(filenames):
+                if not name.endswith((".pyc", ".pyo")):
+                    files.append(os.path.relpath(os.path.join(dirpath, name), root))
+    return sorted(files)
+
+
+def content_digest(root, files):
+    digest = hashlib.sha256(("builder %s\0" % BUILDER_VERSION).encode())
+    for rel in files:
+        digest.update(rel.encode() + b"\0")
+        with open(os.path.join(root, rel), "rb") as fh:
+            digest.update(fh.read())
+        digest.update(b"\0")
+    return digest
+
+
+def pins(root):
+    """{name: version} of the requirements file (name==version lines only)."""
+    found = {}
+    with open(os.path.join(root, REQUIREMENTS), encoding="utf-8") as fh:
+        for line in fh:
+            match = re.match(r"^\s*([A-Za-z0-9_.-]+)==([^\s;#]+)", line)
+            if match:
+                found[match.group(1).lower()] = match.group(2)
+    return found
+
+
+def project_version(root):
+    with open(os.path.join(root, "pyproject.toml"), encoding="utf-8") as fh:
+        match = re.search(r'(?m)^version\s*=\s*"([^"]+)"', fh.read())
+    if not match:
+        raise StageError("no version in pyproject.toml")
+    return match.group(1)
+
+
+def platform_tags(machine, glibc):
+    """pip --platform values a host with this machine and glibc can load, newest first."""
+    if machine not in ("x86_64", "aarch64"):
+        raise StageError("no binary wheels are staged for machine %r (x86_64 and aarch64 are)" % machine)
+    match = re.match(r"^2\.(\d+)", glibc or "")
+    if not match:
+        raise StageError("the host's C library is %r: the binary wheels need glibc 2.%d or newer"
+                         % (glibc, OLDEST_MANYLINUX))
+    minor = int(match.group(1))
+    if minor < OLDEST_MANYLINUX:
+        raise StageError("the host has glibc %s: the binary wheels need 2.%d or newer" % (glibc, OLDEST_MANYLINUX))
+    tags = ["manylinux_2_%d_%s" % (m, machine) for m in range(minor, OLDEST_MANYLINUX - 1, -1)]
+    return tags + ["manylinux2014_%s" % machine]
+
+
+def pip(args, what):
+    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check"] + args
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
+    if res.returncode != 0:
+        raise StageError("%s failed (%s):\n%s" % (what, " ".join(cmd), res.stdout[-4000:]))
+
+
+def pure_wheels(root, cache, files, digest):
+    """The directory of the pure-Python wheels of this content (built once)."""
+    target = os.path.join(cache, "pure", digest.hexdigest()[:16])
+    if os.path.exists(os.path.join(target, ".complete")):
+        return target
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".build-", dir=os.path.dirname(target))
+    try:
+        src = os.path.join(work, "src")
+        for rel in files:
+            os.makedirs(os.path.dirname(os.path.join(src, rel)), exist_ok=True)
+            shutil.copy2(os.path.join(root, rel), os.path.join(src, rel))
+        with open(os.path.join(src, "README.md"), "w", encoding="utf-8") as fh:
+            fh.write(README_STUB)
+        out = os.path.join(work, "wheels")
+        versions = pins(root)
+        specs = ["%s==%s" % (name, versions[name]) for name in SOURCE_ONLY if name in versions]
+        pip(["wheel", "--quiet", "--no-deps", "--wheel-dir", out, src] + specs, "building the pure-Python wheels")
+        open(os.path.join(out, ".complete"), "w").close()
+        shutil.rmtree(target, ignore_errors=True)
+        os.rename(out, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def stage(root, cache, python, machine, glibc):
+    if not re.match(r"^3\.\d+$", python or ""):
+        raise StageError("the host's Python is %r: a CPython 3.x is needed" % python)
+    files = source_files(root)
+    digest = content_digest(root, files)
+    pure = pure_wheels(root, cache, files, digest.copy())
+    target = dict(python=python, machine=machine, glibc=glibc)
+    digest.update(json.dumps(target, sort_keys=True).encode())
+    name = "%s-py%s-%s-%s" % (project_version(root), python, machine, digest.hexdigest()[:12])
+    archive = os.path.join(cache, "releases", name + ".tar.gz")
+    if os.path.exists(archive):
+        return dict(name=name, archive=archive, built=False, target=target)
+    os.makedirs(os.path.dirname(archive), exist_ok=True)
+    work = tempfile.mkdtemp(prefix=".build-", dir=os.path.dirname(archive))
+    try:
+        top = os.path.join(work, name)
+        platform_args = []
+        for tag in platform_tags(machine, glibc):
+            platform_args += ["--platform", tag]
+        pip(["install", "--quiet", "--no-compile", "--target", os.path.join(top, "lib"),
+             "--only-binary=:all:", "--implementation", "cp", "--python-version", python] + platform_args
+            + ["--find-links", pure, "-r", os.path.join(root, REQUIREMENTS),
+               "flannel-forwarder==%s" % project_version(root)],
+            "staging the release for Python %s on %s (glibc %s)" % (python, machine, glibc))
+        shutil.rmtree(os.path.join(top, "lib", "bin"), ignore_errors=True)  # console scripts for another Python
+        os.makedirs(os.path.join(top, "bin"))
+        with open(os.path.join(top, "bin", "flannel-forwarder"), "w", encoding="utf-8") as fh:
+            fh.write(LAUNCHER)
+        with open(os.path.join(top, "release.json"), "w", encoding="utf-8") as fh:
+            json.dump(dict(name=name, target=target, version=project_version(root), pins=pins(root),
+                           builder=BUILDER_VERSION), fh, indent=1, sort_keys=True)
+        partial = archive + ".partial"
+        with tarfile.open(partial, "w:gz", compresslevel=3) as tar:
+            tar.add(top, arcname=name)
+        os.rename(partial, archive)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return dict(name=name, archive=archive, built=True, target=target)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("root")
+    parser.add_argument("cache")
+    parser.add_argument("--python", required=True, help="the hosts' Python, major.minor")
+    parser.add_argument("--machine", required=True, help="the hosts' machine (uname -m)")
+    parser.add_argument("--glibc", required=True, help="the hosts' glibc version")
+    args = parser.parse_args(argv)
+    try:
+        out = stage(os.path.realpath(args.root), os.path.abspath(os.path.expanduser(args.cache)),
+                    args.python, args.machine, args.glibc)
+    except StageError as exc:
+        sys.stderr.write("stage_release: %s\n" % exc)
+        return 1
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
