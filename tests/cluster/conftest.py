@@ -5,6 +5,11 @@
 when OVERLAY_FLANNEL_CLUSTER_STATE names the state dir of a cluster already up
 (`tests/cluster/harness/cluster.py up --state-dir DIR`), that cluster, left up.
 Tests that use it should carry the `cluster` marker.
+
+OVERLAY_FLANNEL_CLUSTER_PREFIX and OVERLAY_FLANNEL_CLUSTER_UNDERLAY set the
+--prefix/--underlay of that fixture cluster (default "" and 10.213.0), so two
+can run side by side; OVERLAY_FLANNEL_CLUSTER_ETCD_PLAIN=1 gives it the single
+plain-HTTP etcd instead of the 3-member TLS + auth cluster.
 """
 
 import os
@@ -19,7 +24,8 @@ from cluster.harness.cluster import Cluster
 def cluster_skip_reason():
     if os.geteuid() != 0:
         return "the test cluster needs root"
-    for tool in ("systemd-nspawn", "debootstrap", "ip", "nsenter", "ssh", "ssh-keygen", "etcd"):
+    for tool in ("systemd-nspawn", "debootstrap", "ip", "nsenter", "ssh", "ssh-keygen", "etcd", "etcdctl",
+                 "openssl"):
         if shutil.which(tool) is None:
             return "%s not installed" % tool
     if not os.path.isdir("/sys/fs/cgroup/systemd"):
@@ -57,4 +63,7 @@ def cluster():
             pytest.fail("cluster in %s is %s, not up" % (existing, c.state.get("phase")))
         yield c
         return
-    yield from fresh_cluster("cluster", hosts=int(os.environ.get("OVERLAY_FLANNEL_CLUSTER_HOSTS", "3")))
+    yield from fresh_cluster("cluster", hosts=int(os.environ.get("OVERLAY_FLANNEL_CLUSTER_HOSTS", "3")),
+                             prefix=os.environ.get("OVERLAY_FLANNEL_CLUSTER_PREFIX", ""),
+                             underlay=os.environ.get("OVERLAY_FLANNEL_CLUSTER_UNDERLAY", "10.213.0"),
+                             etcd_plain=os.environ.get("OVERLAY_FLANNEL_CLUSTER_ETCD_PLAIN", "") not in ("", "0"))

@@ -76,11 +76,10 @@ def service_state(cluster, host, unit):
 
 
 def etcd_dump(cluster, prefix=PREFIX):
-    """Keys and values under the prefix, through the controller's etcdctl."""
-    res = subprocess.run(["etcdctl", "--endpoints", cluster.etcd_local_endpoint, "get", "--prefix", prefix,
-                          "-w", "json"], capture_output=True, text=True, env=dict(os.environ, ETCDCTL_API="3"),
-                         timeout=30, check=True)
-    kvs = json.loads(res.stdout).get("kvs", [])
+    """Keys and values under the prefix, read as etcd's root user from the controller (TLS + auth with
+    the default etcd cluster; plain with --etcd-plain)."""
+    out = cluster.etcdctl("get", "--prefix", prefix, "-w", "json")
+    kvs = json.loads(out).get("kvs", [])
     return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode() for kv in kvs}
 
 
@@ -136,7 +135,8 @@ def tcp_transfer(cluster, sender, receiver, receiver_ip, port, size=3000000, nam
 def subnet_info(cluster, tmpdir, prefix=PREFIX):
     """The overlay.flannel.subnet_info module's result, run on the controller."""
     tree = os.path.join(str(tmpdir), "subnet_info")
-    args = json.dumps(dict(etcd_endpoints=[cluster.etcd_local_endpoint], etcd_prefix=prefix))
+    # as the flannel user, with the cluster's CA and client certificate (what the roles use)
+    args = json.dumps(dict(cluster.etcd_module_args(), etcd_prefix=prefix))
     res = subprocess.run([ansible_tool("ansible"), "localhost", "-c", "local", "-m", "overlay.flannel.subnet_info",
                           "-a", args, "-t", tree, "-e", "ansible_python_interpreter=%s" % sys.executable],
                          capture_output=True, text=True, timeout=120, cwd=REPO)

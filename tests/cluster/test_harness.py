@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 
@@ -42,12 +41,24 @@ def test_inventory_and_ssh_config(smoke):
     for host in smoke.hosts:
         assert "%s ansible_host=%s" % (host.name, host.ip) in inv
     assert "ansible_python_interpreter=/usr/bin/python3" in inv
-    assert 'flannel_etcd_endpoints=["http://%s.1:2379"]' % UNDERLAY in inv
+    endpoints = ["https://%s.%d:2379" % (UNDERLAY, i) for i in (1, 2, 3)]
+    assert "flannel_etcd_endpoints=%s" % json.dumps(endpoints) in inv
+    assert "flannel_etcd_password" not in inv.replace("# flannel_etcd_password: in group_vars", "")
+    assert smoke.etcd.password not in inv
+    st = os.stat(smoke.secrets_path)
+    assert st.st_mode & 0o777 == 0o600 and st.st_uid == 0
     inventory_tool = ansible_tool("ansible-inventory")
-    if inventory_tool:
-        res = subprocess.run([inventory_tool, "-i", smoke.inventory_path, "--host", smoke.hosts[0].name],
-                             capture_output=True, text=True, check=True)
-        assert json.loads(res.stdout)["flannel_etcd_endpoints"] == [smoke.etcd_endpoint]
+    if not inventory_tool:
+        pytest.fail("ansible-inventory not installed (make venv)", pytrace=False)
+    res = subprocess.run([inventory_tool, "-i", smoke.inventory_path, "--host", smoke.hosts[0].name],
+                         capture_output=True, text=True, check=True)
+    hostvars = json.loads(res.stdout)
+    assert hostvars["flannel_etcd_endpoints"] == smoke.etcd_endpoints == endpoints
+    assert hostvars["flannel_etcd_ca_cert"] == smoke.etcd.ca_cert and os.path.isfile(smoke.etcd.ca_cert)
+    assert hostvars["flannel_etcd_client_cert"] == smoke.etcd.client_cert
+    assert hostvars["flannel_etcd_client_key"] == smoke.etcd.client_key
+    assert hostvars["flannel_etcd_user"] == "flannel"
+    assert hostvars["flannel_etcd_password"] == smoke.etcd.password  # from group_vars/flannel.yml
 
 
 def ansible_tool(name):
@@ -108,15 +119,32 @@ def test_nothing_leaves_the_underlay(smoke):
     assert "test_cluster_guard" in ruleset and "drop" in ruleset
 
 
-def test_etcd_reachable_from_hosts(smoke):
-    script = ("import json, urllib.request; "
-              "print(json.load(urllib.request.urlopen('%s/version', timeout=5))['etcdserver'])"
-              % smoke.etcd_endpoint)
+def test_etcd_cluster_reachable_from_hosts_over_tls_only(smoke):
+    ec = smoke.etcd
+    assert ec.health() == {"etcd1": True, "etcd2": True, "etcd3": True}
+    assert sorted(m["name"] for m in ec.member_list()) == ["etcd1", "etcd2", "etcd3"]
+    ctl = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", smoke.state["underlay"]["controller_veth"]],
+                         capture_output=True, text=True, check=True).stdout
+    for i in (1, 2, 3):
+        assert " %s.%d/24 " % (UNDERLAY, i) in ctl
+    files = {"ca.pem": ec.ca_cert, "client.pem": ec.client_cert, "client-key.pem": ec.client_key}
+    script = ("import json, ssl, sys, urllib.request\n"
+              "ctx = ssl.create_default_context(cafile='/tmp/etcd-smoke/ca.pem')\n"
+              "ctx.load_cert_chain('/tmp/etcd-smoke/client.pem', '/tmp/etcd-smoke/client-key.pem')\n"
+              "for url in sys.argv[1:]:\n"
+              "    print(json.load(urllib.request.urlopen(url + '/version', timeout=5, context=ctx))['etcdserver'])\n")
     for host in smoke.hosts:
-        res = smoke.run(host.name, ["python3", "-c", script], check=True)
-        assert res.stdout.strip().startswith("3.")
-    with urllib.request.urlopen(smoke.etcd_local_endpoint + "/health", timeout=5) as r:
-        assert b"true" in r.read()
+        smoke.run(host.name, "mkdir -p -m 0700 /tmp/etcd-smoke", check=True)
+        for name, path in files.items():
+            with open(path) as fh:
+                smoke.run(host.name, "cat > /tmp/etcd-smoke/%s" % name, input=fh.read(), check=True)
+        res = smoke.run(host.name, ["python3", "-c", script] + ec.endpoints, check=True)
+        assert [v[:2] for v in res.stdout.split()] == ["3."] * 3, res.stdout
+        # plain HTTP gets nothing
+        res = smoke.run(host.name, ["python3", "-c", "import urllib.request; urllib.request.urlopen('%s/version', "
+                                    "timeout=5)" % ec.endpoints[0].replace("https", "http")])
+        assert res.returncode != 0
+        smoke.run(host.name, "rm -rf /tmp/etcd-smoke", check=True)
 
 
 def test_reboot_brings_host_back_with_fresh_run(smoke):
@@ -153,7 +181,9 @@ def test_down_leaves_nothing_behind(smoke):
         smoke.run(host.name, "docker run -d busybox sleep 600", check=True)
     for host in smoke.hosts:  # docker's cgroup-parent, where down must look for it
         assert any(os.path.isdir(d) for d in smoke.state["hosts"][host.name]["docker_cgroups"])
-    pids = [smoke.state["etcd"]["pid"]] + [smoke.state["hosts"][h.name]["supervisor"]["pid"] for h in smoke.hosts]
+    pids = list(smoke.etcd.pids().values()) + [smoke.state["hosts"][h.name]["supervisor"]["pid"]
+                                               for h in smoke.hosts]
+    assert len(smoke.etcd.pids()) == 3
     pids += [smoke.supervisor_info(h.name)["nspawn_pid"] for h in smoke.hosts]
     pids += [smoke.supervisor_info(h.name)["leader_pid"] for h in smoke.hosts]
     assert smoke.down() == []

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Test cluster harness: real Debian 12 systemd hosts (systemd-nspawn --boot),
 each in its own network namespace on a private test underlay, with sshd and
-dockerd, plus an etcd server on the controller.  Stdlib only.
+dockerd, plus etcd on the controller: by default a 3-member cluster with TLS
+and authentication (tests/support/etcd_cluster.py), with --etcd-plain one
+plain-HTTP member.  Stdlib only.
 
 CLI (as root):
     cluster.py image [--rebuild]
-    cluster.py up [--hosts N] [--state-dir DIR] [--no-etcd] [--prefix P] [--underlay A.B.C]
+    cluster.py up [--hosts N] [--state-dir DIR] [--no-etcd | --etcd-plain] [--prefix P] [--underlay A.B.C]
     cluster.py down [--state-dir DIR] [--keep-data]
     cluster.py reboot HOST [--state-dir DIR]
     cluster.py stop HOST [--state-dir DIR]      (poweroff; disk, netns, cgroups stay)
@@ -18,7 +20,7 @@ Python API (see Cluster):
 
 Layout of the network (default underlay 10.213.0.0/24):
 
-    root netns (controller) -- veth <prefix>flc0 10.213.0.1/24
+    root netns (controller) -- veth <prefix>flc0 10.213.0.1/24 (and .2, .3: the etcd members)
          |                                (peer "ctl" in the underlay netns)
     netns <prefix>flunder: bridge br0 (nothing else; no address)
          |-- veth <host>  <->  eth0 in netns <prefix><host>: 10.213.0.(10+i)/24,
@@ -42,11 +44,15 @@ import urllib.request
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TESTS_DIR = os.path.dirname(os.path.dirname(HERE))
 if __package__:
     from . import image as image_mod  # type: ignore
 else:  # run as a script: tests/cluster/harness/cluster.py
     sys.path.insert(0, HERE)
     import image as image_mod  # type: ignore  # noqa: E402
+if TESTS_DIR not in sys.path:  # tests/support: the etcd cluster launcher (stdlib too)
+    sys.path.insert(0, TESTS_DIR)
+from support.etcd_cluster import EtcdCluster  # noqa: E402
 
 SELF = os.path.abspath(__file__)
 DEFAULT_STATE_DIR = os.environ.get("OVERLAY_FLANNEL_CLUSTER_STATE", "/tmp/overlay-flannel-cluster")
@@ -55,6 +61,8 @@ NSPAWN_PROPAGATE = "/run/systemd/nspawn/propagate"
 NSPAWN_LOCKS = "/run/systemd/nspawn/locks"
 REBOOT_EXIT_CODE = 133
 CLAIMS_DIR = "/run/overlay-flannel-clusters"  # <underlay netns name> -> the state dir using it
+ETCD_MEMBERS = 3  # on the controller's underlay addresses .1, .2, .3
+ETCD_USER = "flannel"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -242,21 +250,31 @@ class Cluster:
     .up(timeout=240) / .down(keep_data=False)
     .run(host, cmd, check=False, timeout=120, input=None, via="ssh") -> CompletedProcess
     .reboot(host, timeout=180)
-    .hosts -> [Host(name, ip)], .host(name), .etcd_endpoint, .etcd_local_endpoint,
+    .hosts -> [Host(name, ip)], .host(name), .etcd_endpoint, .etcd_local_endpoint, .etcd (EtcdCluster),
+    .etcd_module_args(), .etcdctl(...), .etcd_endpoints, .etcd_local_endpoints,
     .inventory_path, .ssh_config_path, .key_path, .controller_ip, .state_path
     """
 
     def __init__(self, state_dir=DEFAULT_STATE_DIR, hosts=3, prefix="", underlay="10.213.0",
-                 etcd=True, name_base="flh", attach=False):
+                 etcd=True, name_base="flh", attach=False, etcd_plain=False,
+                 etcd_prefix="/coreos.com/network"):
         self.state_dir = os.path.abspath(state_dir)
         self.state_path = os.path.join(self.state_dir, "state.json")
         self.inventory_path = os.path.join(self.state_dir, "inventory.ini")
         self.ssh_config_path = os.path.join(self.state_dir, "ssh_config")
         self.key_path = os.path.join(self.state_dir, "id_ed25519")
+        self.secrets_path = os.path.join(self.state_dir, "group_vars", "flannel.yml")
+        self._etcd = None
         self.state = read_json(self.state_path)
         if self.state is None or (not attach and self.state.get("phase") in ("new", "down")):
             # nothing running from an earlier cluster here: describe a fresh one
             self.state = self._new_state(hosts, prefix, underlay, etcd, name_base)
+            e = self.state["etcd"]
+            e["mode"] = "plain" if etcd_plain else "cluster"
+            e["prefix"] = etcd_prefix
+            if not etcd_plain:
+                e.update(members=ETCD_MEMBERS, user=ETCD_USER, dir=os.path.join(self.state_dir, "etcd"),
+                         addresses=["%s.%d" % (underlay, i) for i in range(1, ETCD_MEMBERS + 1)])
 
     @classmethod
     def load(cls, state_dir=DEFAULT_STATE_DIR):
@@ -313,6 +331,9 @@ class Cluster:
 
     def save(self):
         os.makedirs(self.state_dir, exist_ok=True)
+        ec = self.etcd
+        if ec is not None:  # its members' PIDs change when a test kills/restarts/replaces one
+            self.state["etcd"]["cluster"] = ec.to_dict()
         self.state["resources"] = self._resources()
         write_json_atomic(self.state_path, self.state)
 
@@ -342,7 +363,16 @@ class Cluster:
                         res["pids"]["%s %s" % (key, n)] = info[key + "_pid"]
         if self.state["etcd"].get("pid"):
             res["pids"]["etcd"] = self.state["etcd"]["pid"]
+        for name, pid in self._etcd_member_pids().items():
+            res["pids"]["etcd " + name] = pid
         return res
+
+    def _etcd_member_pids(self):
+        """{member: pid} as recorded (running or not)."""
+        ec = self.etcd
+        if ec is None:
+            return {}
+        return {n: ec.member(n)["pid"] for n in ec.names if ec.member(n)["pid"]}
 
     @property
     def hosts(self):
@@ -362,12 +392,67 @@ class Cluster:
         return self.state["underlay"]["controller_ip"]
 
     @property
+    def etcd(self):
+        """The EtcdCluster (3 members, TLS, auth) once started; None with --etcd-plain or --no-etcd.
+        Its state (member PIDs, ports, passwords) lives in DIR/etcd/cluster.json."""
+        e = self.state["etcd"]
+        if e.get("mode") != "cluster" or not e.get("dir"):
+            return None
+        if self._etcd is None:
+            try:
+                self._etcd = EtcdCluster.load(e["dir"])
+            except (OSError, ValueError):
+                return None
+        return self._etcd
+
+    @property
+    def etcd_endpoints(self):
+        """Every client URL the hosts are given (https, one per member; or the one plain URL)."""
+        ec = self.etcd
+        if ec is not None:
+            return ec.endpoints
+        return [self.etcd_endpoint] if self.etcd_endpoint else []
+
+    @property
+    def etcd_local_endpoints(self):
+        """The same members as reached from the controller (loopback)."""
+        ec = self.etcd
+        if ec is not None:
+            return ec.local_endpoints
+        return [self.etcd_local_endpoint] if self.etcd_local_endpoint else []
+
+    @property
     def etcd_endpoint(self):
-        return self.state["etcd"].get("endpoint")
+        """The first member's client URL (what the hosts reach)."""
+        ec = self.etcd
+        return ec.endpoints[0] if ec is not None else self.state["etcd"].get("endpoint")
 
     @property
     def etcd_local_endpoint(self):
-        return self.state["etcd"].get("local_endpoint")
+        """The first member's loopback URL (from the controller)."""
+        ec = self.etcd
+        return ec.local_endpoints[0] if ec is not None else self.state["etcd"].get("local_endpoint")
+
+    def etcd_module_args(self, user=None, local=True):
+        """The overlay.flannel modules' etcd options to reach this cluster's etcd from the controller
+        (TLS files, user and password with the etcd cluster; the endpoint alone with --etcd-plain)."""
+        ec = self.etcd
+        if ec is not None:
+            return ec.module_args(local=local, user=user)
+        return dict(etcd_endpoints=[self.etcd_local_endpoint if local else self.etcd_endpoint],
+                    etcd_prefix=self.state["etcd"].get("prefix") or "/coreos.com/network")
+
+    def etcdctl(self, *args, user="root", check=True, timeout=30):
+        """etcdctl (v3) against this cluster's etcd from the controller, as root by default (stdout;
+        with check=False the CompletedProcess).  With --etcd-plain there are no users."""
+        ec = self.etcd
+        if ec is not None:
+            return ec.etcdctl(*args, user=user, check=check, timeout=timeout)
+        res = subprocess.run(["etcdctl", "--endpoints", self.etcd_local_endpoint] + list(args), capture_output=True,
+                             text=True, env=dict(os.environ, ETCDCTL_API="3"), timeout=timeout)
+        if check and res.returncode != 0:
+            raise RuntimeError("etcdctl %s failed: %s" % (" ".join(args), res.stderr.strip()))
+        return res.stdout if check else res
 
     # ---- up
     def up(self, timeout=240, image=None):
@@ -395,7 +480,10 @@ class Cluster:
         for name in self.host_names:
             self._start_supervisor(name)
         if self.state["etcd"]["enabled"]:
-            self._start_etcd()
+            if self.state["etcd"].get("mode", "plain") == "cluster":
+                self._start_etcd_cluster()
+            else:
+                self._start_etcd()
         self._write_access_files()
         errors = self._parallel(lambda n: self.wait_ready(n, timeout=timeout), self.host_names)
         if errors:
@@ -582,6 +670,26 @@ class Cluster:
         h["supervisor"] = {"pid": proc.pid, "start_time": proc_start_time(proc.pid)}
         self.save()
 
+    def _start_etcd_cluster(self):
+        """Three members on the controller's underlay addresses .1, .2, .3 (the extra two are added to the
+        controller veth), client port 2379 and peer port 2380 on each, a loopback listener each for the
+        controller; TLS and auth (see tests/support/etcd_cluster.py)."""
+        e = self.state["etcd"]
+        u = self.state["underlay"]
+        for addr in e["addresses"]:
+            if addr != u["controller_ip"]:
+                sh(["ip", "addr", "add", "%s/%d" % (addr, u["prefixlen"]), "dev", u["controller_veth"]])
+        if os.path.exists(e["dir"]):  # an earlier cluster's etcd (down --keep-data): never reuse it
+            image_mod.safe_rmtree(e["dir"])
+        ec = EtcdCluster(e["addresses"], e["dir"], prefix=e["prefix"], user=e["user"])
+        self._etcd = ec
+        e["state_file"] = ec.state_path
+        self.save()
+        try:
+            ec.start(timeout=60)
+        finally:
+            self.save()
+
     def _start_etcd(self):
         e = self.state["etcd"]
         cip = self.controller_ip
@@ -639,8 +747,21 @@ class Cluster:
                 "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
                 " -o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o LogLevel=ERROR'",
                 "ansible_ssh_pipelining=true"]
-        if self.etcd_endpoint:
+        ec = self.etcd
+        if ec is not None:
             # a list, like the modules' etcd_endpoints (INI :vars values are literal_eval'ed)
+            inv.append("flannel_etcd_endpoints=%s" % json.dumps(ec.endpoints))
+            inv += ["flannel_etcd_prefix=%s" % ec.prefix] if ec.prefix != "/coreos.com/network" else []
+            inv += ["flannel_etcd_ca_cert=%s" % ec.ca_cert, "flannel_etcd_client_cert=%s" % ec.client_cert,
+                    "flannel_etcd_client_key=%s" % ec.client_key, "flannel_etcd_user=%s" % ec.user,
+                    "# flannel_etcd_password: in group_vars/flannel.yml (mode 0600)"]
+            os.makedirs(os.path.dirname(self.secrets_path), mode=0o700, exist_ok=True)
+            fd = os.open(self.secrets_path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write("# written by the test cluster harness: the etcd password of the user %s\n"
+                         "flannel_etcd_password: %s\n" % (ec.user, json.dumps(ec.password)))
+            os.rename(self.secrets_path + ".tmp", self.secrets_path)
+        elif self.etcd_endpoint:
             inv.append('flannel_etcd_endpoints=["%s"]' % self.etcd_endpoint)
         with open(self.inventory_path, "w") as fh:
             fh.write("\n".join(inv) + "\n")
@@ -772,14 +893,15 @@ class Cluster:
             out[n] = sum(pss(p) for p in set(cgroup_procs(cg))) if os.path.isdir(cg) else 0
         e = self.state["etcd"]
         out["etcd"] = pss(e["pid"]) if pid_alive(e.get("pid"), e.get("start_time")) else 0
+        ec = self.etcd
+        if ec is not None:
+            out["etcd"] = sum(pss(pid) for pid in ec.pids().values())
         out["total"] = sum(out.values())
         return out
 
     def status(self):
         out = {"state_dir": self.state_dir, "phase": self.state.get("phase"),
-               "etcd": {"endpoint": self.etcd_endpoint, "local_endpoint": self.etcd_local_endpoint,
-                        "pid": self.state["etcd"].get("pid"),
-                        "alive": pid_alive(self.state["etcd"].get("pid"), self.state["etcd"].get("start_time"))},
+               "etcd": self._etcd_status(),
                "inventory": self.inventory_path, "ssh_config": self.ssh_config_path,
                "image": (self.state.get("image") or {}).get("key"),
                "timings": self.state.get("timings"), "memory_pss_kb": self.memory_kb(), "hosts": {}}
@@ -799,6 +921,22 @@ class Cluster:
                     entry["system"] = "ssh timeout"
             out["hosts"][h.name] = entry
         return out
+
+    def _etcd_status(self):
+        e, ec = self.state["etcd"], self.etcd
+        if ec is None:
+            return {"mode": e.get("mode", "plain") if e.get("enabled") else "none",
+                    "endpoint": self.etcd_endpoint, "local_endpoint": self.etcd_local_endpoint,
+                    "pid": e.get("pid"), "alive": pid_alive(e.get("pid"), e.get("start_time"))}
+        members = {n: {"address": ec.member(n)["address"], "endpoint": ec.client_url(n),
+                       "local_endpoint": ec.local_url(n), "pid": ec.member(n)["pid"], "alive": ec.alive(n)}
+                   for n in ec.names}
+        if any(m["alive"] for m in members.values()):
+            for n, st in ec.endpoint_status([n for n in ec.names if members[n]["alive"]]).items():
+                members[n].update(st)
+        return {"mode": "cluster", "endpoints": ec.endpoints, "local_endpoints": ec.local_endpoints,
+                "user": ec.user, "prefix": ec.prefix, "ca_cert": ec.ca_cert, "client_cert": ec.client_cert,
+                "client_key": ec.client_key, "secrets": self.secrets_path, "members": members}
 
     # ---- down
     def down(self, keep_data=False, stop_timeout=40, force=False):
@@ -837,12 +975,17 @@ class Cluster:
                 signal_recorded(info.get("nspawn_pid"), info.get("nspawn_start_time"), signal.SIGKILL)
                 signal_recorded(sup.get("pid"), sup.get("start_time"), signal.SIGKILL)
             wait_gone(waits, 10)
-        # 3. etcd
+        # 3. etcd (the plain member, or every member of the cluster), by recorded PIDs
         e = self.state["etcd"]
         if signal_recorded(e.get("pid"), e.get("start_time"), signal.SIGTERM):
             if not wait_gone([(e["pid"], e["start_time"])], 10):
                 signal_recorded(e["pid"], e["start_time"], signal.SIGKILL)
                 wait_gone([(e["pid"], e["start_time"])], 5)
+        ec = self.etcd
+        if ec is not None:
+            ec = self._etcd = EtcdCluster.load(ec.base_dir)  # another process may have restarted members
+            ec.stop_all()
+            problems += ["still running: %s" % x for x in ec.leftovers()]
         # 4. mounts, cgroups, propagate dirs, lock files
         for n in self.host_names:
             h = self.state["hosts"][n]
@@ -882,11 +1025,13 @@ class Cluster:
                         image_mod.safe_rmtree(d)
                     except (RuntimeError, OSError) as exc:
                         problems.append(str(exc))
-            if e.get("data_dir"):
-                try:
-                    image_mod.safe_rmtree(e["data_dir"])
-                except (RuntimeError, OSError) as exc:
-                    problems.append(str(exc))
+            for d in (e.get("data_dir"), e.get("dir") if ec is not None and not ec.leftovers() else None):
+                if d and os.path.exists(d):
+                    try:
+                        image_mod.safe_rmtree(d)
+                    except (RuntimeError, OSError) as exc:
+                        problems.append(str(exc))
+            self._etcd = None
         for n in self.host_names:
             self.state["hosts"][n]["supervisor"] = None
         e["pid"] = e["start_time"] = None
@@ -931,6 +1076,8 @@ class Cluster:
         e = self.state["etcd"]
         if pid_alive(e.get("pid"), e.get("start_time")):
             left.append("etcd pid %s" % e["pid"])
+        if e.get("mode") == "cluster" and e.get("dir") and os.path.exists(os.path.join(e["dir"], "cluster.json")):
+            left += EtcdCluster.load(e["dir"]).leftovers()
         return left
 
     # ---- misc
@@ -1071,6 +1218,8 @@ def main(argv=None):
     p.add_argument("--prefix", default="", help="prefix for netns/veth/cgroup names")
     p.add_argument("--underlay", default="10.213.0", help="first three octets of the /24 underlay")
     p.add_argument("--no-etcd", action="store_true")
+    p.add_argument("--etcd-plain", action="store_true",
+                   help="one plain-HTTP etcd member instead of the 3-member TLS + auth cluster")
     p.add_argument("--timeout", type=float, default=240)
     p = sub.add_parser("down", help="tear everything down (idempotent)")
     add_state(p)
@@ -1105,7 +1254,7 @@ def main(argv=None):
         return 0
     if args.cmd == "up":
         c = Cluster(args.state_dir, hosts=args.hosts, prefix=args.prefix, underlay=args.underlay,
-                    etcd=not args.no_etcd)
+                    etcd=not args.no_etcd, etcd_plain=args.etcd_plain)
         try:
             c.up(timeout=args.timeout)
         except Exception as exc:
@@ -1114,7 +1263,7 @@ def main(argv=None):
             print("up failed: %s%s" % (exc, hint), file=sys.stderr)
             return 1
         print(json.dumps({"inventory": c.inventory_path, "ssh_config": c.ssh_config_path,
-                          "etcd": c.etcd_endpoint, "etcd_local": c.etcd_local_endpoint,
+                          "etcd": c.etcd_endpoints, "etcd_local": c.etcd_local_endpoints,
                           "hosts": {h.name: h.ip for h in c.hosts}, "timings": c.state["timings"],
                           "mem_used_kb": c.state.get("mem_used_kb")}, indent=1))
         return 0
