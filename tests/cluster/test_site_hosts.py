@@ -1,0 +1,208 @@
+"""Stock hosts and one writer per host fact, end to end on the test cluster.
+
+- The hosts are stock (python3 without pip or ensurepip) and still converge.
+- flannel_mtu reaches the TUN, subnet.env, docker0 and the containers as one
+  number, which survives a forwarder restart and a reboot with changed=0.
+- A lease the forwarder re-creates keeps flannel_subnet_ttl.
+- A host whose subnet changed converges in one site.yml run: back past its
+  TTL with the subnet still free (same subnet, docker0 unchanged), and back
+  past its TTL with the subnet taken meanwhile (a new subnet, docker0 and a
+  container with a restart policy on it, reaching every other host).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cluster.flannel_helpers import (
+    REPO,
+    ansible_tool,
+    ping,
+    run_playbook,
+    service_state,
+    start_container,
+    subnet_env,
+    subnet_info,
+    wait_for,
+)
+
+pytestmark = pytest.mark.cluster
+
+SHORT_TTL = ["-e", "flannel_subnet_ttl=12", "-e", "flannel_subnet_renew_margin=4"]
+
+
+@pytest.fixture(scope="module")
+def converged(cluster):
+    if not ansible_tool("ansible-playbook"):
+        pytest.fail("ansible-playbook not installed (make venv)", pytrace=False)
+    run = run_playbook(cluster, "site.yml")
+    assert run.rc == 0, run.tail()
+    return cluster
+
+
+def module(cluster, tmpdir, name, **args):
+    """An overlay.flannel module run on the controller against the cluster's etcd; its result."""
+    tree = os.path.join(str(tmpdir), "%s-%d" % (name, time.monotonic_ns()))
+    res = subprocess.run([ansible_tool("ansible"), "localhost", "-c", "local", "-m", "overlay.flannel." + name,
+                          "-a", json.dumps(dict(cluster.etcd_module_args(), **args)), "-t", tree,
+                          "-e", "ansible_python_interpreter=%s" % sys.executable],
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert res.returncode == 0, res.stdout + res.stderr
+    with open(os.path.join(tree, "localhost")) as fh:
+        return json.load(fh)
+
+
+def lease_of(cluster, tmpdir, ip):
+    return {lease["public_ip"]: lease for lease in subnet_info(cluster, tmpdir)["leases"]}.get(ip)
+
+
+def granted_ttl(cluster, key):
+    kvs = json.loads(cluster.etcdctl("get", key, "-w", "json")).get("kvs", [])
+    assert kvs, "no key %s" % key
+    out = cluster.etcdctl("lease", "timetolive", "%x" % int(kvs[0]["lease"]))
+    return int(out.split("granted with TTL(")[1].split("s)")[0])
+
+
+def bridge_address(cluster, host):
+    out = cluster.run(host, "ip -4 -o addr show dev docker0", check=True).stdout
+    return out.split("inet ")[1].split()[0]
+
+
+def all_changed_zero(run):
+    return all(r["changed"] == 0 for r in run.recap.values())
+
+
+def test_hosts_are_stock_without_pip_or_venv(converged):
+    for host in converged.hosts:
+        res = converged.run(host.name, "python3 -c 'import ensurepip' 2>&1; python3 -m pip --version 2>&1; "
+                                       "ls /opt/flannel-forwarder", check=False)
+        assert "No module named 'ensurepip'" in res.stdout and "No module named pip" in res.stdout, res.stdout
+        assert res.stdout.split()[-2:] == ["current", "releases"], res.stdout
+        unit = converged.run(host.name, "systemctl show -p ExecStart --value flannel-forwarder", check=True).stdout
+        assert "/usr/bin/python3 -I /opt/flannel-forwarder/current/bin/flannel-forwarder" in unit
+
+
+def test_flannel_mtu_is_one_number_through_restart_and_reboot(converged):
+    c = converged
+    host = c.hosts[0].name
+    other = c.hosts[1].name
+
+    def mtus():
+        tun = c.run(host, "cat /sys/class/net/flannel0/mtu", check=True).stdout.strip()
+        net = c.run(host, ["docker", "network", "inspect", "-f",
+                           '{{index .Options "com.docker.network.driver.mtu"}}', "bridge"], check=True).stdout.strip()
+        start_container(c, host)
+        eth0 = c.run(host, "docker exec ofl-e2e cat /sys/class/net/eth0/mtu", check=True).stdout.strip()
+        return dict(tun=tun, env=subnet_env(c, host)["FLANNEL_MTU"], docker=net, container=eth0)
+
+    try:
+        run = run_playbook(c, "site.yml", "-e", "flannel_mtu=1400", "--limit", host)
+        assert run.rc == 0, run.tail()
+        assert mtus() == dict(tun="1400", env="1400", docker="1400", container="1400")
+        assert "--mtu=1400" in c.run(host, "cat /run/flannel/docker", check=True).stdout
+        docker_before = service_state(c, host, "docker.service")["MainPID"]
+        c.run(host, "systemctl restart flannel-forwarder", check=True)
+        wait_for(lambda: c.run(host, "systemctl is-active flannel-forwarder").stdout.strip() == "active",
+                 timeout=60, what="the forwarder after a restart")
+        assert subnet_env(c, host)["FLANNEL_MTU"] == "1400"
+        assert service_state(c, host, "docker.service")["MainPID"] == docker_before
+        again = run_playbook(c, "site.yml", "-e", "flannel_mtu=1400", "--limit", host)
+        assert again.rc == 0 and all_changed_zero(again), (again.recap, again.changed_tasks())
+        c.reboot(host)
+        wait_for(lambda: c.run(host, "systemctl is-active flannel-forwarder docker").stdout.split()
+                 == ["active", "active"], timeout=90, what="forwarder and docker after the reboot")
+        assert mtus() == dict(tun="1400", env="1400", docker="1400", container="1400")
+        ips = {h.name: start_container(c, h.name) for h in c.hosts}
+        assert ping(c, host, ips[other]).returncode == 0
+        after_reboot = run_playbook(c, "site.yml", "-e", "flannel_mtu=1400", "--limit", host)
+        assert after_reboot.rc == 0 and all_changed_zero(after_reboot), \
+            (after_reboot.recap, after_reboot.changed_tasks())
+    finally:
+        back = run_playbook(c, "site.yml", "--limit", host)
+    assert back.rc == 0, back.tail()
+    assert mtus()["env"] == "1472"
+
+
+def test_a_lease_the_forwarder_recreates_keeps_flannel_subnet_ttl(converged, tmp_path):
+    c = converged
+    host = c.hosts[1]
+    try:
+        run = run_playbook(c, "site.yml", "-e", "flannel_subnet_ttl=7200", "--limit", host.name)
+        assert run.rc == 0, run.tail()
+        key = lease_of(c, tmp_path, host.ip)["key"]
+        assert granted_ttl(c, key) == 7200
+        c.etcdctl("del", key)
+        wait_for(lambda: lease_of(c, tmp_path, host.ip), timeout=30, what="the forwarder to re-create its lease")
+        lease = lease_of(c, tmp_path, host.ip)
+        assert lease["key"] == key
+        assert granted_ttl(c, key) == 7200
+    finally:
+        back = run_playbook(c, "site.yml", "--limit", host.name)
+    assert back.rc == 0, back.tail()
+
+
+def stop_past_ttl(c, tmp_path, host):
+    """Give the host a short TTL, power it off and wait until its lease has expired."""
+    run = run_playbook(c, "site.yml", "--limit", host.name, *SHORT_TTL)
+    assert run.rc == 0, run.tail()
+    c.stop(host.name)
+    wait_for(lambda: lease_of(c, tmp_path, host.ip) is None, timeout=40, interval=2,
+             what="the lease of the stopped host to expire")
+
+
+def test_host_back_past_its_ttl_gets_its_free_subnet_back(converged, tmp_path):
+    c = converged
+    host = c.hosts[2]
+    before = subnet_env(c, host.name)["FLANNEL_SUBNET"]
+    stop_past_ttl(c, tmp_path, host)
+    c.start(host.name)
+    # The forwarder re-claims the subnet it kept in its state file (/run is new after a boot).
+    wait_for(lambda: c.run(host.name, "systemctl is-active flannel-forwarder docker").stdout.split()
+             == ["active", "active"], timeout=90, what="forwarder and docker after the start")
+    assert subnet_env(c, host.name)["FLANNEL_SUBNET"] == before
+    run = run_playbook(c, "site.yml", "--limit", host.name, *SHORT_TTL)
+    assert run.rc == 0, run.tail()
+    assert subnet_env(c, host.name)["FLANNEL_SUBNET"] == before
+    assert bridge_address(c, host.name) == before
+    back = run_playbook(c, "site.yml")
+    assert back.rc == 0, back.tail()
+
+
+def test_host_back_past_its_ttl_with_its_subnet_taken_converges_in_one_run(converged, tmp_path):
+    c = converged
+    host = c.hosts[2]
+    old = subnet_env(c, host.name)["FLANNEL_SUBNET"]
+    old_subnet = lease_of(c, tmp_path, host.ip)["subnet"]
+    squatter = "10.213.0.99"  # no host: a lease that took the subnet while the host was away
+    stop_past_ttl(c, tmp_path, host)
+    taken = module(c, tmp_path, "subnet", public_ip=squatter, subnet=old_subnet)
+    assert taken["subnet"] == old_subnet
+    try:
+        c.start(host.name)
+        c.run(host.name, "docker rm -f ofl-keep >/dev/null 2>&1; "
+                         "docker run -d --restart=always --name ofl-keep busybox sleep 3600", check=True, timeout=60)
+        run = run_playbook(c, "site.yml")
+        assert run.rc == 0, run.tail()
+        new = subnet_env(c, host.name)["FLANNEL_SUBNET"]
+        assert new != old
+        assert bridge_address(c, host.name) == new
+        leases = subnet_info(c, tmp_path)["leases"]
+        assert len(set(lease["subnet"] for lease in leases)) == len(leases), leases
+        assert {lease["public_ip"]: lease["subnet"] for lease in leases}[squatter] == old_subnet
+        keep_ip = c.run(host.name, ["docker", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", "ofl-keep"],
+                        check=True).stdout.strip()
+        assert keep_ip.rsplit(".", 1)[0] == new.split("/")[0].rsplit(".", 1)[0], (keep_ip, new)
+        ips = {h.name: start_container(c, h.name) for h in c.hosts if h.name != host.name}
+        for other, ip in ips.items():
+            res = c.run(host.name, "docker exec ofl-keep ping -c 2 -W 2 %s" % ip, check=False, timeout=60)
+            assert res.returncode == 0, (other, res.stdout)
+            assert ping(c, other, keep_ip).returncode == 0, other
+        again = run_playbook(c, "site.yml")
+        assert again.rc == 0 and all_changed_zero(again), (again.recap, again.changed_tasks())
+    finally:
+        module(c, tmp_path, "subnet", public_ip=squatter, state="absent")
+        c.run(host.name, "docker rm -f ofl-keep", check=False)
