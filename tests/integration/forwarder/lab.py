@@ -96,6 +96,10 @@ class Lab:
         os.makedirs(d, exist_ok=True)
         return os.path.join(d, "subnet.env"), os.path.join(d, "docker")
 
+    def state_file(self, n):
+        """Where host n's forwarder keeps the subnet it last held (its /var/lib/flannel-forwarder/subnet)."""
+        return os.path.join(self.tmp, "h%d" % n, "last-subnet")
+
     def start_forwarder(self, n, endpoint, *extra, ready=True, timeout=20):
         """flannel-forwarder in host n, with a NOTIFY_SOCKET of ours; waits for READY=1 when `ready`."""
         subnet_env, docker = self.files(n)
@@ -108,6 +112,7 @@ class Lab:
         log = open(os.path.join(self.tmp, "h%d.log" % n), "ab")
         cmd = ["ip", "netns", "exec", self.ns("h%d" % n), sys.executable, "-m", "flannel_forwarder",
                "--etcd-endpoints", endpoint, "--subnet-file", subnet_env, "--docker-opts-file", docker,
+               "--lease-state-file", self.state_file(n),
                "--healthz-ip", "127.0.0.1", "--healthz-port", "9090", "--log-level", "debug"] + list(extra)
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)

@@ -181,7 +181,10 @@ def test_no_lease_exits_naming_the_playbook_and_subnet_env_reclaim(env):
     lab, store, client = env["lab"], env["store"], env["client"]
     client.txn([], [delete(PREFIX + "/subnets/10.5.2.0-24")])
     subnet_env, _docker = lab.files(2)
+    with open(lab.state_file(2)) as fh:
+        assert fh.read() == "10.5.2.0/24\n"  # kept by the forwarder that ran before
     os.unlink(subnet_env)
+    os.unlink(lab.state_file(2))
     proc = lab.start_forwarder(2, env["server"].endpoint, ready=False)
     assert proc.wait(20) == 1
     assert "run playbooks/site.yml" in lab.log(proc)
@@ -192,6 +195,12 @@ def test_no_lease_exits_naming_the_playbook_and_subnet_env_reclaim(env):
     kv = client.get(PREFIX + "/subnets/10.5.2.0-24")
     assert b'"PublicIP":"10.214.0.12"' in kv.value
     assert lab.probe("c1", "ping", container_ip(2), "3", "0.05")["received"] == 3
+    assert store.snapshot().leases_of(host_ip(2))[0].subnet == ipaddress.IPv4Network(subnet(2))
+    # After a reboot (/run is new) only the state file is left: the same free subnet is re-claimed from it.
+    lab.stop(env["procs"][2])
+    client.txn([], [delete(PREFIX + "/subnets/10.5.2.0-24")])
+    os.unlink(subnet_env)
+    env["procs"][2] = lab.start_forwarder(2, env["server"].endpoint)
     assert store.snapshot().leases_of(host_ip(2))[0].subnet == ipaddress.IPv4Network(subnet(2))
 
 
