@@ -38,9 +38,23 @@ class LeaseLost(Exception):
     """Another host holds our subnet now."""
 
 
-def peers_from(leases, own_subnet, port):
-    """{subnet: Peer} of every lease but ours (a lease of our own IP on another subnet is stale, skip it too)."""
-    return {lease.subnet: Peer(lease.public_ip, port) for lease in leases if lease.subnet != own_subnet}
+def peers_from(leases, own_subnet, port, config):
+    """{subnet: Peer} of every lease but ours that is a host subnet of `config`.
+
+    A key outside the network or of another prefix length (a /16, a /0) is no
+    host's subnet: routing it would also let its holder pass the anti-spoofing
+    check with any inner source, this host's own subnet included.
+    """
+    peers = {}
+    for lease in leases:
+        if lease.subnet == own_subnet:
+            continue
+        if not config.contains_lease(lease.subnet):
+            log.warning("ignoring lease %s: %s is no host subnet of the network %s", lease.key, lease.subnet,
+                        config.network)
+            continue
+        peers[lease.subnet] = Peer(lease.public_ip, port)
+    return peers
 
 
 class LeaseKeeper:
@@ -101,7 +115,7 @@ class LeaseKeeper:
     def initial_peers(self, port):
         """The peer table from the listing claim() read; the watch starts right after its revision."""
         self.port = port
-        return peers_from(self._claim_leases, self.lease.subnet, port)
+        return peers_from(self._claim_leases, self.lease.subnet, port, self.config)
 
     @staticmethod
     def _find(leases, subnet):
@@ -255,7 +269,7 @@ class LeaseKeeper:
 
     def _relist(self):
         snap = self.store.snapshot()
-        self.peers.replace(peers_from(snap.leases, self.lease.subnet, self.port))
+        self.peers.replace(peers_from(snap.leases, self.lease.subnet, self.port, self.config))
         self.revision = snap.revision
         self.etcd_connected = True
         log.info("peers listed count=%d revision=%d", len(self.peers.snapshot()), snap.revision)
@@ -287,6 +301,12 @@ class LeaseKeeper:
             leases, bad = read_leases(prefix, [(kv.key, kv.value, kv.lease, kv.mod_revision)])
             if bad:
                 log.warning("ignoring unreadable lease %s: %s", kv.key, bad[0].error)
+                # A peer whose value turned to garbage is no longer routed (as a re-list would do).
+                try:
+                    if self.peers.remove(parse_lease_key(prefix, kv.key)):
+                        log.info("peer removed key=%s", kv.key)
+                except SubnetError:
+                    pass
                 continue
             lease = leases[0]
             if lease.subnet == self.lease.subnet:
@@ -297,5 +317,10 @@ class LeaseKeeper:
                 continue
             if lease.public_ip == self.public_ip:
                 continue  # a stale second lease of ours; the subnet module cleans those
+            if not self.config.contains_lease(lease.subnet):
+                log.warning("ignoring lease %s: %s is no host subnet of the network %s", kv.key, lease.subnet,
+                            self.config.network)
+                self.peers.remove(lease.subnet)
+                continue
             self.peers.update(lease.subnet, Peer(lease.public_ip, self.port))
             log.info("peer set subnet=%s public_ip=%s", lease.subnet, lease.public_ip)

@@ -146,8 +146,6 @@ FOREIGN = {"10.99.0.0-24": value("192.0.2.50"), "10.5.0.0-16": value("192.0.2.51
            "10.5.2.0-25": value("192.0.2.52"), "0.0.0.0-0": value("192.0.2.53")}
 
 
-@pytest.mark.xfail(strict=True, reason="leasekeeper.py (another engineer's file) routes leases that are no "
-                   "subnet of the config: peers_from() and _apply() must skip those not config.contains_lease()")
 @pytest.mark.parametrize("how", ["claim", "watch", "relist"])
 def test_leases_outside_the_config_are_never_peers(setup, caplog, how):
     s = setup
