@@ -101,10 +101,6 @@ def test_output_of_site_vvv_diff_holds_no_password(converged):
         "the etcd password is in the ansible-playbook -vvv output (%s)" % cluster.state_dir
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "roles/forwarder/tasks/configure.yml 'Copy the etcd TLS files to the host' prints client-key.pem with "
-    "--diff (the '+++ after' text and, with -vvv, the result's diff 'after'); fix: diff: false (or no_log for "
-    "the key item) on that task. Without --diff, -vvv does not show the key."))
 def test_output_of_site_vvv_diff_holds_no_client_key(converged):
     cluster, secrets, run = converged
     assert "/etc/flannel/pki/client-key.pem" in run.output  # the key was copied in this run
