@@ -85,7 +85,8 @@ def etcd_dump(cluster, prefix=PREFIX):
 
 HOST_FILES = ["/run/flannel/subnet.env", "/run/flannel/docker", "/etc/flannel/forwarder.env",
               "/etc/systemd/system/flannel-forwarder.service", "/etc/systemd/system/flannel-iptables.service",
-              "/etc/systemd/system/docker.service.d/flannel.conf", "/opt/flannel-forwarder/installed-wheels"]
+              "/etc/systemd/system/docker.service.d/flannel.conf", "/opt/flannel-forwarder/current/release.json",
+              "/var/lib/flannel-forwarder/subnet"]
 
 
 def host_snapshot(cluster, host):
