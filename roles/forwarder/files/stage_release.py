@@ -191,7 +191,7 @@ def stage(root, cache, python, machine, glibc):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("root")
     parser.add_argument("cache")
     parser.add_argument("--python", required=True, help="the hosts' Python, major.minor")
