@@ -278,49 +278,67 @@ class LeaseKeeper:
             self._fail(LeaseLost("subnet %s is now leased to %s" % (own.subnet, own.public_ip)))
 
     def _apply(self, events):
+        """Apply one watch response: its peer changes go into the table in one swap (PeerTable.apply), so a
+        burst of N events costs one table copy, not N.  The events are taken in order; of several events
+        on one subnet the last wins, as applying them one by one would leave it."""
         prefix = self.store.prefix
-        for event in events:
-            kv = event.kv
-            if event.kind == "delete":
+        changes = {}  # subnet -> Peer, or None to remove
+
+        def routed(subnet):
+            return changes[subnet] is not None if subnet in changes else subnet in self.peers
+
+        try:
+            for event in events:
+                self._apply_event(prefix, event, changes, routed)
+        finally:
+            if changes:
+                self.peers.apply(changes)
+
+    def _apply_event(self, prefix, event, changes, routed):
+        kv = event.kv
+        if event.kind == "delete":
+            try:
+                subnet = parse_lease_key(prefix, kv.key)
+            except SubnetError:
+                return
+            if subnet == self.lease.subnet:
+                # Our own key went away (expired or released): re-create it now.
                 try:
-                    subnet = parse_lease_key(prefix, kv.key)
-                except SubnetError:
-                    continue
-                if subnet == self.lease.subnet:
-                    # Our own key went away (expired or released): re-create it now.
-                    try:
-                        self.check_own_lease()
-                    except LeaseLost as exc:
-                        self._fail(exc)
-                    except etcd.EtcdError as exc:
-                        log.warning("own lease deleted, re-creating failed, will retry: %s", exc)
-                    continue
-                if self.peers.remove(subnet):
-                    log.info("peer removed subnet=%s", subnet)
-                continue
-            leases, bad = read_leases(prefix, [(kv.key, kv.value, kv.lease, kv.mod_revision)])
-            if bad:
-                log.warning("ignoring unreadable lease %s: %s", kv.key, bad[0].error)
-                # A peer whose value turned to garbage is no longer routed (as a re-list would do).
-                try:
-                    if self.peers.remove(parse_lease_key(prefix, kv.key)):
-                        log.info("peer removed key=%s", kv.key)
-                except SubnetError:
-                    pass
-                continue
-            lease = leases[0]
-            if lease.subnet == self.lease.subnet:
-                if lease.public_ip != self.public_ip:
-                    self._fail(LeaseLost("subnet %s is now leased to %s" % (lease.subnet, lease.public_ip)))
-                else:
-                    self.lease = lease
-                continue
-            if lease.public_ip == self.public_ip:
-                continue  # a stale second lease of ours; the subnet module cleans those
-            if not self.config.contains_lease(lease.subnet):
-                log.warning("ignoring lease %s: %s is no host subnet of the network %s", kv.key, lease.subnet,
-                            self.config.network)
-                self.peers.remove(lease.subnet)
-                continue
-            self.peers.update(lease.subnet, Peer(lease.public_ip, self.port))
-            log.info("peer set subnet=%s public_ip=%s", lease.subnet, lease.public_ip)
+                    self.check_own_lease()
+                except LeaseLost as exc:
+                    self._fail(exc)
+                except etcd.EtcdError as exc:
+                    log.warning("own lease deleted, re-creating failed, will retry: %s", exc)
+                return
+            if routed(subnet):
+                log.info("peer removed subnet=%s", subnet)
+            changes[subnet] = None
+            return
+        leases, bad = read_leases(prefix, [(kv.key, kv.value, kv.lease, kv.mod_revision)])
+        if bad:
+            log.warning("ignoring unreadable lease %s: %s", kv.key, bad[0].error)
+            # A peer whose value turned to garbage is no longer routed (as a re-list would do).
+            try:
+                subnet = parse_lease_key(prefix, kv.key)
+            except SubnetError:
+                return
+            if routed(subnet):
+                log.info("peer removed key=%s", kv.key)
+            changes[subnet] = None
+            return
+        lease = leases[0]
+        if lease.subnet == self.lease.subnet:
+            if lease.public_ip != self.public_ip:
+                self._fail(LeaseLost("subnet %s is now leased to %s" % (lease.subnet, lease.public_ip)))
+            else:
+                self.lease = lease
+            return
+        if lease.public_ip == self.public_ip:
+            return  # a stale second lease of ours; the subnet module cleans those
+        if not self.config.contains_lease(lease.subnet):
+            log.warning("ignoring lease %s: %s is no host subnet of the network %s", kv.key, lease.subnet,
+                        self.config.network)
+            changes[lease.subnet] = None
+            return
+        changes[lease.subnet] = Peer(lease.public_ip, self.port)
+        log.info("peer set subnet=%s public_ip=%s", lease.subnet, lease.public_ip)

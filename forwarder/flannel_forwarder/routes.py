@@ -3,7 +3,10 @@
 Readers (the two data path loops) never lock: every change builds a new
 immutable ``_Snapshot`` and swaps one reference, which is atomic in
 CPython.  Writers (the etcd watcher, later) serialise on a lock so that
-concurrent ``update``/``remove`` calls do not lose each other's changes.
+concurrent ``update``/``remove``/``apply`` calls do not lose each other's
+changes.  A change costs a copy of the table's dicts (C speed) plus the
+changed subnets, and ``apply`` swaps in many changes at once (the lease
+watch gives it each etcd watch response whole).
 """
 
 from __future__ import annotations
@@ -46,23 +49,72 @@ def _peer(p) -> Peer:
 
 
 class _Snapshot:
-    """Immutable lookup structures derived from one {subnet: peer} mapping."""
+    """Immutable lookup structures derived from one {subnet: peer} mapping.
 
-    __slots__ = ("peers", "by_len", "senders")
+    ``by_len``: (mask, {network int: sockaddr}) per distinct prefix length,
+    longest first: a lookup costs one dict probe per prefix length (one for a
+    flannel network, whose leases all have its SubnetLen), whatever the
+    number of peers.  ``senders``: public IP -> its (network, mask) pairs.
+    A change derives the next snapshot from this one (``derive``): C-level
+    dict copies and work for the changed subnets only, never a rebuild.
+    """
 
-    def __init__(self, peers: Mapping[ipaddress.IPv4Network, Peer]):
-        self.peers = dict(peers)
-        tables: dict[int, dict[int, tuple[str, int]]] = {}
-        senders: dict[str, list[tuple[int, int]]] = {}
-        for net, peer in self.peers.items():
-            mask = int(net.netmask)
-            tables.setdefault(net.prefixlen, {})[int(net.network_address)] = peer.sockaddr
-            senders.setdefault(peer.public_ip, []).append((int(net.network_address), mask))
+    __slots__ = ("peers", "tables", "by_len", "senders")
+
+    def __init__(self, peers: Mapping[ipaddress.IPv4Network, Peer], _derived=None):
+        if _derived is not None:
+            self.peers, self.tables, self.senders = _derived
+        else:
+            self.peers = dict(peers)
+            self.tables: dict[int, dict[int, tuple[str, int]]] = {}
+            senders: dict[str, list[tuple[int, int]]] = {}
+            for net, peer in self.peers.items():
+                self.tables.setdefault(net.prefixlen, {})[int(net.network_address)] = peer.sockaddr
+                senders.setdefault(peer.public_ip, []).append((int(net.network_address), _mask(net.prefixlen)))
+            self.senders = {ip: tuple(nets) for ip, nets in senders.items()}
         # Longest prefix first; one dict per distinct prefix length.
-        self.by_len = tuple(
-            ((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF, tables[plen]) for plen in sorted(tables, reverse=True)
-        )
-        self.senders = {ip: tuple(nets) for ip, nets in senders.items()}
+        self.by_len = tuple((_mask(plen), self.tables[plen]) for plen in sorted(self.tables, reverse=True))
+
+    def derive(self, changes: Mapping[ipaddress.IPv4Network, Peer | None]) -> "_Snapshot":
+        """The snapshot with `changes` applied (a Peer: set; None: remove)."""
+        peers = dict(self.peers)
+        tables = {plen: t for plen, t in self.tables.items()}
+        senders = dict(self.senders)
+        copied: set = set()
+
+        def table(plen):
+            if plen not in copied:
+                tables[plen] = dict(tables.get(plen, ()))
+                copied.add(plen)
+            return tables[plen]
+
+        for net, peer in changes.items():
+            old = peers.get(net)
+            if old == peer:
+                continue
+            network, plen = int(net.network_address), net.prefixlen
+            pair = (network, _mask(plen))
+            if old is not None:
+                kept = tuple(p for p in senders[old.public_ip] if p != pair)
+                if kept:
+                    senders[old.public_ip] = kept
+                else:
+                    del senders[old.public_ip]
+            if peer is None:
+                del peers[net]
+                t = table(plen)
+                del t[network]
+                if not t:
+                    del tables[plen]
+                continue
+            peers[net] = peer
+            table(plen)[network] = peer.sockaddr
+            senders[peer.public_ip] = senders.get(peer.public_ip, ()) + (pair,)
+        return _Snapshot(None, _derived=(peers, tables, senders))
+
+
+def _mask(plen: int) -> int:
+    return (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
 
 
 class PeerTable:
@@ -124,19 +176,21 @@ class PeerTable:
 
     def update(self, subnet: NetworkLike, peer) -> None:
         """Add or change the peer of one subnet."""
-        net, p = _net(subnet), _peer(peer)
-        with self._lock:
-            peers = dict(self._snap.peers)
-            peers[net] = p
-            self._snap = _Snapshot(peers)
+        self.apply({_net(subnet): _peer(peer)})
 
     def remove(self, subnet: NetworkLike) -> bool:
         """Forget one subnet; returns whether it was there."""
-        net = _net(subnet)
+        return bool(self.apply({_net(subnet): None}))
+
+    def apply(self, changes) -> list[ipaddress.IPv4Network]:
+        """Set and remove many subnets in one swap: `changes` maps (or lists pairs of) subnet -> peer, or None
+        to remove it (of a list, the last pair of a subnet counts).  Returns the removed subnets that were
+        there.  The cost is one copy of the table plus the changed subnets, however many they are."""
+        items = changes.items() if isinstance(changes, Mapping) else changes
+        norm = {_net(n): (None if p is None else _peer(p)) for n, p in items}
         with self._lock:
-            if net not in self._snap.peers:
-                return False
-            peers = dict(self._snap.peers)
-            del peers[net]
-            self._snap = _Snapshot(peers)
-            return True
+            snap = self._snap
+            removed = [net for net, p in norm.items() if p is None and net in snap.peers]
+            if any(snap.peers.get(net) != p for net, p in norm.items()):
+                self._snap = snap.derive(norm)
+            return removed
