@@ -42,6 +42,10 @@ def render_metrics(stats, keeper=None, ready=False):
                [((), keeper.watch_reconnects)])
         metric("etcd_connected", "gauge", "1 when the last etcd request succeeded.",
                [((), 1 if keeper.etcd_connected else 0)])
+        used = [((("use", use), ("endpoint", url)), 1) for use, url in
+                (("watch", keeper.watch_endpoint()), ("lease", keeper.lease_endpoint())) if url]
+        metric("etcd_endpoint_info", "gauge", "The etcd endpoint the peer watch and the lease renewal use now.",
+               used)
     return "\n".join(lines) + "\n"
 
 

@@ -132,6 +132,18 @@ class LeaseKeeper:
         remaining, _granted = self.store.ttls([lease]).get(lease.lease_id, (-1, 0))
         self.expires_at = time.monotonic() + remaining if remaining > 0 else time.monotonic()
 
+    def watch_endpoint(self):
+        """The URL of the etcd member the peer watch is on (None before it opened)."""
+        watch = self._watch
+        return watch.endpoint if watch is not None else None
+
+    def lease_endpoint(self):
+        """The URL of the etcd member that answered the last lease request."""
+        try:
+            return self.store.client.endpoint
+        except AttributeError:
+            return None
+
     def seconds_left(self):
         """Seconds our lease has left; None for a reservation."""
         if self.expires_at is None:

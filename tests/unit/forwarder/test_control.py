@@ -56,7 +56,10 @@ def test_metrics_text():
     k = keeper(500)
     k.peers = PeerTable({"10.5.2.0/24": ("192.0.2.2", 8285)})
     k.watch_reconnects = 4
+    k._watch = type("Watch", (), {"endpoint": "https://10.0.0.2:2379"})()
     text = render_metrics(stats, k, ready=True)
+    assert 'flannel_forwarder_etcd_endpoint_info{use="watch",endpoint="https://10.0.0.2:2379"} 1' in text
+    assert 'use="lease"' not in text  # no client in this keeper
     assert 'flannel_forwarder_packets_total{direction="tun_to_udp"} 3' in text
     assert 'flannel_forwarder_bytes_total{direction="tun_to_udp"} 4200' in text
     assert 'flannel_forwarder_dropped_packets_total{direction="udp_to_tun",reason="spoofed"} 2' in text
