@@ -5,13 +5,30 @@ Starts its own etcd (Debian's etcd-server) on 127.0.0.1, seeds a network that
 fits the hosts, and leases one subnet per host through FlannelStore.acquire,
 the code path of the overlay.flannel.subnet module. Prints figures; asserts
 nothing. Run: .venv/bin/python bench/subnet_acquire.py [--hosts 1000] [--threads 16]
+
+--cluster: the same acquisition against a 3-member etcd cluster with TLS and
+authentication (tests/support/etcd_cluster.py, on loopback), and, in the same
+run as the reference, against one plain etcd member. Each simulated host is
+one module run: its own EtcdClient built from the module's etcd options (the
+`flannel` user, the CA and the client certificate; so its own TLS connection
+and its own authentication), one FlannelStore.acquire, close. All hosts run
+at once by default (--concurrency: at most that many at a time), as threads
+spread over --procs processes. Prints total time, acquisitions/s, etcd round
+trips per lease, lost races (retried transactions) and errors; then checks
+that every host holds exactly one lease and the subnets are distinct, and
+exits 1 on any error or check failure.
+Run: .venv/bin/python bench/subnet_acquire.py --cluster [--hosts 1000] [--procs 2] [--concurrency N]
 """
 
 import argparse
+import multiprocessing
 import os
+import statistics
 import sys
+import tempfile
 import threading
 import time
+import traceback
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
@@ -27,11 +44,11 @@ def host_ip(i):
     return "10.200.%d.%d" % (i // 250, 1 + i % 250)
 
 
-def seed(endpoint, prefix, hosts):
+def seed(endpoint, prefix, hosts, **client_args):
     # /24 subnets in a network with room for `hosts` of them (SubnetMin skips the first).
     prefixlen = 24 - hosts.bit_length()
     cfg = from_dict({"Network": "10.0.0.0/%d" % prefixlen, "SubnetLen": 24})
-    client = EtcdClient([endpoint])
+    client = EtcdClient([endpoint] if isinstance(endpoint, str) else endpoint, **client_args)
     store = FlannelStore(client, prefix)
     store.write_config(dumps(cfg.to_dict()), store.snapshot())
     client.close()
@@ -85,11 +102,208 @@ def concurrent(endpoint, prefix, hosts, threads):
     return elapsed, total_rt, errors
 
 
+# -- --cluster: one module run per simulated host, all at once -------------------------------------------
+
+
+class CountingClient(EtcdClient):
+    """The real EtcdClient; it also counts the transactions that lost their compare (a lost race) and the
+    connections it dropped to fail over to another member (a request that met a transport error)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lost = 0
+        self.failovers = 0
+        self._closing = False
+
+    def _drop(self, index):
+        if not self._closing and index in self._channels:
+            self.failovers += 1
+        super()._drop(index)
+
+    def close(self):
+        self._closing = True
+        super().close()
+
+    def txn(self, compare, success, failure=()):
+        ok, revision, ranges = super().txn(compare, success, failure)
+        if not ok:
+            self.lost += 1
+        return ok, revision, ranges
+
+
+def client_kwargs(args):
+    """EtcdClient's arguments from the modules' etcd options, as ansible_etcd.connect() builds them."""
+    return dict(endpoints=args["etcd_endpoints"], ca_cert=args.get("etcd_ca_cert"),
+                client_cert=args.get("etcd_client_cert"), client_key=args.get("etcd_client_key"),
+                user=args.get("etcd_user"), password=args.get("etcd_password"),
+                timeout=args.get("etcd_timeout", 30.0))
+
+
+def one_host(i, module_args):
+    """One module run: connect, acquire, close.
+    -> (host, subnet or None, round trips, lost races, error, failovers)."""
+    client = None
+    try:
+        client = CountingClient(**client_kwargs(module_args))
+        store = FlannelStore(client, module_args["etcd_prefix"])
+        out = store.acquire(host_ip(i))
+        return (i, str(out.lease.subnet), client.round_trips, client.lost, None, client.failovers)
+    except Exception as exc:  # counted and shown; the run fails on any
+        return (i, None, client.round_trips if client else 0, client.lost if client else 0,
+                "%s: %s" % (type(exc).__name__, exc), client.failovers if client else 0)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def proc_main(hosts, threads, module_args, ready, go, results):
+    """One process: `threads` threads share `hosts`; all wait for `go`, then run their hosts one by one."""
+    try:
+        out = []
+        lock = threading.Lock()
+        todo = list(hosts)
+
+        def work():
+            go.wait()
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    i = todo.pop()
+                r = one_host(i, module_args)
+                r = r[:5] + (time.time(), r[5])
+                with lock:
+                    out.append(r)
+
+        pool = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        ready.put(os.getpid())
+        for t in pool:
+            t.join()
+        results.put(out)
+    except Exception:
+        results.put([(-1, None, 0, 0, traceback.format_exc(), time.time(), 0)])
+
+
+def storm(module_args, hosts, procs, concurrency):
+    """`hosts` module runs, at most `concurrency` at a time, over `procs` processes.  -> figures (dict)."""
+    ctx = multiprocessing.get_context("spawn")  # no fork after gRPC is loaded
+    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    share = [list(range(p, hosts, procs)) for p in range(procs)]
+    per_proc = [max(1, -(-concurrency * len(h) // hosts)) for h in share]
+    workers = [ctx.Process(target=proc_main, args=(share[p], per_proc[p], module_args, ready, go, results))
+               for p in range(procs)]
+    for w in workers:
+        w.start()
+    for _ in workers:
+        ready.get(timeout=120)
+    t0 = time.time()
+    go.set()
+    rows = []
+    for _ in workers:
+        rows += results.get(timeout=1800)
+    for w in workers:
+        w.join(30)
+    end = max(r[5] for r in rows) if rows else time.time()
+    ok = [r for r in rows if r[4] is None]
+    errors = [r for r in rows if r[4] is not None]
+    elapsed = end - t0
+    return dict(elapsed=elapsed, rate=len(ok) / elapsed if elapsed > 0 else 0.0, done=len(ok), errors=errors,
+                rows=rows, rt=sum(r[2] for r in rows) / max(1, len(rows)), lost=sum(r[3] for r in rows),
+                lost_max=max((r[3] for r in rows), default=0), threads=sum(per_proc),
+                failovers=sum(r[6] for r in rows),
+                rt_median=statistics.median(r[2] for r in rows) if rows else 0)
+
+
+def verify(module_args, hosts, figures):
+    """Every host holds exactly one lease, on distinct subnets; the subnets the runs reported are the stored
+    ones.  -> list of problems."""
+    problems = ["host %s: %s" % (r[0], r[4]) for r in figures["errors"]]
+    client = EtcdClient(**client_kwargs(module_args))
+    try:
+        snap = FlannelStore(client, module_args["etcd_prefix"]).snapshot()
+    finally:
+        client.close()
+    by_host = {}
+    for lease in snap.leases:
+        by_host.setdefault(lease.public_ip, []).append(str(lease.subnet))
+    subnets = [str(lease.subnet) for lease in snap.leases]
+    if len(snap.leases) != hosts:
+        problems.append("%d leases stored, expected %d" % (len(snap.leases), hosts))
+    if len(set(subnets)) != len(subnets):
+        problems.append("%d leases share a subnet" % (len(subnets) - len(set(subnets))))
+    if snap.bad:
+        problems.append("%d unreadable leases" % len(snap.bad))
+    for i in range(hosts):
+        held = by_host.get(host_ip(i), [])
+        if len(held) != 1:
+            problems.append("host %s holds %d leases" % (host_ip(i), len(held)))
+    reported = {host_ip(r[0]): r[1] for r in figures["rows"] if r[4] is None}
+    wrong = [ip for ip, subnet in reported.items() if by_host.get(ip) != [subnet]]
+    if wrong:
+        problems.append("%d hosts were told another subnet than the stored one (e.g. %s)" % (len(wrong), wrong[0]))
+    return problems
+
+
+def report(label, f, ref=None):
+    line = ("%-34s %5d leases in %6.2f s = %6.1f/s, %.2f round trips per lease (median %d), "
+            "%d lost races (at most %d for one host), %d fail-overs, %d errors"
+            % (label, f["done"], f["elapsed"], f["rate"], f["rt"], f["rt_median"], f["lost"], f["lost_max"],
+               f["failovers"], len(f["errors"])))
+    if ref is not None:
+        line += "; %.3f x the plain member's %.1f/s" % (f["rate"] / ref["rate"], ref["rate"])
+    print(line)
+
+
+def cluster_main(args):
+    concurrency = args.concurrency or args.hosts
+    problems = []
+    base = tempfile.mkdtemp(prefix="bench-etcd-cluster-")
+    from support.etcd_cluster import EtcdCluster  # noqa: E402  (tests/ is on sys.path)
+
+    print("%d hosts, each one module run (own connection, authentication when the etcd has it, acquire), "
+          "at most %d at a time, %d threads over %d processes" % (args.hosts, concurrency, concurrency, args.procs))
+    with EtcdServer(name="bench-plain") as server:
+        plain = {"etcd_endpoints": [server.endpoint], "etcd_prefix": "/coreos.com/network"}
+        seed(server.endpoint, plain["etcd_prefix"], args.hosts)
+        ref = storm(plain, args.hosts, args.procs, concurrency)
+        report("1 member, plain http, no auth:", ref)
+        problems += ["plain: " + p for p in verify(plain, args.hosts, ref)]
+    cluster = EtcdCluster(["127.0.0.1"] * 3, base, client_port=None, peer_port=None)
+    try:
+        cluster.start()
+        tls = cluster.module_args()
+        seed(tls["etcd_endpoints"], tls["etcd_prefix"], args.hosts, **{k: v for k, v in client_kwargs(tls).items()
+                                                                         if k != "endpoints"})
+        f = storm(tls, args.hosts, args.procs, concurrency)
+        report("3 members, TLS + auth (flannel):", f, ref)
+        problems += ["cluster: " + p for p in verify(tls, args.hosts, f)]
+    finally:
+        left = cluster.destroy()
+        if left:
+            print("left running: %s" % left)
+    for r in (ref.get("errors", []) + f.get("errors", []))[:5]:
+        print("error, host %s: %s" % (host_ip(r[0]), r[4].strip().splitlines()[-1]))
+    if problems:
+        print("FAILED (%d problems):\n  %s" % (len(problems), "\n  ".join(problems[:20])))
+        return 1
+    print("ok: %d distinct subnets, one lease per host, no errors (lost races retried)" % args.hosts)
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--cluster", action="store_true",
+                        help="one module run per host against a 3-member TLS+auth cluster and a plain member")
+    parser.add_argument("--procs", type=int, default=2, help="--cluster: processes the hosts' threads run in")
+    parser.add_argument("--concurrency", type=int, default=0,
+                        help="--cluster: hosts running at once (default: all of them)")
     args = parser.parse_args()
+    if args.cluster:
+        sys.exit(cluster_main(args))
     with EtcdServer(name="bench") as server:
         cfg = seed(server.endpoint, "/bench/seq", args.hosts)
         print("network %s, /%d subnets, capacity %d, %d hosts" % (cfg.network, cfg.subnet_len, cfg.capacity, args.hosts))
