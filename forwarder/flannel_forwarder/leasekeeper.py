@@ -208,8 +208,12 @@ class LeaseKeeper:
                 return
             current = read_leases(self.store.prefix, [(kv.key, kv.value, kv.lease, kv.mod_revision)])[0]
             if not current or current[0].public_ip != self.public_ip:
-                holder = current[0].public_ip if current else "an unreadable value"
-                raise LeaseLost("subnet %s is now leased to %s" % (own.subnet, holder))
+                if current:
+                    raise LeaseLost("subnet %s is now leased to %s" % (own.subnet, current[0].public_ip))
+                # Someone wrote garbage over our key: it is no longer a lease of ours, and the
+                # subnet module treats it as taken, so site.yml gives this host another subnet.
+                raise LeaseLost("subnet %s: the key %s holds an unreadable value now; run playbooks/site.yml "
+                                "for this host (it leases another subnet)" % (own.subnet, own.key))
             self.lease = current[0]
             if not self.lease.lease_id:
                 self.expires_at = None

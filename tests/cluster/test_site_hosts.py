@@ -206,3 +206,28 @@ def test_host_back_past_its_ttl_with_its_subnet_taken_converges_in_one_run(conve
     finally:
         module(c, tmp_path, "subnet", public_ip=squatter, state="absent")
         c.run(host.name, "docker rm -f ofl-keep", check=False)
+
+
+def test_garbage_in_etcd_never_breaks_site_yml_or_the_forwarders(converged, tmp_path):
+    """Keys that do not parse and values of the wrong shape are reported and skipped, never fatal."""
+    c = converged
+    prefix = "/coreos.com/network/subnets/"
+    garbage = {prefix + "garbage": "x", prefix + "10.5.250.0-99": "{}", prefix + "10.5.251.0-24": "not json",
+               prefix + "10.5.252.0-24": '{"PublicIP": 7, "BackendType": ["udp"]}',
+               prefix + "10.5.253.0-24": '["a", "list"]'}
+    before = {h.name: service_state(c, h.name, "flannel-forwarder.service")["MainPID"] for h in c.hosts}
+    try:
+        for key, value in garbage.items():
+            c.etcdctl("put", key, value)
+        info = subnet_info(c, tmp_path)
+        assert set(garbage) <= set(item["key"] for item in info["invalid"]), info["invalid"]
+        run = run_playbook(c, "site.yml")
+        assert run.rc == 0, run.tail()
+        assert all_changed_zero(run), (run.recap, run.changed_tasks())
+        after = {h.name: service_state(c, h.name, "flannel-forwarder.service")["MainPID"] for h in c.hosts}
+        assert after == before  # no forwarder crashed on the watch events
+        ips = {h.name: start_container(c, h.name) for h in c.hosts}
+        assert ping(c, c.hosts[0].name, ips[c.hosts[1].name]).returncode == 0
+    finally:
+        for key in garbage:
+            c.etcdctl("del", key)
