@@ -21,6 +21,7 @@ __metaclass__ = type
 import collections
 import os
 import sys
+import threading
 import traceback
 import warnings
 
@@ -158,6 +159,18 @@ def _b(value):
 
 _TRANSPORT_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 _EVENT_DELETE = 1  # mvccpb.Event.EventType: PUT = 0, DELETE = 1
+# A call on a channel that another thread closed (it failed over from that member) fails with CANCELLED
+# "Channel closed!": for this call, the member is as gone as for the other thread.
+_CHANNEL_CLOSED = "channel closed"
+
+
+def _transport_failure(err):
+    """Is this gRPC error one to fail over on (the member cannot be reached, or our channel was closed)?"""
+    code = err.code().name if hasattr(err, "code") and err.code() is not None else "UNKNOWN"
+    if code in _TRANSPORT_CODES:
+        return True
+    details = (err.details() if hasattr(err, "details") else "") or ""
+    return code == "CANCELLED" and _CHANNEL_CLOSED in details.lower()
 
 
 def _cause(err, timeout):
@@ -183,8 +196,11 @@ def _cause(err, timeout):
         return "host name could not be resolved"
     if "no route" in low or "unreachable" in low:
         return "no route to host"
+    if _CHANNEL_CLOSED in low:
+        return "connection closed after a failure on another request"
     if "socket closed" in low or "connection reset" in low or "eof" in low:
-        return "connection closed by the server (an https endpoint spoken to as http, or the reverse?)"
+        return "connection closed by the server (the member went away, or an https endpoint spoken to as http " \
+               "or the reverse)"
     return "%s: %s" % (code.lower().replace("_", " "), details or "no details")
 
 
@@ -194,6 +210,11 @@ class EtcdClient(object):
     Calls go to the current endpoint; when it cannot be reached, the next one
     is tried, and the one that answered becomes current. `round_trips` counts
     every request sent (benchmarks read it).
+
+    One client may be used by several threads (the forwarder's lease renewal
+    and its peer re-listing share one): a failed call drops only the channel
+    it used, never one that another thread has opened since, and a call whose
+    channel another thread closed fails over like one that met a dead member.
     """
 
     def __init__(self, endpoints=DEFAULT_ENDPOINTS, ca_cert=None, client_cert=None, client_key=None,
@@ -224,6 +245,7 @@ class EtcdClient(object):
         self._current = 0
         self._channels = {}
         self._tokens = {}
+        self._lock = threading.RLock()
         self.round_trips = 0
 
     def clone(self):
@@ -237,12 +259,17 @@ class EtcdClient(object):
         other.__dict__.update(self.__dict__)
         other._channels = {}
         other._tokens = {}
+        other._lock = threading.RLock()
         other.round_trips = 0
         return other
 
     # -- connections ---------------------------------------------------------
 
     def _channel(self, index):
+        with self._lock:
+            return self._open_channel(index)
+
+    def _open_channel(self, index):
         channel = self._channels.get(index)
         if channel is None:
             ep = self.endpoints[index]
@@ -260,20 +287,20 @@ class EtcdClient(object):
             self._channels[index] = channel
         return channel
 
-    def _stub(self, index, service):
-        return getattr(etcdrpc, service + "Stub")(self._channel(index))
+    def _stub(self, index, service, channel=None):
+        return getattr(etcdrpc, service + "Stub")(channel if channel is not None else self._channel(index))
 
-    def _metadata(self, index):
+    def _metadata(self, index, channel=None):
         if not self._user:
             return None
         token = self._tokens.get(index)
         if token is None:
             self.round_trips += 1
             try:
-                resp = self._stub(index, "Auth").Authenticate(
+                resp = self._stub(index, "Auth", channel).Authenticate(
                     etcdrpc.AuthenticateRequest(name=self._user, password=self._password), self.timeout)
             except grpc.RpcError as err:
-                if err.code().name in _TRANSPORT_CODES:
+                if _transport_failure(err):
                     raise
                 raise EtcdAuthError("etcd %s: authentication as %r failed: %s"
                                     % (self.endpoints[index].url, self._user, err.details()))
@@ -289,9 +316,10 @@ class EtcdClient(object):
             index = (self._current + attempt) % count
             ep = self.endpoints[index]
             for _auth_retry in (0, 1):
+                channel = self._channel(index)
                 try:
-                    metadata = self._metadata(index)
-                    fn = getattr(self._stub(index, service), method)
+                    metadata = self._metadata(index, channel)
+                    fn = getattr(self._stub(index, service, channel), method)
                     self.round_trips += 1
                     if stream:
                         result = next(iter(fn(iter([request]), self.timeout, metadata=metadata)), None)
@@ -305,18 +333,26 @@ class EtcdClient(object):
                         # Simple tokens expire; get a new one once.
                         self._tokens.pop(index, None)
                         continue
-                    if code in _TRANSPORT_CODES:
+                    if _transport_failure(err):
                         failures.append("%s (%s)" % (ep.url, _cause(err, self.timeout)))
-                        self._drop(index)
+                        self._discard(index, channel)
                         break
                     raise EtcdError("etcd %s: %s" % (ep.url, _cause(err, self.timeout)))
         raise EtcdUnavailable("no etcd endpoint answered: %s" % ", ".join(failures))
 
     def _drop(self, index):
-        channel = self._channels.pop(index, None)
-        self._tokens.pop(index, None)
+        with self._lock:
+            channel = self._channels.pop(index, None)
+            self._tokens.pop(index, None)
         if channel is not None:
             channel.close()
+
+    def _discard(self, index, channel):
+        """Drop the connection to endpoint `index` after a failure on `channel`, unless another thread has
+        already replaced that channel by a new one (closing it would fail the calls on it)."""
+        with self._lock:
+            if self._channels.get(index) is channel:
+                self._drop(index)
 
     def close(self):
         for index in list(self._channels):
@@ -448,9 +484,10 @@ class EtcdClient(object):
         count = len(self.endpoints)
         for attempt in range(count):
             index = (self._current + attempt) % count
+            channel = self._channel(index)
             try:
-                metadata = self._metadata(index)
-                stub = self._stub(index, "Lease")
+                metadata = self._metadata(index, channel)
+                stub = self._stub(index, "Lease", channel)
                 self.round_trips += 1
                 futures = [(i, stub.LeaseTimeToLive.future(etcdrpc.LeaseTimeToLiveRequest(ID=i),
                                                            self.timeout, metadata=metadata)) for i in ids]
@@ -461,10 +498,10 @@ class EtcdClient(object):
                 self._current = index
                 return result
             except grpc.RpcError as err:
-                if err.code().name not in _TRANSPORT_CODES:
+                if not _transport_failure(err):
                     raise EtcdError("etcd %s: %s" % (self.endpoints[index].url, _cause(err, self.timeout)))
                 failures.append("%s (%s)" % (self.endpoints[index].url, _cause(err, self.timeout)))
-                self._drop(index)
+                self._discard(index, channel)
         raise EtcdUnavailable("no etcd endpoint answered: %s" % ", ".join(failures))
 
     # -- watch ---------------------------------------------------------------
@@ -484,12 +521,13 @@ class Watch(object):
     """
 
     def __init__(self, client, prefix, start_revision):
-        import threading
         self.client = client
         self.prefix = _b(prefix)
         self.start_revision = start_revision
         self._done = threading.Event()
         self._call = None
+        self._index = None
+        self._channel = None
         self.endpoint = None
 
     def _requests(self):
@@ -506,22 +544,38 @@ class Watch(object):
         for attempt in range(count):
             index = (client._current + attempt) % count
             ep = client.endpoints[index]
+            channel = client._channel(index)
             try:
-                metadata = client._metadata(index)
+                metadata = client._metadata(index, channel)
                 client.round_trips += 1
-                call = client._stub(index, "Watch").Watch(self._requests(), metadata=metadata)
+                call = client._stub(index, "Watch", channel).Watch(self._requests(), metadata=metadata)
                 first = next(call)  # the "created" response, or an error
                 client._current = index
+                self._index, self._channel = index, channel
                 self.endpoint = ep.url
                 return call, first
             except grpc.RpcError as err:
                 if err.code().name == "CANCELLED" and self._done.is_set():
                     return None, None
-                if err.code().name not in _TRANSPORT_CODES:
+                if not _transport_failure(err):
                     raise EtcdError("etcd %s: watch failed: %s" % (ep.url, _cause(err, client.timeout)))
                 failures.append("%s (%s)" % (ep.url, _cause(err, client.timeout)))
-                client._drop(index)
+                client._discard(index, channel)
         raise EtcdUnavailable("no etcd endpoint answered: %s" % ", ".join(failures))
+
+    def _failed(self, drop_channel=False, drop_token=False):
+        """The stream on endpoint self._index failed: the next Watch starts at the endpoint after it."""
+        client, index = self.client, self._index
+        if index is None:
+            return
+        if drop_channel:
+            client._discard(index, self._channel)
+        if drop_token:
+            # e.g. cancelled for a token the member no longer knows: authenticate again next time
+            with client._lock:
+                client._tokens.pop(index, None)
+        if client._current == index:
+            client._current = (index + 1) % len(client.endpoints)
 
     def __iter__(self):
         call, response = self._open()
@@ -532,6 +586,7 @@ class Watch(object):
                     raise EtcdCompacted("etcd %s: revision %d is compacted (oldest kept: %d)" % (
                         self.endpoint, self.start_revision, response.compact_revision), response.compact_revision)
                 if response.canceled:
+                    self._failed(drop_token=True)
                     raise EtcdUnavailable("etcd %s: watch cancelled by the server: %s"
                                           % (self.endpoint, response.cancel_reason or "no reason given"))
                 events = [Event("delete" if ev.type == _EVENT_DELETE else "put", EtcdClient._kv(ev.kv))
@@ -540,11 +595,12 @@ class Watch(object):
                     yield response.header.revision, events
                 response = next(call, None)
             if response is None and not self._done.is_set():
+                self._failed(drop_channel=True)
                 raise EtcdUnavailable("etcd %s: watch stream ended" % self.endpoint)
         except grpc.RpcError as err:
             if self._done.is_set():
                 return
-            self.client._drop(self.client._current)
+            self._failed(drop_channel=True)
             raise EtcdUnavailable("etcd %s: watch broken: %s" % (self.endpoint, _cause(err, self.client.timeout)))
 
     def cancel(self):
