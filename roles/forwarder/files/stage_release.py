@@ -24,6 +24,7 @@ object: name, archive, built, target.
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -151,6 +152,9 @@ def pure_wheels(root, cache, files, digest):
 
 
 def stage(root, cache, python, machine, glibc):
+    if importlib.util.find_spec("pip") is None:
+        raise StageError("the controller's Python (%s) has no pip, which stages the forwarder for the hosts: "
+                         "install it (Debian: python3-pip) or run ansible-playbook from a virtualenv" % sys.executable)
     if not re.match(r"^3\.\d+$", python or ""):
         raise StageError("the host's Python is %r: a CPython 3.x is needed" % python)
     files = source_files(root)
