@@ -22,6 +22,7 @@ import collections
 import os
 import sys
 import threading
+import time
 import traceback
 import warnings
 
@@ -173,6 +174,20 @@ def _transport_failure(err):
     return code == "CANCELLED" and _CHANNEL_CLOSED in details.lower()
 
 
+# etcd answers these while it elects a leader or is overloaded ("etcdserver: leader changed",
+# "no leader", "request timed out", "too many requests"): the member is up, the request may be
+# sent again a moment later (a guarded transaction that did apply fails its guard the second time).
+_BUSY_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+_BUSY_WORDS = ("leader changed", "no leader", "request timed out", "too many requests", "not capable")
+
+
+def _busy(err):
+    """Did a reachable member say "not now" (an election, an overload) rather than fail?"""
+    code = err.code().name if hasattr(err, "code") and err.code() is not None else "UNKNOWN"
+    details = ((err.details() if hasattr(err, "details") else "") or "").lower()
+    return code in _BUSY_CODES and "etcdserver:" in details and any(w in details for w in _BUSY_WORDS)
+
+
 def _cause(err, timeout):
     """A short, human cause from a gRPC error."""
     code = err.code().name if hasattr(err, "code") and err.code() is not None else "UNKNOWN"
@@ -218,7 +233,7 @@ class EtcdClient(object):
     """
 
     def __init__(self, endpoints=DEFAULT_ENDPOINTS, ca_cert=None, client_cert=None, client_key=None,
-                 user=None, password=None, timeout=DEFAULT_TIMEOUT):
+                 user=None, password=None, timeout=DEFAULT_TIMEOUT, retry_window=None):
         if not HAS_ETCD3:
             raise EtcdError("python-etcd3 and grpcio are required: %s" % (ETCD3_IMPORT_ERROR or "").strip().splitlines()[-1])
         if isinstance(endpoints, str):
@@ -237,6 +252,8 @@ class EtcdClient(object):
             raise EtcdError("etcd timeout must be a number of seconds, got %r" % (timeout,))
         if self.timeout <= 0:
             raise EtcdError("etcd timeout must be positive, got %r" % (timeout,))
+        # How long a cluster that answers "not now" (no leader yet) is waited for.
+        self.retry_window = 3 * self.timeout if retry_window is None else float(retry_window)
         self._ca = _read_file(ca_cert, "etcd CA certificate")
         self._cert = _read_file(client_cert, "etcd client certificate")
         self._key = _read_file(client_key, "etcd client key")
@@ -310,35 +327,56 @@ class EtcdClient(object):
 
     def _call(self, service, method, request, stream=False):
         """Send one request, failing over across endpoints on transport errors."""
-        failures = []
-        count = len(self.endpoints)
-        for attempt in range(count):
-            index = (self._current + attempt) % count
-            ep = self.endpoints[index]
-            for _auth_retry in (0, 1):
-                channel = self._channel(index)
-                try:
-                    metadata = self._metadata(index, channel)
-                    fn = getattr(self._stub(index, service, channel), method)
-                    self.round_trips += 1
-                    if stream:
-                        result = next(iter(fn(iter([request]), self.timeout, metadata=metadata)), None)
-                    else:
-                        result = fn(request, self.timeout, metadata=metadata)
-                    self._current = index
-                    return result
-                except grpc.RpcError as err:
-                    code = err.code().name
-                    if code == "UNAUTHENTICATED" and self._user and _auth_retry == 0:
-                        # Simple tokens expire; get a new one once.
-                        self._tokens.pop(index, None)
-                        continue
-                    if _transport_failure(err):
-                        failures.append("%s (%s)" % (ep.url, _cause(err, self.timeout)))
-                        self._discard(index, channel)
-                        break
-                    raise EtcdError("etcd %s: %s" % (ep.url, _cause(err, self.timeout)))
-        raise EtcdUnavailable("no etcd endpoint answered: %s" % ", ".join(failures))
+        def attempt(index, channel, metadata):
+            fn = getattr(self._stub(index, service, channel), method)
+            self.round_trips += 1
+            if stream:
+                return next(iter(fn(iter([request]), self.timeout, metadata=metadata)), None)
+            return fn(request, self.timeout, metadata=metadata)
+        return self._failover(attempt)
+
+    def _failover(self, attempt):
+        """attempt(index, channel, metadata) on the current endpoint, then on the next ones.
+
+        A member that cannot be reached is dropped and the next one tried. When
+        every member answered but none could serve (an election, an overload:
+        see _busy), the round starts over, with a growing pause, for up to
+        `retry_window` seconds. Any other error is the caller's.
+        """
+        deadline = time.monotonic() + self.retry_window
+        pause = 0.1
+        while True:
+            failures = []
+            busy_only = True
+            count = len(self.endpoints)
+            for offset in range(count):
+                index = (self._current + offset) % count
+                ep = self.endpoints[index]
+                for _auth_retry in (0, 1):
+                    channel = self._channel(index)
+                    try:
+                        result = attempt(index, channel, self._metadata(index, channel))
+                        self._current = index
+                        return result
+                    except grpc.RpcError as err:
+                        code = err.code().name
+                        if code == "UNAUTHENTICATED" and self._user and _auth_retry == 0:
+                            # Simple tokens expire, and are only known to the member that issued them.
+                            self._tokens.pop(index, None)
+                            continue
+                        if _busy(err):
+                            failures.append("%s (%s)" % (ep.url, _cause(err, self.timeout)))
+                            break
+                        if _transport_failure(err):
+                            busy_only = False
+                            failures.append("%s (%s)" % (ep.url, _cause(err, self.timeout)))
+                            self._discard(index, channel)
+                            break
+                        raise EtcdError("etcd %s: %s" % (ep.url, _cause(err, self.timeout)))
+            if not busy_only or time.monotonic() + pause > deadline:
+                raise EtcdUnavailable("no etcd endpoint answered: %s" % ", ".join(failures))
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     def _drop(self, index):
         with self._lock:
@@ -480,29 +518,17 @@ class EtcdClient(object):
         ids = sorted(set(i for i in lease_ids if i))
         if not ids:
             return {}
-        failures = []
-        count = len(self.endpoints)
-        for attempt in range(count):
-            index = (self._current + attempt) % count
-            channel = self._channel(index)
-            try:
-                metadata = self._metadata(index, channel)
-                stub = self._stub(index, "Lease", channel)
-                self.round_trips += 1
-                futures = [(i, stub.LeaseTimeToLive.future(etcdrpc.LeaseTimeToLiveRequest(ID=i),
-                                                           self.timeout, metadata=metadata)) for i in ids]
-                result = {}
-                for lease_id, fut in futures:
-                    resp = fut.result()
-                    result[lease_id] = (resp.TTL, resp.grantedTTL)
-                self._current = index
-                return result
-            except grpc.RpcError as err:
-                if not _transport_failure(err):
-                    raise EtcdError("etcd %s: %s" % (self.endpoints[index].url, _cause(err, self.timeout)))
-                failures.append("%s (%s)" % (self.endpoints[index].url, _cause(err, self.timeout)))
-                self._discard(index, channel)
-        raise EtcdUnavailable("no etcd endpoint answered: %s" % ", ".join(failures))
+        def attempt(index, channel, metadata):
+            stub = self._stub(index, "Lease", channel)
+            self.round_trips += 1
+            futures = [(i, stub.LeaseTimeToLive.future(etcdrpc.LeaseTimeToLiveRequest(ID=i),
+                                                       self.timeout, metadata=metadata)) for i in ids]
+            result = {}
+            for lease_id, fut in futures:
+                resp = fut.result()
+                result[lease_id] = (resp.TTL, resp.grantedTTL)
+            return result
+        return self._failover(attempt)
 
     # -- watch ---------------------------------------------------------------
 

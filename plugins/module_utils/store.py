@@ -152,6 +152,10 @@ class FlannelStore(object):
                 plan = plan_lease(config, snap.leases, snap.bad, public_ip, attrs, requested=requested,
                                   previous=previous, relet=relet, rng=rng, avoid=avoid)
                 current = plan.current
+                if current is not None and granted and current.lease_id == granted:
+                    # A transaction that looked lost (it timed out and was sent again) did attach the
+                    # etcd lease: it is the key's now, and revoking it would delete the key.
+                    granted = 0
                 info = self.ttls([current]).get(current.lease_id) if current is not None and current.lease_id else None
                 if plan.action == "keep" and not plan.release and self._lease_fits(current, info, ttl):
                     out.lease = current
