@@ -180,16 +180,22 @@ class LeaseKeeper:
             self._on_fatal(exc)
 
     def _renew_loop(self):
-        while not self._stop.wait(self._renew_wait()):
+        failures = 0
+        while not self._stop.wait(self._renew_wait() if not failures else min(self.check_interval, 2.0 ** failures)):
             try:
                 self.check_own_lease()
                 self.etcd_connected = True
+                if failures:
+                    log.info("lease check works again after %d failures", failures)
+                failures = 0
             except LeaseLost as exc:
                 self._fail(exc)
                 return
             except etcd.EtcdError as exc:
                 self.etcd_connected = False
-                log.warning("lease check failed, will retry: %s", exc)
+                failures += 1
+                # Once per outage at warning level; the retries (backing off up to the check interval) at debug.
+                (log.warning if failures == 1 else log.debug)("lease check failed, will retry: %s", exc)
 
     def _renew_wait(self):
         left = self.seconds_left()
@@ -268,8 +274,13 @@ class LeaseKeeper:
                     return
             except etcd.EtcdCompacted as exc:
                 log.warning("watch: %s; listing again", exc)
-                self._relist()
-                continue
+                try:
+                    self._relist()
+                    continue
+                except etcd.EtcdError as relist_exc:
+                    # Never let the watch thread die: back off and list again below.
+                    self.etcd_connected = False
+                    log.warning("watch: listing again failed: %s; retrying in %.1fs", relist_exc, backoff)
             except etcd.EtcdError as exc:
                 self.etcd_connected = False
                 log.warning("watch: %s; reconnecting in %.1fs", exc, backoff)

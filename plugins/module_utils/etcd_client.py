@@ -20,6 +20,7 @@ __metaclass__ = type
 
 import collections
 import os
+import random
 import sys
 import threading
 import time
@@ -185,6 +186,8 @@ def _busy(err):
     """Did a reachable member say "not now" (an election, an overload) rather than fail?"""
     code = err.code().name if hasattr(err, "code") and err.code() is not None else "UNKNOWN"
     details = ((err.details() if hasattr(err, "details") else "") or "").lower()
+    if code == "UNKNOWN" and "context deadline exceeded" in details:
+        return True  # the member gave up on its own deadline: overloaded, not gone
     return code in _BUSY_CODES and "etcdserver:" in details and any(w in details for w in _BUSY_WORDS)
 
 
@@ -340,8 +343,10 @@ class EtcdClient(object):
 
         A member that cannot be reached is dropped and the next one tried. When
         every member answered but none could serve (an election, an overload:
-        see _busy), the round starts over, with a growing pause, for up to
-        `retry_window` seconds. Any other error is the caller's.
+        see _busy; or a member too slow to answer in time), the round starts
+        over, after a growing, jittered pause, for up to `retry_window`
+        seconds. Members that all refuse connections fail at once. Any other
+        error is the caller's.
         """
         deadline = time.monotonic() + self.retry_window
         pause = 0.1
@@ -368,15 +373,18 @@ class EtcdClient(object):
                             failures.append("%s (%s)" % (ep.url, _cause(err, self.timeout)))
                             break
                         if _transport_failure(err):
-                            busy_only = False
+                            # A member that timed out may only be slow (an overloaded cluster);
+                            # one that refused the connection is gone.
+                            busy_only = busy_only and code == "DEADLINE_EXCEEDED"
                             failures.append("%s (%s)" % (ep.url, _cause(err, self.timeout)))
                             self._discard(index, channel)
                             break
                         raise EtcdError("etcd %s: %s" % (ep.url, _cause(err, self.timeout)))
             if not busy_only or time.monotonic() + pause > deadline:
                 raise EtcdUnavailable("no etcd endpoint answered: %s" % ", ".join(failures))
-            time.sleep(pause)
-            pause = min(pause * 2, 1.0)
+            # Jittered, so that many clients of a recovering cluster do not come back in step.
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 2.0)
 
     def _drop(self, index):
         with self._lock:

@@ -23,6 +23,7 @@ class Answer(grpc.RpcError):
     (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader"),
     (grpc.StatusCode.UNAVAILABLE, "etcdserver: request timed out"),
     (grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: too many requests"),
+    (grpc.StatusCode.UNKNOWN, "context deadline exceeded"),
 ])
 def test_a_member_that_cannot_serve_now_is_asked_again(code, details):
     assert _busy(Answer(code, details))
