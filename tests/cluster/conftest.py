@@ -67,3 +67,14 @@ def cluster():
                              prefix=os.environ.get("OVERLAY_FLANNEL_CLUSTER_PREFIX", ""),
                              underlay=os.environ.get("OVERLAY_FLANNEL_CLUSTER_UNDERLAY", "10.213.0"),
                              etcd_plain=os.environ.get("OVERLAY_FLANNEL_CLUSTER_ETCD_PLAIN", "") not in ("", "0"))
+
+
+@pytest.fixture(scope="module")
+def converged(cluster):
+    """The session cluster after a site.yml run (for the test modules that start from a converged overlay)."""
+    from cluster.flannel_helpers import ansible_tool, run_playbook
+    if not ansible_tool("ansible-playbook"):
+        pytest.fail("ansible-playbook not installed (make venv)", pytrace=False)
+    run = run_playbook(cluster, "site.yml")
+    assert run.rc == 0, run.tail()
+    return cluster

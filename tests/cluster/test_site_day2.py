@@ -3,7 +3,6 @@
 import pytest
 
 from cluster.flannel_helpers import (
-    ansible_tool,
     ping,
     run_playbook,
     start_container,
@@ -12,15 +11,6 @@ from cluster.flannel_helpers import (
 )
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture(scope="module")
-def converged(cluster):
-    if not ansible_tool("ansible-playbook"):
-        pytest.fail("ansible-playbook not installed (make venv)", pytrace=False)
-    run = run_playbook(cluster, "site.yml")
-    assert run.rc == 0, run.tail()
-    return cluster
 
 
 def pings_all(cluster):

@@ -35,15 +35,6 @@ pytestmark = pytest.mark.cluster
 SHORT_TTL = ["-e", "flannel_subnet_ttl=12", "-e", "flannel_subnet_renew_margin=4"]
 
 
-@pytest.fixture(scope="module")
-def converged(cluster):
-    if not ansible_tool("ansible-playbook"):
-        pytest.fail("ansible-playbook not installed (make venv)", pytrace=False)
-    run = run_playbook(cluster, "site.yml")
-    assert run.rc == 0, run.tail()
-    return cluster
-
-
 def module(cluster, tmpdir, name, **args):
     """An overlay.flannel module run on the controller against the cluster's etcd; its result."""
     tree = os.path.join(str(tmpdir), "%s-%d" % (name, time.monotonic_ns()))

@@ -53,6 +53,7 @@ else:  # run as a script: tests/cluster/harness/cluster.py
 if TESTS_DIR not in sys.path:  # tests/support: the etcd cluster launcher (stdlib too)
     sys.path.insert(0, TESTS_DIR)
 from support.etcd_cluster import EtcdCluster  # noqa: E402
+from support.procs import pid_alive, proc_start_time, signal_recorded  # noqa: E402,F401 (the API uses them)
 
 SELF = os.path.abspath(__file__)
 DEFAULT_STATE_DIR = os.environ.get("OVERLAY_FLANNEL_CLUSTER_STATE", "/tmp/overlay-flannel-cluster")
@@ -79,39 +80,6 @@ def sh(argv, check=True, **kw):
         raise RuntimeError("command failed (rc=%d): %s\n%s%s" % (
             res.returncode, " ".join(argv), res.stdout or "", res.stderr or ""))
     return res
-
-
-def proc_start_time(pid):
-    """Start time (clock ticks since boot) of a process, or None if it is gone/a zombie."""
-    try:
-        with open("/proc/%d/stat" % pid) as fh:
-            data = fh.read()
-    except (OSError, TypeError):
-        return None
-    fields = data[data.rindex(")") + 2:].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
-
-
-def pid_alive(pid, start_time=None):
-    if not pid:
-        return False
-    st = proc_start_time(pid)
-    if st is None:
-        return False
-    return start_time is None or st == start_time
-
-
-def signal_recorded(pid, start_time, sig):
-    """Send `sig` to a PID we recorded, only if it is still the same process."""
-    if pid_alive(pid, start_time):
-        try:
-            os.kill(pid, sig)
-            return True
-        except ProcessLookupError:
-            pass
-    return False
 
 
 def reap(pid):
