@@ -330,6 +330,7 @@ class EtcdClient(object):
 
     def _call(self, service, method, request, stream=False):
         """Send one request, failing over across endpoints on transport errors."""
+
         def attempt(index, channel, metadata):
             fn = getattr(self._stub(index, service, channel), method)
             self.round_trips += 1
@@ -526,6 +527,7 @@ class EtcdClient(object):
         ids = sorted(set(i for i in lease_ids if i))
         if not ids:
             return {}
+
         def attempt(index, channel, metadata):
             stub = self._stub(index, "Lease", channel)
             self.round_trips += 1
