@@ -220,6 +220,21 @@ class Pings:
                 proc.wait()
 
 
+def a_new_lease_reaches_every_forwarder(c, counts, n):
+    """A lease for fake host `n` reaches every forwarder (their peer counts were `counts`), and its
+    release leaves them as they were: the watches work."""
+    store = store_for(c)
+    try:
+        ip = fake_ip(c, n)
+        arrival = lease_change_arrival(c, lambda: store.acquire(ip, ttl=FAKE_TTL),
+                                       {h: k + 1 for h, k in counts.items()})
+        assert all(t is not None and t < 10 for t in arrival.values()), arrival
+        store.release(ip)
+        wait_for(lambda: peer_counts(c) == counts, timeout=30, what="the fake lease gone everywhere")
+    finally:
+        store.client.close()
+
+
 def lease_change_arrival(c, change, target_peers, timeout=30):
     """Run `change()` (an etcd write) while every host polls its forwarder's peer count; returns
     {host: seconds from the start of the write until the forwarder had `target_peers` peers} (None: never).
@@ -502,16 +517,7 @@ def test_whole_etcd_stopped_for_a_minute(faults, tmp_path):
     info = assert_converged(c, tmp_path, ttl=SHORT_TTL)
     print("leases after the outage: %s" % [(lease["subnet"], lease["ttl_remaining"]) for lease in info["leases"]])
     # the watches work again: a lease made now reaches every forwarder
-    store = store_for(c)
-    try:
-        ip = fake_ip(c, 2)
-        arrival = lease_change_arrival(c, lambda: store.acquire(ip, ttl=FAKE_TTL),
-                                       {h: n + 1 for h, n in counts.items()})
-        assert all(t is not None and t < 10 for t in arrival.values()), arrival
-        store.release(ip)
-        wait_for(lambda: peer_counts(c) == counts, timeout=30, what="the fake lease gone everywhere")
-    finally:
-        store.client.close()
+    a_new_lease_reaches_every_forwarder(c, counts, 2)
     assert pings_between_hosts(c, ips) == []
 
 
@@ -594,16 +600,7 @@ def test_member_replaced(faults, tmp_path):
     wait_for(lambda: readyz(c, first_host) == "200", timeout=60, what="%s ready" % first_host)
     assert member_of(ec, endpoint_of(metrics(c, first_host), "watch")) == name
     counts = peer_counts(c)
-    store = store_for(c)
-    try:
-        ip = fake_ip(c, 6)
-        arrival = lease_change_arrival(c, lambda: store.acquire(ip, ttl=FAKE_TTL),
-                                       {h: n + 1 for h, n in counts.items()})
-        assert all(t is not None and t < 10 for t in arrival.values()), arrival
-        store.release(ip)
-        wait_for(lambda: peer_counts(c) == counts, timeout=30, what="the fake lease gone everywhere")
-    finally:
-        store.client.close()
+    a_new_lease_reaches_every_forwarder(c, counts, 6)
     took = wait_renewed(c, replaced, timeout=75)
     print("every forwarder renewed its lease after the replacement (%.1fs more)" % took)
     assert all(readyz(c, h) == "200" for h in c.host_names)
