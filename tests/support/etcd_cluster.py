@@ -409,15 +409,32 @@ class EtcdCluster:
 
     def _reconfig(self, args, endpoints, timeout):
         """A membership change; etcd refuses one ("unhealthy cluster") until the members that run have been
-        connected for a few seconds (its strict reconfiguration check), so retry that."""
+        connected for a few seconds (its strict reconfiguration check), and one can time out while the
+        survivors elect a leader (the killed member may have been it), so retry both.  A retried change
+        may find that the timed-out attempt was applied after all: a remove then reports the member
+        unknown, an add its peer URL taken; both count as done."""
         deadline = time.monotonic() + timeout
+        transient = ("unhealthy cluster", "context deadline exceeded", "leader changed", "no leader")
+        retried = False
         while True:
             res = self._etcdctl(args, endpoints=endpoints, check=False)
             if res.returncode == 0:
                 return res
-            if "unhealthy cluster" not in res.stderr or time.monotonic() > deadline:
+            if retried and args[:2] == ["member", "remove"] and "member not found" in res.stderr:
+                return res
+            if retried and args[:2] == ["member", "add"] and "Peer URLs already exists" in res.stderr:
+                return self._added_after_timeout(args[2], endpoints)
+            if not any(w in res.stderr for w in transient) or time.monotonic() > deadline:
                 raise EtcdError("etcdctl %s failed: %s" % (" ".join(args), res.stderr.strip()[-500:]))
+            retried = True
             time.sleep(0.5)
+
+    def _added_after_timeout(self, name, endpoints):
+        """What `member add -w json` prints, rebuilt from the member list (the add timed out but was applied)."""
+        out = json.loads(self._etcdctl(["member", "list", "-w", "json"], endpoints=endpoints).stdout)
+        mine = [e for e in out["members"] if self.peer_url(name) in e.get("peerURLs", [])]
+        return subprocess.CompletedProcess([], 0, stdout=json.dumps({"member": mine[0], "members": out["members"]}),
+                                           stderr="")
 
     # ------------------------------------------------------------------ etcdctl
     def _etcdctl(self, args, user="root", endpoints=None, check=True, timeout=30, input=None):
