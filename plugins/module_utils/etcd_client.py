@@ -320,7 +320,10 @@ class EtcdClient(object):
                 resp = self._stub(index, "Auth", channel).Authenticate(
                     etcdrpc.AuthenticateRequest(name=self._user, password=self._password), self.timeout)
             except grpc.RpcError as err:
-                if _transport_failure(err):
+                # An unreachable member, or one that cannot serve a login now (an election, an overload:
+                # the password check is a raft proposal), is the fail-over loop's to handle; a refused
+                # login is the caller's.
+                if _transport_failure(err) or _busy(err):
                     raise
                 raise EtcdAuthError("etcd %s: authentication as %r failed: %s"
                                     % (self.endpoints[index].url, self._user, err.details()))

@@ -43,3 +43,61 @@ def test_failures_and_unreachable_members_are_not_busy(code, details):
 def test_an_unreachable_member_is_still_failed_over():
     assert _transport_failure(Answer(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses"))
     assert not _transport_failure(Answer(grpc.StatusCode.PERMISSION_DENIED, "etcdserver: permission denied"))
+
+
+class _Token:
+    token = "t1"
+
+
+class _Stubs:
+    """Auth and KV stubs of a member whose first login meets an election."""
+
+    def __init__(self, login_answers):
+        self.login_answers = list(login_answers)
+        self.logins = 0
+
+    def __call__(self, index, service, channel=None):
+        return self
+
+    def Authenticate(self, request, timeout):  # noqa: N802  (the gRPC method's name)
+        self.logins += 1
+        answer = self.login_answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def Range(self, request, timeout, metadata=None):  # noqa: N802
+        assert metadata == (("token", "t1"),)
+        return "range-answer"
+
+
+def _client(stubs):
+    from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient
+    client = EtcdClient(["http://127.0.0.1:1"], user="flannel", password="pw", timeout=1, retry_window=5)
+    client._stub = stubs
+    return client
+
+
+def test_a_login_that_meets_an_election_is_asked_again():
+    stubs = _Stubs([Answer(grpc.StatusCode.UNAVAILABLE, "etcdserver: leader changed"),
+                    Answer(grpc.StatusCode.UNKNOWN, "context deadline exceeded"),
+                    Answer(grpc.StatusCode.RESOURCE_EXHAUSTED, "etcdserver: too many requests"), _Token()])
+    client = _client(stubs)
+    try:
+        assert client._call("KV", "Range", None) == "range-answer"
+    finally:
+        client.close()
+    assert stubs.logins == 4
+
+
+def test_a_refused_login_is_not_asked_again():
+    from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdAuthError
+    stubs = _Stubs([Answer(grpc.StatusCode.FAILED_PRECONDITION,
+                           "etcdserver: authentication failed, invalid user ID or password"), _Token()])
+    client = _client(stubs)
+    try:
+        with pytest.raises(EtcdAuthError, match="authentication as 'flannel' failed"):
+            client._call("KV", "Range", None)
+    finally:
+        client.close()
+    assert stubs.logins == 1
