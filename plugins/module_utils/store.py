@@ -71,13 +71,15 @@ class Snapshot(object):
 class Outcome(object):
     """What acquire() did: `lease` is the host's lease afterwards (or the planned one in check mode)."""
 
-    __slots__ = ("changed", "action", "lease", "before", "ttl", "expires_at", "released", "config")
+    __slots__ = ("changed", "action", "lease", "before", "before_ttl", "ttl", "expires_at", "released", "config")
 
     def __init__(self):
         self.changed = False
         self.action = "keep"
         self.lease = None
         self.before = None
+        # Seconds the host's lease had left before: None with no lease (or its etcd lease gone), 0 for a reservation.
+        self.before_ttl = None
         self.ttl = 0
         self.expires_at = None
         self.released = []
@@ -135,8 +137,15 @@ class FlannelStore(object):
 
     def acquire(self, public_ip, ttl=DEFAULT_TTL, renew_margin=DEFAULT_RENEW_MARGIN, backend_type="udp",
                 backend_data=None, requested=None, previous=None, relet=False, check_mode=False,
-                rng=None, snap=None, max_attempts=MAX_ATTEMPTS):
-        """Make sure `public_ip` holds exactly one compatible lease; see plan_lease() for the order."""
+                rng=None, snap=None, max_attempts=MAX_ATTEMPTS, renew=False):
+        """Make sure `public_ip` holds exactly one compatible lease; see plan_lease() for the order.
+
+        A kept etcd lease is renewed (to its full TTL) when less than `renew_margin` remains, or
+        whatever remains with `renew`. A lease asked with another kind (`ttl` 0, a reservation, for
+        a key on an etcd lease; a TTL for a reservation; another TTL) keeps its subnet: the key is
+        rewritten in one guarded transaction on the new etcd lease (none for a reservation) and
+        the old etcd lease is revoked afterwards (the key no longer is attached to it).
+        """
         attrs = lease_attrs(public_ip, backend_type, backend_data)
         value = encode_value(public_ip, backend_type, backend_data)
         snap = snap or self.snapshot()
@@ -157,10 +166,12 @@ class FlannelStore(object):
                     # etcd lease: it is the key's now, and revoking it would delete the key.
                     granted = 0
                 info = self.ttls([current]).get(current.lease_id) if current is not None and current.lease_id else None
+                if out.before is not None and current is not None and current.subnet == out.before.subnet:
+                    out.before_ttl = 0 if not current.lease_id else (info[0] if info and info[0] > 0 else None)
                 if plan.action == "keep" and not plan.release and self._lease_fits(current, info, ttl):
                     out.lease = current
                     out.ttl = 0 if not ttl else info[0]
-                    if ttl and info[0] < renew_margin:
+                    if ttl and (renew or info[0] < renew_margin):
                         out.changed, out.action = True, "renew"
                         out.ttl = ttl if check_mode else self.client.keepalive(current.lease_id)
                     out.expires_at = _expiry(out.ttl)

@@ -22,7 +22,11 @@ description:
   - A new lease is created atomically (an etcd transaction that only succeeds when the key does
     not exist) and retried with another subnet when another host won the race, so two hosts
     never hold one subnet.
-  - An existing lease is renewed only when less than O(renew_margin) seconds remain.
+  - An existing lease is renewed only when less than O(renew_margin) seconds remain, or at once with
+    O(renew=true).
+  - "An existing lease asked with another O(ttl) keeps its subnet: V(0) turns it into a reservation (the key
+    is rewritten without an etcd lease and the old etcd lease is revoked), a TTL turns a reservation back
+    into a lease on a new etcd lease; each in one guarded transaction."
 author:
   - overlay.flannel maintainers (@overlay-flannel)
 extends_documentation_fragment:
@@ -51,6 +55,8 @@ options:
     description:
       - Lifetime of the lease in seconds, renewed by the forwarder on the host.
       - V(0) makes a reservation, a key with no etcd lease that never expires.
+      - A lease whose etcd lease was granted with another TTL, or a reservation when O(ttl) is positive (and
+        the reverse), is converted on the same subnet.
     type: int
     default: 86400
   renew_margin:
@@ -58,6 +64,13 @@ options:
       - Renew an existing lease when fewer than this many seconds remain. Must be smaller than O(ttl).
     type: int
     default: 3600
+  renew:
+    description:
+      - Renew the etcd lease now, back to its full O(ttl), whatever remains (O(renew_margin) is not consulted).
+        Always a change for a lease (its expiry moves); no effect on a reservation (O(ttl=0)), which never expires.
+      - A host without a lease gets one as without this option; pin O(subnet) to fail instead.
+    type: bool
+    default: false
   subnet:
     description:
       - Lease exactly this subnet (CIDR). Fails when another host holds it or it does not fit the config.
@@ -104,6 +117,17 @@ EXAMPLES = r"""
     subnet: 10.5.200.0/24
     ttl: 0
 
+- name: Renew a host's lease now to the full TTL, on the subnet it holds
+  overlay.flannel.subnet:
+    public_ip: 192.0.2.22
+    subnet: 10.5.200.0/24
+    renew: true
+
+- name: Turn a host's lease into a reservation (same subnet, never expires)
+  overlay.flannel.subnet:
+    public_ip: 192.0.2.25
+    ttl: 0
+
 - name: Move a host to another subnet
   overlay.flannel.subnet:
     public_ip: 192.0.2.23
@@ -146,8 +170,22 @@ expires_at:
   returned: when O(state=present)
   type: str
   sample: "2026-11-26T10:00:00Z"
+previous_expires_at:
+  description:
+    - When the host's lease would have expired before this run, ISO 8601 UTC; null when it was a reservation or
+      the host had no lease (see RV(previous_reservation)).
+  returned: when O(state=present)
+  type: str
+  sample: "2026-11-25T22:14:05Z"
+previous_reservation:
+  description: Whether the host's lease on this subnet was a reservation before this run (false without one).
+  returned: when O(state=present)
+  type: bool
+  sample: false
 action:
-  description: What was done, V(keep), V(renew), V(update), V(create), V(relet) or V(release).
+  description:
+    - What was done, V(keep), V(renew), V(update), V(create), V(relet) or V(release).
+    - V(update) is also a conversion between a lease and a reservation, on the same subnet.
   returned: always
   type: str
   sample: create
@@ -163,6 +201,8 @@ released:
   elements: str
   sample: ["10.5.12.0/24"]
 """
+
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -182,6 +222,13 @@ from ansible_collections.overlay.flannel.plugins.module_utils.subnets import (
 )
 
 
+def expiry(seconds):
+    """ISO 8601 UTC time `seconds` from now; None for no time (a reservation, or nothing known)."""
+    if not seconds or seconds <= 0:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + seconds))
+
+
 def lease_view(lease, ttl=None):
     if lease is None:
         return {}
@@ -198,6 +245,7 @@ def main():
         state=dict(type="str", default="present", choices=["present", "absent"]),
         ttl=dict(type="int", default=86400),
         renew_margin=dict(type="int", default=3600),
+        renew=dict(type="bool", default=False),
         subnet=dict(type="str"),
         previous_subnet=dict(type="str"),
         relet=dict(type="bool", default=False),
@@ -241,13 +289,14 @@ def main():
             # lease would be created then; which subnet cannot be known yet.
             module.warn("no network config at %s yet: a lease would be created once it exists" % store.config_key)
             result.update(changed=True, action="create", subnet=None, subnet_gateway=None, network=None,
-                          lease_key=None, ttl=p["ttl"], expires_at=None, backend_port=None)
+                          lease_key=None, ttl=p["ttl"], expires_at=None, backend_port=None,
+                          previous_expires_at=None, previous_reservation=False)
             module.exit_json(**result)
         config = store.require_config(snap)
         out = store.acquire(public_ip, ttl=p["ttl"], renew_margin=p["renew_margin"],
                             backend_type=p["backend_type"] or config.backend_type,
                             backend_data=p["backend_data"], requested=requested, previous=previous,
-                            relet=p["relet"], check_mode=module.check_mode, snap=snap)
+                            relet=p["relet"], check_mode=module.check_mode, snap=snap, renew=p["renew"])
     except (EtcdError, StoreError, LeaseError) as exc:
         module.fail_json(msg=str(exc), **result)
 
@@ -262,13 +311,16 @@ def main():
         lease_key=lease.key,
         ttl=out.ttl,
         expires_at=out.expires_at,
+        previous_expires_at=expiry(out.before_ttl),
+        previous_reservation=out.before_ttl == 0,
         released=[str(old.subnet) for old in out.released if old.subnet != lease.subnet],
     )
     if module._diff and out.changed:
         before = lease_view(out.before)
         after = lease_view(lease, p["ttl"])
-        if out.action == "renew":
-            before["expires_at"] = "(due for renewal)"
+        if before and out.before_ttl is not None:
+            before["expires_at"] = expiry(out.before_ttl)
+        if after:
             after["expires_at"] = out.expires_at
         result["diff"] = dict(before=before, after=after)
     module.exit_json(**result)
