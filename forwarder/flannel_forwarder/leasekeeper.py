@@ -6,6 +6,13 @@
 - Own lease: renewed when less than the renew margin remains; re-created on
   the same subnet if it vanished; if another host took the subnet, the
   keeper reports a fatal error and the daemon stops forwarding.
+- The kind of the own lease follows etcd: a key turned into a reservation
+  (renew.yml -e flannel_subnet_ttl=0) is no longer renewed, a reservation
+  turned back into a lease is renewed on its new etcd lease, and a key that
+  changed under a renewal (its old etcd lease revoked) is taken as it is now,
+  never overwritten. A vanished key is re-created in the kind last seen (a
+  reservation, or an etcd lease of the TTL it was granted); the configured
+  TTL only applies when none was seen.
 - Peers: a watch on <prefix>/subnets/ from the snapshot's revision, re-listed
   after a compaction, reconnected with backoff across endpoints. While etcd
   is unreachable the last peer table keeps forwarding.
@@ -71,6 +78,7 @@ class LeaseKeeper:
         self.port = None
         self.revision = 0
         self.expires_at = None  # monotonic deadline of our etcd lease; None for a reservation
+        self.seen_ttl = None  # granted TTL of the own lease last seen in etcd, 0 for a reservation; None: not yet
         self.fatal = None
         self.watch_reconnects = 0
         self._claim_leases = []
@@ -128,9 +136,16 @@ class LeaseKeeper:
         lease = self.lease
         if not lease.lease_id:
             self.expires_at = None
+            self.seen_ttl = 0
             return
-        remaining, _granted = self.store.ttls([lease]).get(lease.lease_id, (-1, 0))
+        remaining, granted = self.store.ttls([lease]).get(lease.lease_id, (-1, 0))
         self.expires_at = time.monotonic() + remaining if remaining > 0 else time.monotonic()
+        if remaining > 0 and granted > 0:
+            self.seen_ttl = granted
+
+    def recreate_ttl(self):
+        """The TTL of a lease re-created here: the kind last seen in etcd, else the configured one."""
+        return self.ttl if self.seen_ttl is None else self.seen_ttl
 
     def watch_endpoint(self):
         """The URL of the etcd member the peer watch is on (None before it opened)."""
@@ -220,35 +235,54 @@ class LeaseKeeper:
                 # subnet module treats it as taken, so site.yml gives this host another subnet.
                 raise LeaseLost("subnet %s: the key %s holds an unreadable value now; run playbooks/site.yml "
                                 "for this host (it leases another subnet)" % (own.subnet, own.key))
+            if current[0].lease_id != own.lease_id:
+                log.info("own lease on %s is %s now", own.subnet,
+                         "a reservation (no etcd lease): not renewed" if not current[0].lease_id
+                         else "on etcd lease %x" % current[0].lease_id)
             self.lease = current[0]
             if not self.lease.lease_id:
                 self.expires_at = None
+                self.seen_ttl = 0
                 return
-            remaining, _granted = self.store.ttls([self.lease]).get(self.lease.lease_id, (-1, 0))
+            remaining, granted = self.store.ttls([self.lease]).get(self.lease.lease_id, (-1, 0))
             if remaining <= 0:
-                self._recreate("expired")
+                self._recreate("expired", dead=self.lease.lease_id)
                 return
+            self.seen_ttl = granted
             if remaining < self.renew_margin:
                 ttl = self.store.client.keepalive(self.lease.lease_id)
                 if ttl <= 0:
-                    self._recreate("expired")
+                    self._recreate("expired", dead=self.lease.lease_id)
                     return
                 log.info("lease renewed subnet=%s ttl=%d", own.subnet, ttl)
                 remaining = ttl
             self.expires_at = time.monotonic() + remaining
 
-    def _recreate(self, why):
+    def _recreate(self, why, dead=None):
         subnet = self.lease.subnet
+        snap = self.store.snapshot()
         # Re-leased elsewhere (the subnet module with relet, or a new subnet
         # request)? Then the old subnet must stay free: exit, and let the
         # service restart on the new lease.
-        moved = [lease for lease in self.store.snapshot().leases_of(self.public_ip) if lease.subnet != subnet]
+        mine = snap.leases_of(self.public_ip)
+        moved = [lease for lease in mine if lease.subnet != subnet]
         if moved:
             raise LeaseLost("this host's lease moved from %s to %s; exiting to restart on it"
                             % (subnet, moved[0].subnet))
-        log.warning("own lease %s on %s: re-creating it", why, subnet)
+        # The key is there again, or was rewritten between our read and the renewal (a lease turned into a
+        # reservation revokes the old etcd lease): take it as it is; re-creating would overwrite it.
+        again = [lease for lease in mine if lease.subnet == subnet and lease.lease_id != dead]
+        if again:
+            self.lease = again[0]
+            self._update_expiry()
+            log.info("own lease on %s changed meanwhile (%s): kept as it is", subnet,
+                     "a reservation" if not self.lease.lease_id else "etcd lease %x" % self.lease.lease_id)
+            return
+        ttl = self.recreate_ttl()
+        log.warning("own lease %s on %s: re-creating it (%s)", why, subnet,
+                    "a reservation" if not ttl else "ttl %ds" % ttl)
         try:
-            out = self.store.acquire(self.public_ip, requested=subnet, ttl=self.ttl,
+            out = self.store.acquire(self.public_ip, requested=subnet, ttl=ttl,
                                      backend_type=self.lease.attrs.get("BackendType") or "udp",
                                      backend_data=self.lease.attrs.get("BackendData"))
         except LeaseError as exc:
@@ -358,6 +392,10 @@ class LeaseKeeper:
             if lease.public_ip != self.public_ip:
                 self._fail(LeaseLost("subnet %s is now leased to %s" % (lease.subnet, lease.public_ip)))
             else:
+                if not lease.lease_id and self.lease.lease_id:
+                    # Now a reservation: nothing left to renew (the renewal's next check confirms it).
+                    self.expires_at = None
+                    self.seen_ttl = 0
                 self.lease = lease
             return
         if lease.public_ip == self.public_ip:
