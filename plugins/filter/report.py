@@ -1,0 +1,104 @@
+# -*- coding: utf-8 -*-
+# Copyright: overlay.flannel contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+name: report
+short_description: The overlay's health report from its leases and what was observed on each host
+version_added: 0.1.0
+author:
+  - overlay.flannel maintainers (@overlay-flannel)
+description:
+  - Builds the table and the findings of C(playbooks/report.yml) from the result of
+    M(overlay.flannel.subnet_info) and one observation per inventory host. Pure logic, no I/O.
+  - "Findings: C(not_reachable), C(forwarder_not_ready), C(no_lease), C(several_leases),
+    C(subnet_env_mismatch) (subnet.env's C(FLANNEL_SUBNET) is not the lease's gateway),
+    C(docker0_mismatch), C(expiring) (less than O(warn_hours) left on a host's lease that no ready forwarder
+    is seen renewing), C(orphan) (a lease whose public IP is
+    no inventory host), C(unused_reservation), C(invalid_key) and C(config)."
+options:
+  _input:
+    description: The registered result of M(overlay.flannel.subnet_info).
+    type: dict
+    required: true
+  hosts:
+    description:
+      - One dict per inventory host with C(name), C(public_ip) (empty when unknown), C(reachable), C(error),
+        C(subnet_env) (the text of subnet.env, null when absent), C(docker0) (the output of
+        C(ip -4 -o addr show dev docker0)), C(forwarder_active) (the word of C(systemctl is-active)) and
+        C(readyz_status) (the HTTP status of C(/readyz), -1 when it did not answer, null when not checked).
+    type: list
+    elements: dict
+    required: true
+  inventory:
+    description: Every host name the report covers; one without an entry in O(hosts) is reported as not reachable.
+    type: list
+    elements: str
+  warn_hours:
+    description:
+      - A host's lease with fewer hours than this left is a finding when the host's forwarder is not seen ready.
+      - A ready forwarder renews its lease before it ends, so its lease is never "expiring".
+    type: float
+    default: 72
+  now:
+    description: Epoch seconds; only used for a lease that has C(expires_at) but no C(ttl_remaining).
+    type: float
+"""
+
+EXAMPLES = r"""
+- name: Build the report
+  ansible.builtin.set_fact:
+    overlay_report: >-
+      {{ overlay_leases | overlay.flannel.report(hosts=observed, inventory=groups['flannel'], warn_hours=72) }}
+
+- name: Show the table
+  ansible.builtin.debug:
+    msg: "{{ overlay_report.lines }}"
+"""
+
+RETURN = r"""
+_value:
+  description: The report.
+  type: dict
+  contains:
+    rows:
+      description:
+        - One per host and lease (a host with no lease has one row without subnet), then one per lease
+          of no inventory host. Keys C(host), C(subnet), C(public_ip), C(backend), C(expires_at),
+          C(ttl_remaining), C(reservation), C(key), C(expiry), C(forwarder), C(forwarder_ready), C(reachable),
+          C(subnet_env), C(docker0).
+      type: list
+      elements: dict
+    findings:
+      description: Each with C(kind), C(message), C(host), C(subnet) and C(public_ip); empty when all is well.
+      type: list
+      elements: dict
+    lines:
+      description: The rows as a text table.
+      type: list
+      elements: str
+    summary:
+      description: C(no findings), or the number of findings and each message, numbered.
+      type: str
+"""
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.overlay.flannel.plugins.plugin_utils.report import ReportError, build_report
+
+
+def report(info, hosts, inventory=None, warn_hours=72, now=None):
+    try:
+        return build_report(info, hosts, warn_hours=warn_hours, now=now, inventory=inventory)
+    except ReportError as exc:
+        raise AnsibleFilterError(str(exc))
+
+
+class FilterModule(object):
+    def filters(self):
+        return {"report": report}
