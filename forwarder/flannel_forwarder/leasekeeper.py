@@ -143,6 +143,15 @@ class LeaseKeeper:
         if remaining > 0 and granted > 0:
             self.seen_ttl = granted
 
+    def margin(self):
+        """The renew margin, but below the TTL the own etcd lease was granted with: a lease turned to a shorter
+        TTL than the configured margin (renew.yml -e flannel_subnet_ttl=20) is renewed at half its TTL, not on
+        every check."""
+        granted = self.seen_ttl
+        if granted and self.renew_margin >= granted:
+            return max(1, granted // 2)
+        return self.renew_margin
+
     def recreate_ttl(self):
         """The TTL of a lease re-created here: the kind last seen in etcd, else the configured one."""
         return self.ttl if self.seen_ttl is None else self.seen_ttl
@@ -217,7 +226,7 @@ class LeaseKeeper:
         if left is None:
             return self.check_interval
         # Wake up when renewal becomes due, and never sleep past it.
-        return max(1.0, min(self.check_interval, left - self.renew_margin + 1.0))
+        return max(1.0, min(self.check_interval, left - self.margin() + 1.0))
 
     def check_own_lease(self):
         """Renew when due; re-create when gone; LeaseLost when another host holds the subnet."""
@@ -249,7 +258,7 @@ class LeaseKeeper:
                 self._recreate("expired", dead=self.lease.lease_id)
                 return
             self.seen_ttl = granted
-            if remaining < self.renew_margin:
+            if remaining < self.margin():
                 ttl = self.store.client.keepalive(self.lease.lease_id)
                 if ttl <= 0:
                     self._recreate("expired", dead=self.lease.lease_id)

@@ -223,3 +223,18 @@ def test_the_watch_sees_a_reservation_and_stops_the_countdown():
     event = collections.namedtuple("Event", "kind kv")("put", kv)
     k._apply_event(PREFIX, event, {}, lambda subnet: False)
     assert k.lease.lease_id == 0 and k.seconds_left() is None and k.seen_ttl == 0
+
+
+def test_a_lease_shorter_than_the_margin_is_renewed_at_half_its_ttl_not_on_every_check():
+    fake, lease_id = leased(20, remaining=15)
+    k = keeper_on(fake, margin=3600)  # the environment's margin of a 24 h lease
+    assert k.margin() == 10
+    k.check_own_lease()
+    assert fake.keepalives == []
+    fake.leases[lease_id][0] = 9
+    k.check_own_lease()
+    assert fake.keepalives == [lease_id]
+    # consistent settings: the configured margin as before
+    fake2, _ = leased(86400)
+    assert keeper_on(fake2, margin=3600).margin() == 3600
+    assert LeaseKeeper(None, IP, renew_margin=3600).margin() == 3600
