@@ -1,0 +1,245 @@
+"""playbooks/renew.yml on the test cluster: renewals, reservations and back, with the real forwarders.
+
+- renew.yml extends every lease to a full TTL now and prints each host's subnet and old -> new expiry.
+- -e flannel_subnet_ttl=20: the leases move to 20 s etcd leases on the same subnets and the running
+  forwarders renew them (the keys outlive the TTL), without a restart.
+- -e flannel_subnet_ttl=0: reservations on the same subnets; --check --diff changes nothing; a second run is
+  changed=0; the forwarders stay up and ready (/readyz), keep forwarding, log no errors and never write a
+  TTL lease over the reservation; a forwarder restarted keeps it; a host powered off longer than the TTL
+  keeps its reserved subnet.
+- a TTL again turns them back into leases, same subnets, renewed by the forwarders.
+- the cluster is left converged (site.yml, then site.yml changed=0).
+"""
+
+import base64
+import json
+import re
+import time
+
+import pytest
+
+from cluster.flannel_helpers import (
+    ping,
+    run_playbook,
+    service_state,
+    start_container,
+    subnet_env,
+    subnet_info,
+    wait_for,
+)
+
+pytestmark = pytest.mark.cluster
+
+HEALTHZ_PORT = 9090
+HEALTHZ = ["-e", "flannel_forwarder_healthz_port=%d" % HEALTHZ_PORT]
+SHORT_TTL = 20
+SHORT = ["-e", "flannel_subnet_ttl=%d" % SHORT_TTL, "-e", "flannel_subnet_renew_margin=5"]
+RESERVE = ["-e", "flannel_subnet_ttl=0"]
+READYZ_PY = ("import urllib.request as u, urllib.error as e\n"
+             "try:\n print(u.urlopen('http://127.0.0.1:%d/readyz', timeout=5).status)\n"
+             "except Exception as x:\n print(getattr(x, 'code', x))\n" % HEALTHZ_PORT)
+LINE = re.compile(r'"msg": "(\S+): (\S+) (\S+) -> (\S+?)( \(check mode: nothing changed\))?"')
+
+
+def renew(c, *args):
+    run = run_playbook(c, "renew.yml", *(HEALTHZ + list(args)))
+    assert run.rc == 0, run.tail()
+    return run
+
+
+def printed(run):
+    """{host: (subnet, old, new, check)} from the 'Show the new expiry' lines."""
+    return {m.group(1): (m.group(2), m.group(3), m.group(4), bool(m.group(5))) for m in LINE.finditer(run.stdout)}
+
+
+def leases(c, tmp_path):
+    """{public_ip: lease} from subnet_info."""
+    return {lease["public_ip"]: lease for lease in subnet_info(c, tmp_path)["leases"]}
+
+
+def etcd_leases(c):
+    """{key: (etcd lease id, mod_revision)} read with etcdctl."""
+    out = c.etcdctl("get", "--prefix", "/coreos.com/network/subnets/", "-w", "json")
+    return {base64.b64decode(kv["key"]).decode(): (int(kv.get("lease", 0)), int(kv["mod_revision"]))
+            for kv in json.loads(out).get("kvs", [])}
+
+
+def readyz(c, host):
+    return c.run(host, ["python3", "-c", READYZ_PY], check=False, timeout=30).stdout.strip()
+
+
+def pids(c):
+    return {h: service_state(c, h, "flannel-forwarder.service")["MainPID"] for h in c.host_names}
+
+
+def changed(run):
+    return {h: r["changed"] for h, r in run.recap.items()}
+
+
+def journal_problems(c, host, since):
+    """Forwarder journal lines since `since` (epoch) of level warning or worse, and any re-creation."""
+    out = c.run(host, "journalctl --no-pager -o cat -u flannel-forwarder --since @%d" % int(since),
+                check=False).stdout
+    return [line for line in out.splitlines()
+            if re.search(r"\b(ERROR|WARNING|CRITICAL)\b|Traceback|re-creating|fatal", line)]
+
+
+def all_ping(c, ips, hosts=None):
+    bad = []
+    for src in hosts or c.host_names:
+        for dst, ip in ips.items():
+            if dst != src and ping(c, src, ip).returncode != 0:
+                bad.append((src, dst))
+    return bad
+
+
+@pytest.fixture(scope="module")
+def renewing(converged):
+    """The converged cluster with /readyz on (one site.yml that restarts the forwarders once)."""
+    run = run_playbook(converged, "site.yml", *HEALTHZ)
+    assert run.rc == 0, run.tail()
+    return converged
+
+
+def test_renew_extends_every_lease_to_a_full_ttl_and_prints_it(renewing, tmp_path):
+    c = renewing
+    ips = {h.name: h.ip for h in c.hosts}
+    time.sleep(3)
+    before = leases(c, tmp_path)
+    run = renew(c)
+    after = leases(c, tmp_path)
+    lines = printed(run)
+    assert sorted(lines) == sorted(ips), run.stdout[-3000:]
+    for name, ip in ips.items():
+        subnet, old, new, check = lines[name]
+        assert subnet == before[ip]["subnet"] == after[ip]["subnet"] and not check
+        assert old != "reservation" and new > old, (name, old, new)
+        assert after[ip]["ttl_remaining"] >= 86400 - 10, after[ip]
+        assert after[ip]["ttl_remaining"] > before[ip]["ttl_remaining"], (before[ip], after[ip])
+        # By nature a change every run: the expiry moved.
+        assert run.recap[name]["changed"] >= 1
+    assert all(readyz(c, h) == "200" for h in c.host_names)
+
+
+def test_leases_reservations_and_back_with_the_running_forwarders(renewing, tmp_path):
+    c = renewing
+    ips = {h.name: h.ip for h in c.hosts}
+    subnets = {ip: lease["subnet"] for ip, lease in leases(c, tmp_path).items()}
+    assert sorted(subnets) == sorted(ips.values())
+    containers = {h: start_container(c, h) for h in c.host_names}
+    assert all_ping(c, containers) == []
+    started = pids(c)
+    since = time.time()
+
+    # -- a short TTL: new 20 s etcd leases on the same subnets, renewed by the running forwarders ----------
+    run = renew(c, *SHORT)
+    short = leases(c, tmp_path)
+    assert {ip: lease["subnet"] for ip, lease in short.items()} == subnets
+    assert all(0 < lease["ttl_remaining"] <= SHORT_TTL for lease in short.values()), short
+    ids = {key: lid for key, (lid, _rev) in etcd_leases(c).items()}
+    assert all(ids.values())
+    time.sleep(SHORT_TTL + 10)
+    now = leases(c, tmp_path)
+    assert {ip: lease["subnet"] for ip, lease in now.items()} == subnets, "a lease expired: the forwarder did not renew"
+    assert {key: lid for key, (lid, _rev) in etcd_leases(c).items()} == ids
+    assert pids(c) == started
+
+    # -- --check --diff of a reservation: shown, nothing written -------------------------------------------
+    state = etcd_leases(c)
+    check = renew(c, "--check", "--diff", *RESERVE)
+    lines = printed(check)
+    assert all(lines[h][2] == "reservation" and lines[h][3] for h in c.host_names), check.stdout[-3000:]
+    assert '"reservation": true' in check.stdout, check.stdout[-4000:]
+    assert {k: lid for k, (lid, _r) in etcd_leases(c).items()} == {k: lid for k, (lid, _r) in state.items()}
+    assert all(changed(check)[h] >= 1 for h in c.host_names)
+
+    # -- reservations ----------------------------------------------------------------------------------------
+    run = renew(c, *RESERVE)
+    lines = printed(run)
+    assert all(lines[h][1] != "reservation" and lines[h][2] == "reservation" for h in c.host_names), lines
+    reserved = leases(c, tmp_path)
+    assert {ip: lease["subnet"] for ip, lease in reserved.items()} == subnets
+    assert all(lease["reservation"] is True and lease["expires_at"] is None for lease in reserved.values()), reserved
+    state = etcd_leases(c)
+    assert all(lid == 0 for lid, _rev in state.values()), state
+    for lid in ids.values():
+        res = c.etcdctl("lease", "timetolive", "%x" % lid, check=False)
+        text = res if isinstance(res, str) else res.stdout + res.stderr
+        assert "already expired" in text, text
+    # The same command again, and its --check --diff, change nothing.
+    again = renew(c, *RESERVE)
+    assert all(v == 0 for v in changed(again).values()), (again.recap, again.changed_tasks())
+    assert all(printed(again)[h][1:3] == ("reservation", "reservation") for h in c.host_names)
+    check = renew(c, "--check", "--diff", *RESERVE)
+    assert all(v == 0 for v in changed(check).values()), (check.recap, check.changed_tasks())
+
+    # The forwarders follow: no renewal, nothing written over the reservations, no errors, ready, forwarding.
+    time.sleep(SHORT_TTL + 5)
+    assert etcd_leases(c) == state, "a forwarder rewrote its reserved key"
+    assert pids(c) == started, "a forwarder was restarted"
+    for h in c.host_names:
+        assert journal_problems(c, h, since) == [], (h, journal_problems(c, h, since))
+        assert readyz(c, h) == "200"
+    assert all_ping(c, containers) == []
+
+    # A forwarder restarted keeps the reservation (its environment still has the inventory's TTL).
+    first = c.host_names[0]
+    c.run(first, "systemctl restart flannel-forwarder", check=True, timeout=60)
+    wait_for(lambda: readyz(c, first) == "200", timeout=60, what="%s ready after the restart" % first)
+    time.sleep(12)
+    assert etcd_leases(c) == state, "the restarted forwarder rewrote its reservation"
+
+    # A host powered off longer than the TTL keeps its reserved subnet.
+    last = c.hosts[-1]
+    c.stop(last.name)
+    try:
+        time.sleep(SHORT_TTL + 10)
+        away = leases(c, tmp_path)
+        assert away[last.ip]["subnet"] == subnets[last.ip] and away[last.ip]["reservation"] is True
+    finally:
+        c.start(last.name)
+    wait_for(lambda: c.run(last.name, "systemctl is-active flannel-forwarder docker").stdout.split()
+             == ["active", "active"], timeout=120, what="forwarder and docker after the start")
+    assert subnet_env(c, last.name)["FLANNEL_SUBNET"].rsplit(".", 1)[0] == subnets[last.ip].rsplit(".", 1)[0]
+    wait_for(lambda: readyz(c, last.name) == "200", timeout=60, what="%s ready" % last.name)
+    containers[last.name] = start_container(c, last.name)
+    assert wait_for(lambda: all_ping(c, containers) == [], timeout=60, interval=3, what="pings after the start")
+    assert etcd_leases(c) == state
+
+    # -- a TTL again: leases on the same subnets, renewed by the forwarders ---------------------------------
+    since = time.time()
+    run = renew(c, *SHORT)
+    lines = printed(run)
+    assert all(lines[h][1] == "reservation" and lines[h][2] != "reservation" for h in c.host_names), lines
+    back = leases(c, tmp_path)
+    assert {ip: lease["subnet"] for ip, lease in back.items()} == subnets
+    assert all(lease["reservation"] is False and 0 < lease["ttl_remaining"] <= SHORT_TTL for lease in back.values())
+    ids = {key: lid for key, (lid, _rev) in etcd_leases(c).items()}
+    assert all(ids.values())
+    # ttl_remaining goes down, then up again (the forwarder's renewal), and the keys outlive the TTL.
+    low = {ip: lease["ttl_remaining"] for ip, lease in back.items()}
+    rose = set()
+    deadline = time.monotonic() + 2 * SHORT_TTL
+    while time.monotonic() < deadline and len(rose) < len(low):
+        time.sleep(2)
+        for ip, lease in leases(c, tmp_path).items():
+            if lease["ttl_remaining"] is not None and lease["ttl_remaining"] > low[ip]:
+                rose.add(ip)
+            low[ip] = min(low[ip], lease["ttl_remaining"] or 0)
+    assert rose == set(low), "no renewal seen for %s" % (set(low) - rose)
+    time.sleep(SHORT_TTL)
+    assert {key: lid for key, (lid, _rev) in etcd_leases(c).items()} == ids
+    for h in c.host_names:
+        assert journal_problems(c, h, since) == [], (h, journal_problems(c, h, since))
+        assert readyz(c, h) == "200"
+    assert all_ping(c, containers) == []
+    assert {h: p for h, p in pids(c).items() if h != first and h != last.name} == \
+        {h: p for h, p in started.items() if h != first and h != last.name}
+
+
+def test_cluster_is_left_converged(renewing):
+    run = run_playbook(renewing, "site.yml")
+    assert run.rc == 0, run.tail()
+    again = run_playbook(renewing, "site.yml")
+    assert again.rc == 0 and all(r["changed"] == 0 for r in again.recap.values()), (again.recap,
+                                                                                   again.changed_tasks())
