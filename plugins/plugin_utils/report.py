@@ -19,6 +19,7 @@ __metaclass__ = type
 
 import calendar
 import ipaddress
+import math
 import time
 
 from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_subnet_env
@@ -46,7 +47,7 @@ def warn_hours_value(value):
         hours = float(value)
     except (TypeError, ValueError):
         raise ReportError("flannel_report_warn_hours must be a non-negative number of hours (got %r)" % (value,))
-    if hours != hours or hours < 0 or hours == float("inf"):
+    if math.isnan(hours) or math.isinf(hours) or hours < 0:
         raise ReportError("flannel_report_warn_hours must be a non-negative number of hours (got %r)" % (value,))
     return hours
 
@@ -82,6 +83,11 @@ def _network(text):
         return ipaddress.IPv4Network(str(text))
     except ValueError:
         return None
+
+
+def _subnet_order(lease):
+    net = _network(lease.get("subnet"))
+    return (0, int(net.network_address), net.prefixlen, "") if net is not None else (1, 0, 0, str(lease.get("subnet")))
 
 
 def _docker0_addresses(text):
@@ -136,8 +142,7 @@ def build_report(info, hosts, warn_hours=DEFAULT_WARN_HOURS, now=None, inventory
     """
     hours = warn_hours_value(warn_hours)
     info = info or {}
-    leases = sorted(info.get("leases") or [], key=lambda lease: (_network(lease.get("subnet")) is None,
-                                                                  _network(lease.get("subnet")) or lease.get("subnet")))
+    leases = sorted(info.get("leases") or [], key=_subnet_order)
     hosts = [dict(h) for h in hosts or []]
     seen = set(h.get("name") for h in hosts)
     for name in inventory or []:
