@@ -349,14 +349,15 @@ class EtcdClient(object):
         every member answered but none could serve (an election, an overload:
         see _busy; or a member too slow to answer in time), the round starts
         over, after a growing, jittered pause, for up to `retry_window`
-        seconds. Members that all refuse connections fail at once. Any other
-        error is the caller's.
+        seconds, as long as one member answered "not now" or was slow (the
+        others may be down: a member killed during an election). Members that
+        all refuse connections fail at once. Any other error is the caller's.
         """
         deadline = time.monotonic() + self.retry_window
         pause = 0.1
         while True:
             failures = []
-            busy_only = True
+            busy = False  # did any member answer "not now", or take too long (overloaded, not gone)?
             count = len(self.endpoints)
             for offset in range(count):
                 index = (self._current + offset) % count
@@ -374,21 +375,26 @@ class EtcdClient(object):
                             self._tokens.pop(index, None)
                             continue
                         if _busy(err):
+                            busy = True
                             failures.append("%s (%s)" % (ep.url, _cause(err, self.timeout)))
                             break
                         if _transport_failure(err):
-                            # A member that timed out may only be slow (an overloaded cluster);
-                            # one that refused the connection is gone.
-                            busy_only = busy_only and code == "DEADLINE_EXCEEDED"
+                            # A member that timed out may only be slow (an overloaded cluster): its
+                            # connection is kept (a new one costs it a TLS handshake, and gRPC's
+                            # keepalive notices one that died). One that refused it is gone.
                             failures.append("%s (%s)" % (ep.url, _cause(err, self.timeout)))
-                            self._discard(index, channel)
+                            if code == "DEADLINE_EXCEEDED":
+                                busy = True
+                            else:
+                                self._discard(index, channel)
                             break
                         raise EtcdError("etcd %s: %s" % (ep.url, _cause(err, self.timeout)))
-            if not busy_only or time.monotonic() + pause > deadline:
+            if not busy or time.monotonic() + pause > deadline:
                 raise EtcdUnavailable("no etcd endpoint answered: %s" % ", ".join(failures))
-            # Jittered, so that many clients of a recovering cluster do not come back in step.
-            time.sleep(pause * (0.5 + random.random()))
-            pause = min(pause * 2, 2.0)
+            # Jittered over the whole pause, so that many clients of an overloaded or recovering
+            # cluster spread out instead of coming back in step.
+            time.sleep(pause * random.random())
+            pause = min(pause * 2, 8.0)
 
     def _drop(self, index):
         with self._lock:
