@@ -1,6 +1,7 @@
 """Helpers of the end-to-end tests: ansible-playbook runs, host state, containers."""
 
 import base64
+import concurrent.futures
 import json
 import os
 import re
@@ -14,6 +15,7 @@ NETWORK = "10.5.0.0/16"
 PREFIX = "/coreos.com/network"
 IMAGE = "busybox"
 CONTAINER = "ofl-e2e"
+PING_INTERVAL = 0.2
 
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)"
                    r"\s+rescued=(\d+)\s+ignored=(\d+)", re.M)
@@ -155,3 +157,46 @@ def wait_for(predicate, timeout=60, interval=1.0, what="condition"):
             return last
         time.sleep(interval)
     raise AssertionError("timed out after %ds waiting for %s (last: %r)" % (timeout, what, last))
+
+
+def parallel(fn, items):
+    items = list(items)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        return dict(zip(items, pool.map(fn, items)))
+
+
+def ssh_popen(c, host, command):
+    return subprocess.Popen(["ssh", "-F", c.ssh_config_path, host, command], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def containers(c):
+    return parallel(lambda h: start_container(c, h), c.host_names)
+
+
+class Pings:
+    """A continuous ping from each host's container to the next host's container (or along `pairs` of host
+    names), for `seconds`."""
+
+    def __init__(self, c, ips, seconds, pairs=None):
+        names = c.host_names
+        self.pairs = pairs or [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]
+        count = int(seconds / PING_INTERVAL)
+        self.procs = {(a, b): ssh_popen(c, a, "docker exec ofl-e2e ping -i %s -c %d -W 1 %s"
+                                        % (PING_INTERVAL, count, ips[b])) for a, b in self.pairs}
+
+    def results(self, timeout):
+        """{(a, b): (sent, received)}."""
+        out = {}
+        for pair, proc in self.procs.items():
+            stdout, stderr = proc.communicate(timeout=timeout)
+            m = re.search(r"(\d+) packets transmitted, (\d+) packets received", stdout)
+            assert m, "ping %s -> %s: %s %s" % (pair[0], pair[1], stdout[-500:], stderr[-500:])
+            out[pair] = (int(m.group(1)), int(m.group(2)))
+        return out
+
+    def kill(self):
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -1,8 +1,12 @@
-"""Day-2 playbooks on the test cluster: relet.yml and retire.yml (then site.yml brings the host back)."""
+"""Day-2 playbooks on the test cluster: relet.yml (rolling, verified) and retire.yml (then site.yml brings the host
+back)."""
 
 import pytest
 
 from cluster.flannel_helpers import (
+    Pings,
+    containers,
+    host_snapshot,
     ping,
     run_playbook,
     start_container,
@@ -23,28 +27,118 @@ def pings_all(cluster):
     return failures
 
 
-def test_relet_moves_a_host_to_a_new_subnet(converged, tmp_path):
-    c = converged
-    host = c.hosts[1]
-    old = subnet_env(c, host.name)["FLANNEL_SUBNET"]
-    run = run_playbook(c, "relet.yml", "-e", "flannel_relet_host=%s" % host.name)
-    assert run.rc == 0, run.tail()
-    new = subnet_env(c, host.name)["FLANNEL_SUBNET"]
-    assert new != old
-    assert "inet %s " % new in c.run(host.name, "ip -4 -o addr show dev docker0", check=True).stdout
-    leases = {lease["public_ip"]: lease["subnet"] for lease in subnet_info(c, tmp_path)["leases"]}
-    assert len(leases) == len(c.hosts)
-    assert leases[host.ip].split("/")[0].rsplit(".", 1)[0] == new.split("/")[0].rsplit(".", 1)[0]
-    assert pings_all(c) == []
-    again = run_playbook(c, "site.yml")
-    assert again.rc == 0, again.tail()
-    assert all(r["changed"] == 0 for r in again.recap.values()), (again.recap, again.changed_tasks())
+def leases_by_ip(c, tmp_path):
+    return {lease["public_ip"]: lease["subnet"] for lease in subnet_info(c, tmp_path)["leases"]}
 
 
-def test_relet_without_a_host_fails_with_a_message(converged):
+def gateway(c, host):
+    return subnet_env(c, host)["FLANNEL_SUBNET"]
+
+
+def free_subnet(held, start=200):
+    for n in range(start, 255):
+        if "10.5.%d.0/24" % n not in held:
+            return "10.5.%d.0/24" % n
+    raise AssertionError("no free subnet")
+
+
+def test_relet_without_a_choice_of_hosts_refuses(converged):
     run = run_playbook(converged, "relet.yml")
     assert run.rc != 0
-    assert "flannel_relet_host" in run.output
+    assert "-l <hosts>" in run.output and "flannel_relet_hosts" in run.output, run.tail()
+    run = run_playbook(converged, "relet.yml", "-e", "flannel_relet_hosts=nosuchhost*")
+    assert run.rc != 0 and "matches flannel_relet_hosts=nosuchhost*" in run.output, run.tail()
+
+
+def test_relet_one_host_while_the_others_ping(converged, tmp_path):
+    """-l one host: it moves, is verified across the overlay, the other two hosts' containers lose at most
+    one packet between them, nothing is done on them."""
+    c = converged
+    a, moved, b = c.host_names[0], c.host_names[1], c.host_names[2]
+    ips = containers(c)
+    old = gateway(c, moved)
+    others_before = {h: host_snapshot(c, h) for h in (a, b)}
+    pings = Pings(c, ips, seconds=40, pairs=[(a, b), (b, a)])
+    try:
+        run = run_playbook(c, "relet.yml", "-l", moved)
+        results = pings.results(timeout=120)
+    finally:
+        pings.kill()
+    assert run.rc == 0, run.tail()
+    print("pings during the relet: %s" % results)
+    for pair, (sent, received) in results.items():
+        assert sent - received <= 1, (pair, sent, received)
+    new = gateway(c, moved)
+    assert new != old
+    assert "inet %s " % new in c.run(moved, "ip -4 -o addr show dev docker0", check=True).stdout
+    # Verified from the moved host and towards it, with the other hosts named.
+    assert "Reach every other host's docker0 gateway from this host" in run.stdout
+    for h in (a, b):
+        assert "%s %s" % (h, gateway(c, h).split("/")[0]) in run.stdout, run.stdout[-3000:]
+    assert set(run.recap) == {moved}, run.recap
+    assert {h: host_snapshot(c, h) for h in (a, b)} == others_before
+    leases = leases_by_ip(c, tmp_path)
+    assert len(leases) == len(c.hosts) and len(set(leases.values())) == len(c.hosts)
+    assert pings_all(c) == []
+
+
+def test_relet_onto_a_named_subnet(converged, tmp_path):
+    """-e flannel_relet_subnet: --check --diff shows the move and changes nothing; the move; the same command
+    again is changed=0; a subnet for two hosts is refused."""
+    c = converged
+    host = c.hosts[2]
+    target = free_subnet(set(leases_by_ip(c, tmp_path).values()))
+    before = {h: host_snapshot(c, h) for h in c.host_names}
+    leases_before = leases_by_ip(c, tmp_path)
+    check = run_playbook(c, "relet.yml", "-l", host.name, "-e", "flannel_relet_subnet=%s" % target, "--check",
+                         "--diff")
+    assert check.rc == 0, check.tail()
+    assert "-> %s" % target in check.stdout, check.stdout[-3000:]
+    assert leases_by_ip(c, tmp_path / "check") == leases_before
+    assert {h: host_snapshot(c, h) for h in c.host_names} == before
+
+    run = run_playbook(c, "relet.yml", "-l", host.name, "-e", "flannel_relet_subnet=%s" % target)
+    assert run.rc == 0, run.tail()
+    assert leases_by_ip(c, tmp_path / "after")[host.ip] == target
+    assert gateway(c, host.name) == target.replace(".0/24", ".1/24")
+    again = run_playbook(c, "relet.yml", "-l", host.name, "-e", "flannel_relet_subnet=%s" % target)
+    assert again.rc == 0, again.tail()
+    assert again.recap[host.name]["changed"] == 0, again.changed_tasks()
+    assert "(already there)" in again.stdout
+
+    two = run_playbook(c, "relet.yml", "-e", "flannel_relet_hosts=%s:%s" % (c.host_names[0], c.host_names[1]),
+                       "-e", "flannel_relet_subnet=%s" % free_subnet({target}, start=210))
+    assert two.rc != 0 and "names the subnet of one host" in two.output, two.tail()
+    assert leases_by_ip(c, tmp_path / "two") == leases_by_ip(c, tmp_path / "after")
+    assert pings_all(c) == []
+
+
+BROKEN_DROPIN = "/etc/systemd/system/docker.service.d/zz-test-broken.conf"
+
+
+def test_a_failed_relet_stops_the_rollout(converged, tmp_path):
+    """docker cannot start on the first host: the rollout stops there, the hosts after it are untouched."""
+    c = converged
+    first, rest = c.host_names[0], c.host_names[1:]
+    before = {h: host_snapshot(c, h) for h in rest}
+    leases_before = leases_by_ip(c, tmp_path)
+    c.run(first, "printf '[Service]\\nExecStartPre=/bin/false\\n' > %s && systemctl daemon-reload" % BROKEN_DROPIN,
+          check=True)
+    try:
+        run = run_playbook(c, "relet.yml", "-e", "flannel_relet_hosts=all")
+        assert run.rc != 0, run.tail()
+        assert run.recap[first]["failed"] == 1, run.recap
+        assert set(run.recap) - {"localhost"} == {first}, run.recap  # the hosts after it were never reached
+        assert {h: host_snapshot(c, h) for h in rest} == before
+        after = leases_by_ip(c, tmp_path / "after")
+        assert after[c.hosts[0].ip] != leases_before[c.hosts[0].ip]  # (it did move, then docker failed)
+        assert {ip: s for ip, s in after.items() if ip != c.hosts[0].ip} == {
+            ip: s for ip, s in leases_before.items() if ip != c.hosts[0].ip}
+    finally:
+        c.run(first, "rm -f %s && systemctl daemon-reload" % BROKEN_DROPIN, check=True)
+    back = run_playbook(c, "site.yml")
+    assert back.rc == 0, back.tail()
+    assert pings_all(c) == []
 
 
 def test_retire_removes_the_host_and_site_brings_it_back(converged, tmp_path):

@@ -11,7 +11,6 @@ defaults again at the end, so later test files find the cluster converged as
 usual.
 """
 
-import concurrent.futures
 import os
 import re
 import subprocess
@@ -27,11 +26,14 @@ from cluster.flannel_helpers import (
     NETWORK,
     PREFIX,
     REPO,
+    Pings,
     ansible_tool,
+    containers,
+    parallel,
     ping,
     run_playbook,
-    start_container,
     subnet_env,
+    ssh_popen,
     subnet_info,
     wait_for,
 )
@@ -45,7 +47,6 @@ HEALTHZ = ["-e", "flannel_forwarder_healthz_port=%d" % HEALTHZ_PORT]
 SHORT_TTL = 90
 SHORT = ["-e", "flannel_subnet_ttl=%d" % SHORT_TTL, "-e", "flannel_subnet_renew_margin=60"]
 FAKE_TTL = 600
-PING_INTERVAL = 0.2
 
 METRICS_PY = ("import urllib.request as u; "
               "print(u.urlopen('http://127.0.0.1:%d/metrics', timeout=5).read().decode())" % HEALTHZ_PORT)
@@ -74,12 +75,6 @@ sys.exit(1)
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-def parallel(fn, items):
-    items = list(items)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
-        return dict(zip(items, pool.map(fn, items)))
-
 
 def metrics(c, host):
     """{'name{labels}': value} of the forwarder's /metrics on `host`."""
@@ -182,42 +177,6 @@ def playbook_cmd(c, *args):
 def playbook_env():
     return dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_HOST_KEY_CHECKING="0",
                 ANSIBLE_RETRY_FILES_ENABLED="0")
-
-
-def ssh_popen(c, host, command):
-    return subprocess.Popen(["ssh", "-F", c.ssh_config_path, host, command], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def containers(c):
-    return parallel(lambda h: start_container(c, h), c.host_names)
-
-
-class Pings:
-    """A continuous ping from each host's container to the next host's container, for `seconds`."""
-
-    def __init__(self, c, ips, seconds):
-        names = c.host_names
-        self.pairs = [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]
-        count = int(seconds / PING_INTERVAL)
-        self.procs = {(a, b): ssh_popen(c, a, "docker exec ofl-e2e ping -i %s -c %d -W 1 %s"
-                                        % (PING_INTERVAL, count, ips[b])) for a, b in self.pairs}
-
-    def results(self, timeout):
-        """{(a, b): (sent, received)}."""
-        out = {}
-        for pair, proc in self.procs.items():
-            stdout, stderr = proc.communicate(timeout=timeout)
-            m = re.search(r"(\d+) packets transmitted, (\d+) packets received", stdout)
-            assert m, "ping %s -> %s: %s %s" % (pair[0], pair[1], stdout[-500:], stderr[-500:])
-            out[pair] = (int(m.group(1)), int(m.group(2)))
-        return out
-
-    def kill(self):
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
 
 
 def a_new_lease_reaches_every_forwarder(c, counts, n):
