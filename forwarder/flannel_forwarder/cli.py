@@ -106,6 +106,14 @@ def choose_mtu(setting, underlay_mtu, iface):
     return setting
 
 
+def write_host_files(s, network, subnet, mtu):
+    """subnet.env and docker's options file (the forwarder is their only writer), each replaced atomically."""
+    env = render_subnet_env(network, subnet, mtu, s.ip_masq)
+    write_atomic(s.subnet_file, env)
+    if s.docker_opts_file:
+        write_atomic(s.docker_opts_file, render_docker_opts(env))
+
+
 class Daemon:
     def __init__(self, settings):
         self.settings = settings
@@ -153,13 +161,16 @@ class Daemon:
             tun = TunDevice(s.tun_name, network=str(config.network), subnet=str(lease.subnet), mtu=mtu)
             self.device = Device(tun, conn, peers, self.stats)
             self.device.start()
-            env = render_subnet_env(config.network, lease.subnet, mtu, s.ip_masq)
-            write_atomic(s.subnet_file, env)
-            if s.docker_opts_file:
-                write_atomic(s.docker_opts_file, render_docker_opts(env))
+            write_host_files(s, config.network, lease.subnet, mtu)
             if s.lease_state_file:
                 write_atomic(s.lease_state_file, "%s\n" % lease.subnet)
-            keeper.start(peers, on_fatal=lambda exc: self.stop_event.set())
+
+            def on_config(new):
+                # A grown or moved network: its route into the TUN, and FLANNEL_NETWORK for docker's side.
+                tun.set_network(new.network)
+                write_host_files(s, new.network, lease.subnet, mtu)
+
+            keeper.start(peers, on_fatal=lambda exc: self.stop_event.set(), on_config=on_config)
             if s.healthz_port:
                 health = HealthServer(s.healthz_ip, s.healthz_port, self).start()
             self.is_ready = True

@@ -13,9 +13,16 @@
   never overwritten. A vanished key is re-created in the kind last seen (a
   reservation, or an etcd lease of the TTL it was granted); the configured
   TTL only applies when none was seen.
-- Peers: a watch on <prefix>/subnets/ from the snapshot's revision, re-listed
-  after a compaction, reconnected with backoff across endpoints. While etcd
-  is unreachable the last peer table keeps forwarding.
+- Peers: a watch on <prefix>/ (the leases and the config) from the
+  snapshot's revision, re-listed after a compaction, reconnected with backoff
+  across endpoints. While etcd is unreachable the last peer table keeps
+  forwarding.
+- The network config is followed while running (see config_change): a grown
+  or moved network that still holds this host's subnet is applied at once
+  (the daemon moves the TUN's route and rewrites subnet.env; peers in the new
+  part are routed); a changed backend type or port makes the daemon exit to
+  restart on it; a network that no longer holds this host's subnet is not
+  applied (the host must be re-leased) and is logged.
 
 All etcd access goes through the collection's store (one source of truth).
 """
@@ -29,6 +36,8 @@ import time
 
 from ansible_collections.overlay.flannel.plugins.module_utils import etcd_client as etcd
 from ansible_collections.overlay.flannel.plugins.module_utils.leases import LeaseError, read_leases
+from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import ConfigError
+from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import parse as parse_config
 from ansible_collections.overlay.flannel.plugins.module_utils.store import DEFAULT_TTL, StoreError
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError, parse_lease_key
 
@@ -43,6 +52,30 @@ class NoLease(Exception):
 
 class LeaseLost(Exception):
     """Another host holds our subnet now."""
+
+
+class ConfigChanged(Exception):
+    """The network config changed in a way the running daemon cannot follow (its backend)."""
+
+
+def config_change(old, new, own_subnet):
+    """What a running forwarder does about a changed network config: (action, why).
+
+    "keep": nothing it uses changed; "follow": apply `new` now (the network,
+    SubnetMin/SubnetMax changed, the own subnet is still a host subnet of
+    it); "restart": the backend type or port changed (the daemon's socket
+    and data path are chosen at start); "refuse": the own subnet is no host
+    subnet of `new` (this host needs a new lease first: relet.yml).
+    """
+    if new == old:
+        return "keep", "unchanged"
+    if (new.backend_type, new.backend_port) != (old.backend_type, old.backend_port):
+        return "restart", "backend %s:%s -> %s:%s" % (old.backend_type, old.backend_port, new.backend_type,
+                                                       new.backend_port)
+    if not new.contains_lease(own_subnet):
+        return "refuse", "this host's subnet %s is no host subnet of the new network %s" % (own_subnet, new.network)
+    return "follow", "network %s -> %s" % (old.network, new.network) if new.network != old.network else \
+        "subnet range changed within %s" % new.network
 
 
 def peers_from(leases, own_subnet, port, config):
@@ -84,6 +117,7 @@ class LeaseKeeper:
         self._claim_leases = []
         self.etcd_connected = False
         self._stop = threading.Event()
+        self._on_config = None
         self._watch = None
         self._threads = []
         self._lock = threading.Lock()
@@ -176,10 +210,12 @@ class LeaseKeeper:
 
     # -- running -------------------------------------------------------------
 
-    def start(self, peer_table, on_fatal):
-        """Run the renewal and the watch in background threads."""
+    def start(self, peer_table, on_fatal, on_config=None):
+        """Run the renewal and the watch in background threads.  on_config(config) is called (from the watch
+        thread) after a changed network config was taken over (see config_change)."""
         self.peers = peer_table
         self._on_fatal = on_fatal
+        self._on_config = on_config
         # The watch stream gets connections of its own (see EtcdClient.clone).
         self._watch_client = self.store.client.clone()
         for target, name in ((self._renew_loop, "lease-renew"), (self._watch_loop, "peer-watch")):
@@ -305,7 +341,7 @@ class LeaseKeeper:
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                self._watch = self._watch_client.watch_prefix(self.store.subnets_prefix, self.revision + 1)
+                self._watch = self._watch_client.watch_prefix(self.store.prefix + "/", self.revision + 1)
                 for revision, events in self._watch:
                     backoff = 0.5
                     self.etcd_connected = True
@@ -339,6 +375,8 @@ class LeaseKeeper:
 
     def _relist(self):
         snap = self.store.snapshot()
+        if snap.config is not None:
+            self._follow_config(snap.config)  # (one changed while the watch was away)
         self.peers.replace(peers_from(snap.leases, self.lease.subnet, self.port, self.config))
         self.revision = snap.revision
         self.etcd_connected = True
@@ -364,8 +402,51 @@ class LeaseKeeper:
             if changes:
                 self.peers.apply(changes)
 
+    def _follow_config(self, new):
+        """Take over a changed network config when config_change allows; True when peers need a re-list."""
+        action, why = config_change(self.config, new, self.lease.subnet)
+        if action == "keep":
+            return False
+        if action == "restart":
+            self._fail(ConfigChanged("the network config's %s; exiting to restart on it" % why))
+            return False
+        if action == "refuse":
+            log.error("network config changed but not applied: %s; re-lease this host (playbooks/relet.yml)", why)
+            return False
+        log.info("network config changed: %s", why)
+        self.config = new
+        if self._on_config is not None:
+            self._on_config(new)
+        return True
+
+    def _config_event(self, event):
+        if event.kind == "delete":
+            log.warning("the network config %s was deleted; keeping %s", self.store.config_key, self.config.network)
+            return
+        try:
+            new = parse_config(event.kv.value)
+        except ConfigError as exc:
+            log.warning("ignoring the network config %s: %s", self.store.config_key, exc)
+            return
+        if self._follow_config(new):
+            # Leases the old config left out (a grown network) are peers now, and the reverse.
+            try:
+                self._relist()
+            except etcd.EtcdError as exc:
+                log.warning("listing the peers under the new config failed, the next re-list applies it: %s", exc)
+                self.etcd_connected = False
+
     def _apply_event(self, prefix, event, changes, routed):
         kv = event.kv
+        key = kv.key.decode("utf-8", "replace") if isinstance(kv.key, bytes) else kv.key
+        if key == self.store.config_key:
+            if changes:  # lease events before it in this response are applied under the old config first
+                self.peers.apply(dict(changes))
+                changes.clear()
+            self._config_event(event)
+            return
+        if not key.startswith(self.store.subnets_prefix):
+            return  # another key under the prefix (flannel's subnets6/, ...)
         if event.kind == "delete":
             try:
                 subnet = parse_lease_key(prefix, kv.key)

@@ -43,7 +43,8 @@ class TunDevice:
     creates the device, asks for TSO/checksum offload (``offload=True``;
     falls back to one plain packet per read when the kernel refuses), puts
     the subnet's network address on it as a /32, sets the MTU, brings it up
-    and routes the whole *network* into it.  ``close()`` undoes all that.
+    and routes the whole *network* into it (``set_network`` moves that
+    route to a changed network).  ``close()`` undoes all that.
 
     ``vnet_hdr`` tells whether every read and write carries a 10-byte
     virtio_net_hdr in front of the packet.
@@ -116,6 +117,25 @@ class TunDevice:
             ipr.link("set", index=idx, state="up")
             ipr.route("add", dst=str(self.network), oif=idx)
             self._route_added = True
+
+    def set_network(self, network) -> bool:
+        """Route a new overlay *network* (a grown or moved config) into the device instead of the old one.
+
+        The new route is added before the old one goes, so traffic to the
+        part both cover never lacks a route.  Returns whether anything changed.
+        """
+        network = ipaddress.IPv4Network(network)
+        if network == self.network:
+            return False
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=self.name)[0]
+            ipr.route("replace", dst=str(network), oif=idx)
+            old, self.network = self.network, network
+            try:
+                ipr.route("del", dst=str(old), oif=idx)
+            except Exception as e:  # removed by hand meanwhile
+                log.debug("route del %s: %s", old, e)
+        return True
 
     @property
     def offloads(self) -> bool:

@@ -230,3 +230,67 @@ def test_relet_while_running_exits_instead_of_taking_the_old_subnet_back(env):
     # The old subnet stayed free: the host holds exactly its new lease.
     assert [str(lease.subnet) for lease in store.snapshot().leases_of(host_ip(3))] == [str(out.lease.subnet)]
     assert client.get(PREFIX + "/subnets/10.5.3.0-24") is None
+
+
+def test_the_network_grows_and_shrinks_while_running(env):
+    """The config goes from 10.5.0.0/16 to 10.4.0.0/15 and back while h1 and h2 forward: each follows at once
+    (the TUN's route, FLANNEL_NETWORK in subnet.env; a lease in the new half becomes a peer), no restart,
+    no lost ping; a network that would strand their subnets is not applied, and a new backend port makes
+    them exit to restart on it."""
+    lab, store, client = env["lab"], env["store"], env["client"]
+    procs = env["procs"]
+    fake = "10.214.0.99"
+    store.release(fake)
+    client.txn([], [put(PREFIX + "/subnets/10.4.9.0-24",
+                        '{"PublicIP":"%s","PublicIPv6":null,"BackendType":"udp","BackendData":null}' % fake)])
+    time.sleep(1)
+    peers_before = lab.metric(1, "peers")  # (10.4.9.0/24 lies outside 10.5.0.0/16: no peer)
+
+    def network_of(n):
+        with open(lab.files(n)[0]) as fh:
+            return dict(line.split("=", 1) for line in fh.read().split())["FLANNEL_NETWORK"]
+
+    def routes(n):
+        return lab.run("h%d" % n, "ip", "route", "show", "dev", "flannel0").stdout
+
+    def set_config(raw):
+        assert store.write_config(dumps(from_dict(raw).to_dict()), store.snapshot())
+
+    pids = {n: procs[n].pid for n in (1, 2)}
+    ping = subprocess.Popen(["ip", "netns", "exec", lab.ns("c1"), sys.executable, PROBE, "ping", container_ip(2),
+                             "300", "0.05"], stdout=subprocess.PIPE, text=True)
+    try:
+        set_config({"Network": "10.4.0.0/15"})
+        for n in (1, 2):
+            wait_for(lambda: network_of(n) == "10.4.0.0/15", what="h%d's subnet.env to follow" % n)
+            wait_for(lambda: "10.4.0.0/15" in routes(n) and "10.5.0.0/16" not in routes(n),
+                     what="h%d's route to follow" % n)
+        wait_for(lambda: lab.metric(1, "peers") == peers_before + 1, what="the lease in the new half to be a peer")
+        with open(lab.files(1)[1]) as fh:
+            assert "--bip=10.5.1.1/24" in fh.read()  # docker's options did not change
+        set_config({"Network": "10.5.0.0/16"})
+        for n in (1, 2):
+            wait_for(lambda: network_of(n) == "10.5.0.0/16" and "10.5.0.0/16" in routes(n), what="shrink back")
+        wait_for(lambda: lab.metric(1, "peers") == peers_before, what="the lease outside to be dropped")
+        out, _ = ping.communicate(timeout=60)
+    finally:
+        if ping.poll() is None:
+            ping.kill()
+    res = json.loads(out)
+    assert res["received"] >= res["sent"] - 1, res
+    assert all(procs[n].poll() is None and procs[n].pid == pids[n] for n in (1, 2))
+
+    # A network that no longer holds their subnets is not applied.
+    set_config({"Network": "10.7.0.0/16"})
+    wait_for(lambda: "re-lease this host" in lab.log(procs[1]), what="h1 to refuse the new network")
+    assert network_of(1) == "10.5.0.0/16" and "10.5.0.0/16" in routes(1) and procs[1].poll() is None
+    # A changed backend port: both exit, to be restarted on it.
+    set_config({"Network": "10.5.0.0/16", "Backend": {"Type": "udp", "Port": 8286}})
+    for n in (1, 2):
+        assert procs[n].wait(15) == 1
+        assert "udp:8285 -> udp:8286; exiting to restart on it" in lab.log(procs[n])
+    client.txn([], [delete(PREFIX + "/subnets/10.4.9.0-24")])
+    set_config({"Network": NETWORK})
+    for n in (1, 2):
+        procs[n] = lab.start_forwarder(n, env["server"].endpoint)
+    assert lab.probe("c1", "ping", container_ip(2), "3", "0.05")["received"] == 3
