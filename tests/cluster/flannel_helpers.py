@@ -16,6 +16,12 @@ PREFIX = "/coreos.com/network"
 IMAGE = "busybox"
 CONTAINER = "ofl-e2e"
 PING_INTERVAL = 0.2
+# The forwarder's health server, on in the tests that read /readyz or /metrics (-e flannel_forwarder_healthz_port).
+HEALTHZ_PORT = 9090
+HEALTHZ = ["-e", "flannel_forwarder_healthz_port=%d" % HEALTHZ_PORT]
+READYZ_PY = ("import urllib.request as u, urllib.error as e\n"
+             "try:\n print(u.urlopen('http://127.0.0.1:%d/readyz', timeout=5).status)\n"
+             "except Exception as x:\n print(getattr(x, 'code', x))\n" % HEALTHZ_PORT)
 
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)\s+skipped=(\d+)"
                    r"\s+rescued=(\d+)\s+ignored=(\d+)", re.M)
@@ -200,3 +206,24 @@ class Pings:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def pings_all(cluster):
+    """Start a container on every host; the pairs of hosts whose containers do not reach each other."""
+    ips = {h.name: start_container(cluster, h.name) for h in cluster.hosts}
+    failures = []
+    for a in cluster.hosts:
+        for b in cluster.hosts:
+            if a.name != b.name and ping(cluster, a.name, ips[b.name]).returncode != 0:
+                failures.append("%s -> %s" % (a.name, b.name))
+    return failures
+
+
+def gateway_of(cluster, host):
+    """FLANNEL_SUBNET of the host's subnet.env (its docker0 gateway, 10.5.3.1/24)."""
+    return subnet_env(cluster, host)["FLANNEL_SUBNET"]
+
+
+def readyz(cluster, host):
+    """What the host's forwarder answers on /readyz (the status code, or the error), read with its python3."""
+    return cluster.run(host, ["python3", "-c", READYZ_PY], check=False, timeout=30).stdout.strip()
