@@ -1,38 +1,25 @@
 """Day-2 playbooks on the test cluster: relet.yml (rolling, verified) and retire.yml (then site.yml brings the host
 back)."""
 
+import json
+
 import pytest
 
 from cluster.flannel_helpers import (
     Pings,
     containers,
+    gateway_of,
     host_snapshot,
-    ping,
+    pings_all,
     run_playbook,
-    start_container,
-    subnet_env,
     subnet_info,
 )
 
 pytestmark = pytest.mark.cluster
 
 
-def pings_all(cluster):
-    ips = {h.name: start_container(cluster, h.name) for h in cluster.hosts}
-    failures = []
-    for a in cluster.hosts:
-        for b in cluster.hosts:
-            if a.name != b.name and ping(cluster, a.name, ips[b.name]).returncode != 0:
-                failures.append("%s -> %s" % (a.name, b.name))
-    return failures
-
-
 def leases_by_ip(c, tmp_path):
     return {lease["public_ip"]: lease["subnet"] for lease in subnet_info(c, tmp_path)["leases"]}
-
-
-def gateway(c, host):
-    return subnet_env(c, host)["FLANNEL_SUBNET"]
 
 
 def free_subnet(held, start=200):
@@ -56,7 +43,7 @@ def test_relet_one_host_while_the_others_ping(converged, tmp_path):
     c = converged
     a, moved, b = c.host_names[0], c.host_names[1], c.host_names[2]
     ips = containers(c)
-    old = gateway(c, moved)
+    old = gateway_of(c, moved)
     others_before = {h: host_snapshot(c, h) for h in (a, b)}
     pings = Pings(c, ips, seconds=40, pairs=[(a, b), (b, a)])
     try:
@@ -68,13 +55,13 @@ def test_relet_one_host_while_the_others_ping(converged, tmp_path):
     print("pings during the relet: %s" % results)
     for pair, (sent, received) in results.items():
         assert sent - received <= 1, (pair, sent, received)
-    new = gateway(c, moved)
+    new = gateway_of(c, moved)
     assert new != old
     assert "inet %s " % new in c.run(moved, "ip -4 -o addr show dev docker0", check=True).stdout
     # Verified from the moved host and towards it, with the other hosts named.
     assert "Reach every other host's docker0 gateway from this host" in run.stdout
     for h in (a, b):
-        assert "%s %s" % (h, gateway(c, h).split("/")[0]) in run.stdout, run.stdout[-3000:]
+        assert "%s %s" % (h, gateway_of(c, h).split("/")[0]) in run.stdout, run.stdout[-3000:]
     assert set(run.recap) == {moved}, run.recap
     assert {h: host_snapshot(c, h) for h in (a, b)} == others_before
     leases = leases_by_ip(c, tmp_path)
@@ -100,7 +87,7 @@ def test_relet_onto_a_named_subnet(converged, tmp_path):
     run = run_playbook(c, "relet.yml", "-l", host.name, "-e", "flannel_relet_subnet=%s" % target)
     assert run.rc == 0, run.tail()
     assert leases_by_ip(c, tmp_path / "after")[host.ip] == target
-    assert gateway(c, host.name) == target.replace(".0/24", ".1/24")
+    assert gateway_of(c, host.name) == target.replace(".0/24", ".1/24")
     again = run_playbook(c, "relet.yml", "-l", host.name, "-e", "flannel_relet_subnet=%s" % target)
     assert again.rc == 0, again.tail()
     assert again.recap[host.name]["changed"] == 0, again.changed_tasks()
@@ -134,6 +121,12 @@ def test_a_failed_relet_stops_the_rollout(converged, tmp_path):
         assert after[c.hosts[0].ip] != leases_before[c.hosts[0].ip]  # (it did move, then docker failed)
         assert {ip: s for ip, s in after.items() if ip != c.hosts[0].ip} == {
             ip: s for ip, s in leases_before.items() if ip != c.hosts[0].ip}
+        # report.yml shows the failed host: its docker0 is not on its new lease.
+        path = tmp_path / "report.json"
+        report = run_playbook(c, "report.yml", "-e", "flannel_report_json=%s" % path)
+        assert report.rc == 0, report.tail()
+        findings = json.loads(path.read_text())["findings"]
+        assert [(f["kind"], f["host"]) for f in findings] == [("docker0_mismatch", first)], findings
     finally:
         c.run(first, "rm -f %s && systemctl daemon-reload" % BROKEN_DROPIN, check=True)
     back = run_playbook(c, "site.yml")
@@ -144,6 +137,10 @@ def test_a_failed_relet_stops_the_rollout(converged, tmp_path):
 def test_retire_removes_the_host_and_site_brings_it_back(converged, tmp_path):
     c = converged
     host = c.hosts[-1]
+    before, leases_before = host_snapshot(c, host.name), leases_by_ip(c, tmp_path / "before")
+    check = run_playbook(c, "retire.yml", "-e", "flannel_retire_host=%s" % host.name, "--check", "--diff")
+    assert check.rc == 0, check.tail()
+    assert host_snapshot(c, host.name) == before and leases_by_ip(c, tmp_path / "check") == leases_before
     run = run_playbook(c, "retire.yml", "-e", "flannel_retire_host=%s" % host.name,
                        "-e", "flannel_retire_reset_docker_networks=true")
     assert run.rc == 0, run.tail()

@@ -23,6 +23,8 @@ from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import
 from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore
 
 from cluster.flannel_helpers import (
+    HEALTHZ,
+    HEALTHZ_PORT,
     NETWORK,
     PREFIX,
     REPO,
@@ -31,6 +33,7 @@ from cluster.flannel_helpers import (
     containers,
     parallel,
     ping,
+    readyz,
     run_playbook,
     subnet_env,
     ssh_popen,
@@ -40,8 +43,6 @@ from cluster.flannel_helpers import (
 
 pytestmark = pytest.mark.cluster
 
-HEALTHZ_PORT = 9090
-HEALTHZ = ["-e", "flannel_forwarder_healthz_port=%d" % HEALTHZ_PORT]
 # Renewal really happens during the module: the forwarder gets the margin in whole minutes (1), so with a
 # TTL of 90 s it renews whenever less than 60 s remain, every 30 s or so.
 SHORT_TTL = 90
@@ -50,9 +51,6 @@ FAKE_TTL = 600
 
 METRICS_PY = ("import urllib.request as u; "
               "print(u.urlopen('http://127.0.0.1:%d/metrics', timeout=5).read().decode())" % HEALTHZ_PORT)
-READYZ_PY = ("import urllib.request as u, urllib.error as e\n"
-             "try:\n print(u.urlopen('http://127.0.0.1:%d/readyz', timeout=5).status)\n"
-             "except e.HTTPError as x:\n print(x.code)\n" % HEALTHZ_PORT)
 # Polls the forwarder's peer count every 20 ms and prints the wall clock time at which it reaches argv[1]
 # (the hosts share the controller's clock: they are containers on this machine).
 ARRIVAL_PY = r"""
@@ -119,10 +117,6 @@ def watch_members(c):
     out = {h: member_of(c.etcd, endpoint_of(m, "watch")) for h, m in all_metrics(c).items()}
     assert None not in out.values(), "a forwarder reports no watch endpoint: %s" % out
     return out
-
-
-def readyz(c, host):
-    return c.run(host, ["python3", "-c", READYZ_PY], check=False, timeout=30).stdout.strip()
 
 
 def make_leader(ec, name, timeout=30):

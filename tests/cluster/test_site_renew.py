@@ -19,7 +19,9 @@ import time
 import pytest
 
 from cluster.flannel_helpers import (
+    HEALTHZ,
     ping,
+    readyz,
     run_playbook,
     service_state,
     start_container,
@@ -30,14 +32,9 @@ from cluster.flannel_helpers import (
 
 pytestmark = pytest.mark.cluster
 
-HEALTHZ_PORT = 9090
-HEALTHZ = ["-e", "flannel_forwarder_healthz_port=%d" % HEALTHZ_PORT]
 SHORT_TTL = 20
 SHORT = ["-e", "flannel_subnet_ttl=%d" % SHORT_TTL, "-e", "flannel_subnet_renew_margin=5"]
 RESERVE = ["-e", "flannel_subnet_ttl=0"]
-READYZ_PY = ("import urllib.request as u, urllib.error as e\n"
-             "try:\n print(u.urlopen('http://127.0.0.1:%d/readyz', timeout=5).status)\n"
-             "except Exception as x:\n print(getattr(x, 'code', x))\n" % HEALTHZ_PORT)
 LINE = re.compile(r'"msg": "(\S+): (\S+) (\S+) -> (\S+?)( \(check mode: nothing changed\))?"')
 
 
@@ -62,10 +59,6 @@ def etcd_leases(c):
     out = c.etcdctl("get", "--prefix", "/coreos.com/network/subnets/", "-w", "json")
     return {base64.b64decode(kv["key"]).decode(): (int(kv.get("lease", 0)), int(kv["mod_revision"]))
             for kv in json.loads(out).get("kvs", [])}
-
-
-def readyz(c, host):
-    return c.run(host, ["python3", "-c", READYZ_PY], check=False, timeout=30).stdout.strip()
 
 
 def pids(c):

@@ -32,3 +32,9 @@ def run_module(name, args, check=False, diff=False, timeout=120):
     if proc.returncode != 0:
         result.setdefault("failed", True)
     return result
+
+
+def lease_keys(client, prefix):
+    """{key name under <prefix>/subnets/ (10.5.3.0-24): its KV} as etcd holds them."""
+    _rev, kvs = client.get_prefix(prefix + "/subnets/")
+    return {kv.key.rsplit("/", 1)[1]: kv for kv in kvs}

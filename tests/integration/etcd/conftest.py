@@ -3,6 +3,7 @@ import itertools
 import pytest
 
 from support.etcd_server import EtcdServer
+from support.modules import run_module
 
 _counter = itertools.count()
 
@@ -32,3 +33,11 @@ def client(etcd_server):
     c = EtcdClient([etcd_server.endpoint])
     yield c
     c.close()
+
+
+@pytest.fixture
+def net(etcd):
+    """`etcd` with a network config (10.5.0.0/16) stored under this test's prefix."""
+    res = run_module("network", dict(etcd, network="10.5.0.0/16"))
+    assert res["changed"], res
+    return etcd

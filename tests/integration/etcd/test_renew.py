@@ -2,23 +2,9 @@
 
 import time
 
-import pytest
-
-from support.modules import run_module
+from support.modules import lease_keys, run_module
 
 IP = "192.0.2.10"
-
-
-@pytest.fixture
-def net(etcd):
-    res = run_module("network", dict(etcd, network="10.5.0.0/16"))
-    assert res["changed"], res
-    return etcd
-
-
-def lease_keys(client, prefix):
-    _rev, kvs = client.get_prefix(prefix + "/subnets/")
-    return {kv.key.rsplit("/", 1)[1]: kv for kv in kvs}
 
 
 def only_kv(client, prefix):

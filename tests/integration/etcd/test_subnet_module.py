@@ -5,19 +5,7 @@ import time
 
 import pytest
 
-from support.modules import run_module
-
-
-@pytest.fixture
-def net(etcd):
-    res = run_module("network", dict(etcd, network="10.5.0.0/16"))
-    assert res["changed"], res
-    return etcd
-
-
-def lease_keys(client, prefix):
-    _rev, kvs = client.get_prefix(prefix + "/subnets/")
-    return {kv.key.rsplit("/", 1)[1]: kv for kv in kvs}
+from support.modules import lease_keys, run_module
 
 
 def test_lease_then_reuse_and_return_values(net, client, prefix):
