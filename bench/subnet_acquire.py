@@ -34,7 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import conftest  # noqa: E402,F401  (links the collection into .cache/collections and sys.path)
 
-from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient  # noqa: E402
+from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import DEFAULT_TIMEOUT, EtcdClient  # noqa: E402
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import dumps, from_dict  # noqa: E402
 from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore  # noqa: E402
 from support.etcd_server import EtcdServer  # noqa: E402
@@ -136,7 +136,7 @@ def client_kwargs(args):
     return dict(endpoints=args["etcd_endpoints"], ca_cert=args.get("etcd_ca_cert"),
                 client_cert=args.get("etcd_client_cert"), client_key=args.get("etcd_client_key"),
                 user=args.get("etcd_user"), password=args.get("etcd_password"),
-                timeout=args.get("etcd_timeout", 30.0))
+                timeout=args.get("etcd_timeout", DEFAULT_TIMEOUT))
 
 
 def one_host(i, module_args):
@@ -265,9 +265,12 @@ def cluster_main(args):
     from support.etcd_cluster import EtcdCluster  # noqa: E402  (tests/ is on sys.path)
 
     print("%d hosts, each one module run (own connection, authentication when the etcd has it, acquire), "
-          "at most %d at a time, %d threads over %d processes" % (args.hosts, concurrency, concurrency, args.procs))
+          "at most %d at a time, %d threads over %d processes, etcd_timeout %g s"
+          % (args.hosts, concurrency, concurrency, args.procs, args.etcd_timeout or DEFAULT_TIMEOUT))
     with EtcdServer(name="bench-plain") as server:
         plain = {"etcd_endpoints": [server.endpoint], "etcd_prefix": "/coreos.com/network"}
+        if args.etcd_timeout:
+            plain["etcd_timeout"] = args.etcd_timeout
         seed(server.endpoint, plain["etcd_prefix"], args.hosts)
         ref = storm(plain, args.hosts, args.procs, concurrency)
         report("1 member, plain http, no auth:", ref)
@@ -275,11 +278,13 @@ def cluster_main(args):
     cluster = EtcdCluster(["127.0.0.1"] * 3, base, client_port=None, peer_port=None)
     try:
         cluster.start()
-        tls = cluster.module_args()
+        tls = cluster.module_args(cert_auth=args.auth == "cert")
+        if args.etcd_timeout:
+            tls["etcd_timeout"] = args.etcd_timeout
         seed(tls["etcd_endpoints"], tls["etcd_prefix"], args.hosts, **{k: v for k, v in client_kwargs(tls).items()
                                                                          if k != "endpoints"})
         f = storm(tls, args.hosts, args.procs, concurrency)
-        report("3 members, TLS + auth (flannel):", f, ref)
+        report("3 members, TLS + auth (flannel, %s):" % args.auth, f, ref)
         problems += ["cluster: " + p for p in verify(tls, args.hosts, f)]
     finally:
         left = cluster.destroy()
@@ -303,6 +308,12 @@ def main():
     parser.add_argument("--procs", type=int, default=2, help="--cluster: processes the hosts' threads run in")
     parser.add_argument("--concurrency", type=int, default=0,
                         help="--cluster: hosts running at once (default: all of them)")
+    parser.add_argument("--auth", choices=("password", "cert"), default="password",
+                        help="--cluster: the flannel user logs in with its password (a bcrypt check per module "
+                             "run), or is the CN of its client certificate (etcd's certificate authentication)")
+    parser.add_argument("--etcd-timeout", type=float, default=None,
+                        help="--cluster: the modules' etcd_timeout (default: the modules' default, %g s)"
+                             % DEFAULT_TIMEOUT)
     args = parser.parse_args()
     if args.cluster:
         sys.exit(cluster_main(args))

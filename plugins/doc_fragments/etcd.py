@@ -53,6 +53,9 @@ options:
   etcd_timeout:
     description:
       - Seconds to wait for each etcd request before trying the next endpoint.
+      - A cluster whose members answer but cannot serve now (no leader during an election, overloaded) is
+        asked again, with a growing, jittered pause, for up to 60 seconds or three times this, whichever is
+        longer. Members that all refuse the connection fail at once.
     type: float
     default: 5
 requirements:

@@ -52,6 +52,9 @@ else:
 
 DEFAULT_ENDPOINTS = ("http://127.0.0.1:2379",)
 DEFAULT_TIMEOUT = 5.0
+# How long, at least, a cluster that answers but cannot serve now (an election, an overload) is asked again:
+# longer than the requests themselves, since a busy cluster is not a dead one.
+BUSY_WINDOW = 60.0
 
 KV = collections.namedtuple("KV", "key value lease mod_revision create_revision version")
 
@@ -255,8 +258,8 @@ class EtcdClient(object):
             raise EtcdError("etcd timeout must be a number of seconds, got %r" % (timeout,))
         if self.timeout <= 0:
             raise EtcdError("etcd timeout must be positive, got %r" % (timeout,))
-        # How long a cluster that answers "not now" (no leader yet) is waited for.
-        self.retry_window = 3 * self.timeout if retry_window is None else float(retry_window)
+        # How long a cluster that answers "not now" (no leader yet, overloaded) is waited for.
+        self.retry_window = max(BUSY_WINDOW, 3 * self.timeout) if retry_window is None else float(retry_window)
         self._ca = _read_file(ca_cert, "etcd CA certificate")
         self._cert = _read_file(client_cert, "etcd client certificate")
         self._key = _read_file(client_key, "etcd client key")
@@ -310,7 +313,7 @@ class EtcdClient(object):
     def _stub(self, index, service, channel=None):
         return getattr(etcdrpc, service + "Stub")(channel if channel is not None else self._channel(index))
 
-    def _metadata(self, index, channel=None):
+    def _metadata(self, index, channel=None, timeout=None):
         if not self._user:
             return None
         token = self._tokens.get(index)
@@ -318,7 +321,7 @@ class EtcdClient(object):
             self.round_trips += 1
             try:
                 resp = self._stub(index, "Auth", channel).Authenticate(
-                    etcdrpc.AuthenticateRequest(name=self._user, password=self._password), self.timeout)
+                    etcdrpc.AuthenticateRequest(name=self._user, password=self._password), timeout or self.timeout)
             except grpc.RpcError as err:
                 # An unreachable member, or one that cannot serve a login now (an election, an overload:
                 # the password check is a raft proposal), is the fail-over loop's to handle; a refused
@@ -334,16 +337,16 @@ class EtcdClient(object):
     def _call(self, service, method, request, stream=False):
         """Send one request, failing over across endpoints on transport errors."""
 
-        def attempt(index, channel, metadata):
+        def attempt(index, channel, metadata, timeout):
             fn = getattr(self._stub(index, service, channel), method)
             self.round_trips += 1
             if stream:
-                return next(iter(fn(iter([request]), self.timeout, metadata=metadata)), None)
-            return fn(request, self.timeout, metadata=metadata)
+                return next(iter(fn(iter([request]), timeout, metadata=metadata)), None)
+            return fn(request, timeout, metadata=metadata)
         return self._failover(attempt)
 
     def _failover(self, attempt):
-        """attempt(index, channel, metadata) on the current endpoint, then on the next ones.
+        """attempt(index, channel, metadata, timeout) on the current endpoint, then on the next ones.
 
         A member that cannot be reached is dropped and the next one tried. When
         every member answered but none could serve (an election, an overload:
@@ -352,10 +355,18 @@ class EtcdClient(object):
         seconds, as long as one member answered "not now" or was slow (the
         others may be down: a member killed during an election). Members that
         all refuse connections fail at once. Any other error is the caller's.
+
+        A round in which a member was too slow gives the next round twice the
+        time per request (up to what is left of the window): a request that
+        an overloaded cluster takes longer than `timeout` to serve is
+        eventually waited for, instead of being abandoned and sent again
+        (which only adds to the load) until the window closes.
         """
         deadline = time.monotonic() + self.retry_window
         pause = 0.1
+        wait = self.timeout
         while True:
+            slow = False
             failures = []
             busy = False  # did any member answer "not now", or take too long (overloaded, not gone)?
             count = len(self.endpoints)
@@ -365,7 +376,7 @@ class EtcdClient(object):
                 for _auth_retry in (0, 1):
                     channel = self._channel(index)
                     try:
-                        result = attempt(index, channel, self._metadata(index, channel))
+                        result = attempt(index, channel, self._metadata(index, channel, wait), wait)
                         self._current = index
                         return result
                     except grpc.RpcError as err:
@@ -376,25 +387,27 @@ class EtcdClient(object):
                             continue
                         if _busy(err):
                             busy = True
-                            failures.append("%s (%s)" % (ep.url, _cause(err, self.timeout)))
+                            failures.append("%s (%s)" % (ep.url, _cause(err, wait)))
                             break
                         if _transport_failure(err):
                             # A member that timed out may only be slow (an overloaded cluster): its
                             # connection is kept (a new one costs it a TLS handshake, and gRPC's
                             # keepalive notices one that died). One that refused it is gone.
-                            failures.append("%s (%s)" % (ep.url, _cause(err, self.timeout)))
+                            failures.append("%s (%s)" % (ep.url, _cause(err, wait)))
                             if code == "DEADLINE_EXCEEDED":
-                                busy = True
+                                busy = slow = True
                             else:
                                 self._discard(index, channel)
                             break
-                        raise EtcdError("etcd %s: %s" % (ep.url, _cause(err, self.timeout)))
+                        raise EtcdError("etcd %s: %s" % (ep.url, _cause(err, wait)))
             if not busy or time.monotonic() + pause > deadline:
                 raise EtcdUnavailable("no etcd endpoint answered: %s" % ", ".join(failures))
             # Jittered over the whole pause, so that many clients of an overloaded or recovering
             # cluster spread out instead of coming back in step.
             time.sleep(pause * random.random())
             pause = min(pause * 2, 8.0)
+            if slow:
+                wait = max(self.timeout, min(wait * 2, deadline - time.monotonic()))
 
     def _drop(self, index):
         with self._lock:
@@ -537,11 +550,11 @@ class EtcdClient(object):
         if not ids:
             return {}
 
-        def attempt(index, channel, metadata):
+        def attempt(index, channel, metadata, timeout):
             stub = self._stub(index, "Lease", channel)
             self.round_trips += 1
             futures = [(i, stub.LeaseTimeToLive.future(etcdrpc.LeaseTimeToLiveRequest(ID=i),
-                                                       self.timeout, metadata=metadata)) for i in ids]
+                                                       timeout, metadata=metadata)) for i in ids]
             result = {}
             for lease_id, fut in futures:
                 resp = fut.result()

@@ -19,7 +19,10 @@ the ports are left to the launcher (client_port=None: free ports).
 TLS (client and peer, both with client certificates): a throwaway CA in
 base_dir/pki, one server certificate per member whose SANs cover every member
 address and 127.0.0.1, and one client certificate whose CN ("etcd-client") is
-no etcd user, so a request is authenticated by user name and password only.
+no etcd user, so a request with it is authenticated by user name and password
+only; a second client certificate's CN is the flannel user, for etcd's
+certificate authentication (a request with no token is the CN's user:
+module_args(cert_auth=True)).
 
 Authentication: user `root` (role root) and user `flannel` (role `flannel`:
 readwrite on the key prefix `<prefix>/` and nothing else), random passwords.
@@ -196,8 +199,13 @@ class EtcdCluster:
     def local_endpoints(self):
         return [self.local_url(n) for n in self.names]
 
-    def module_args(self, local=True, user=None):
-        """The overlay.flannel modules' etcd options for this cluster (as `user`, default the flannel user)."""
+    def module_args(self, local=True, user=None, cert_auth=False):
+        """The overlay.flannel modules' etcd options for this cluster (as `user`, default the flannel user);
+        with cert_auth, as the flannel user by the CN of its client certificate, with no password."""
+        if cert_auth:
+            p = self.state["pki"]
+            return dict(etcd_endpoints=self.local_endpoints if local else self.endpoints, etcd_prefix=self.prefix,
+                        etcd_ca_cert=self.ca_cert, etcd_client_cert=p["user_cert"], etcd_client_key=p["user_key"])
         user = user or self.user
         return dict(etcd_endpoints=self.local_endpoints if local else self.endpoints, etcd_prefix=self.prefix,
                     etcd_ca_cert=self.ca_cert, etcd_client_cert=self.client_cert, etcd_client_key=self.client_key,
@@ -267,6 +275,7 @@ class EtcdCluster:
             cert, key = tls.issue(pki, ca, "member-" + name, cn=name, ips=ips, dns=["localhost"])
             p["members"][name] = {"cert": cert, "key": key}
         p["client_cert"], p["client_key"] = tls.issue(pki, ca, "client", cn=CLIENT_CN, usage="clientAuth")
+        p["user_cert"], p["user_key"] = tls.issue(pki, ca, "client-" + self.user, cn=self.user, usage="clientAuth")
         if self.state["auth_token"] == "jwt":
             p["jwt_key"], p["jwt_pub"] = os.path.join(pki, "jwt-key.pem"), os.path.join(pki, "jwt.pub.pem")
             subprocess.run(["openssl", "genrsa", "-out", p["jwt_key"], "2048"], check=True, capture_output=True)

@@ -44,6 +44,25 @@ def test_three_healthy_members_over_tls(ec):
     assert st.st_mode & 0o077 == 0 and os.stat(ec.state_path).st_mode & 0o077 == 0
 
 
+def test_certificate_authentication_is_the_cn_user_with_its_permissions(ec):
+    """etcd's certificate authentication: with no password, a client certificate whose CN is the flannel
+    user is that user (the modules work under the prefix, and nowhere else); the other certificate, whose
+    CN is no user, gets nothing without a password."""
+    args = ec.module_args(cert_auth=True)
+    assert "etcd_user" not in args and "etcd_password" not in args
+    res = run_module("network", dict(args, network="10.5.0.0/16"))
+    assert not res.get("failed") and res["changed"], res
+    res = run_module("subnet", dict(args, public_ip="192.0.2.77"))
+    assert not res.get("failed") and res["subnet"], res
+    outside = run_module("network", dict(args, etcd_prefix="/elsewhere/network", network="10.5.0.0/16"))
+    assert outside.get("failed") and "permission denied" in outside["msg"], outside
+    nobody = dict(args, etcd_client_cert=ec.client_cert, etcd_client_key=ec.client_key)
+    res = run_module("subnet_info", nobody)
+    assert res.get("failed") and ("permission denied" in res["msg"] or "user name is empty" in res["msg"]), res
+    assert run_module("subnet", dict(args, public_ip="192.0.2.77", state="absent"))["changed"]
+    ec.etcdctl("del", PREFIX + "/config")
+
+
 def test_server_certificates_cover_every_member_address(ec):
     import subprocess
     for name in ec.names:

@@ -101,3 +101,32 @@ def test_a_refused_login_is_not_asked_again():
     finally:
         client.close()
     assert stubs.logins == 1
+
+
+class _SlowStubs:
+    """A member that takes longer than the first timeout: every attempt records the timeout it was given."""
+
+    def __init__(self, needed):
+        self.needed = needed
+        self.timeouts = []
+
+    def __call__(self, index, service, channel=None):
+        return self
+
+    def Range(self, request, timeout, metadata=None):  # noqa: N802
+        self.timeouts.append(timeout)
+        if timeout < self.needed:
+            raise Answer(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+        return "range-answer"
+
+
+def test_a_slow_cluster_gets_more_time_each_round_instead_of_the_same_request_again():
+    from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient
+    stubs = _SlowStubs(needed=3.5)
+    client = EtcdClient(["http://127.0.0.1:1"], timeout=1, retry_window=30)
+    client._stub = stubs
+    try:
+        assert client._call("KV", "Range", None) == "range-answer"
+    finally:
+        client.close()
+    assert stubs.timeouts[:2] == [1, 2] and stubs.timeouts[-1] >= 3.5, stubs.timeouts
