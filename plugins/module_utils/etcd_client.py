@@ -194,6 +194,15 @@ def _busy(err):
     return code in _BUSY_CODES and "etcdserver:" in details and any(w in details for w in _BUSY_WORDS)
 
 
+def _connected(channel):
+    """Is the channel's connection up (TLS and HTTP/2 set up)?  None when gRPC cannot tell."""
+    try:
+        # (grpcio's channel object has no public synchronous getter for its state)
+        return channel._channel.check_connectivity_state(False) == grpc.ChannelConnectivity.READY.value[0]
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
 def _cause(err, timeout):
     """A short, human cause from a gRPC error."""
     code = err.code().name if hasattr(err, "code") and err.code() is not None else "UNKNOWN"
@@ -390,11 +399,12 @@ class EtcdClient(object):
                             failures.append("%s (%s)" % (ep.url, _cause(err, wait)))
                             break
                         if _transport_failure(err):
-                            # A member that timed out may only be slow (an overloaded cluster): its
-                            # connection is kept (a new one costs it a TLS handshake, and gRPC's
-                            # keepalive notices one that died). One that refused it is gone.
+                            # A member that timed out on a connection that is up may only be slow (an
+                            # overloaded cluster): the connection is kept (a new one costs it a TLS
+                            # handshake, and gRPC's keepalive notices one that died). One that refused
+                            # the connection, or never finished setting it up, is gone.
                             failures.append("%s (%s)" % (ep.url, _cause(err, wait)))
-                            if code == "DEADLINE_EXCEEDED":
+                            if code == "DEADLINE_EXCEEDED" and _connected(channel) is not False:
                                 busy = slow = True
                             else:
                                 self._discard(index, channel)

@@ -120,8 +120,10 @@ class _SlowStubs:
         return "range-answer"
 
 
-def test_a_slow_cluster_gets_more_time_each_round_instead_of_the_same_request_again():
+def test_a_slow_cluster_gets_more_time_each_round_instead_of_the_same_request_again(monkeypatch):
+    from ansible_collections.overlay.flannel.plugins.module_utils import etcd_client
     from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient
+    monkeypatch.setattr(etcd_client, "_connected", lambda channel: True)  # (the connection is up, the member slow)
     stubs = _SlowStubs(needed=3.5)
     client = EtcdClient(["http://127.0.0.1:1"], timeout=1, retry_window=30)
     client._stub = stubs

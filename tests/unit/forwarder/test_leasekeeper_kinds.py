@@ -77,6 +77,7 @@ class Out:
 class FakeStore:
     prefix = PREFIX
     subnets_prefix = PREFIX + "/subnets/"
+    config_key = PREFIX + "/config"
 
     def __init__(self, fake):
         self.client = fake
