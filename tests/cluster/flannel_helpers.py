@@ -208,6 +208,17 @@ class Pings:
                 proc.wait()
 
 
+def pings_during(cluster, ips, seconds, action, pairs=None):
+    """Run action() while the containers ping each other (Pings, for `seconds`).
+    -> (what action returned, {(a, b): (sent, received)})."""
+    pings = Pings(cluster, ips, seconds, pairs=pairs)
+    try:
+        result = action()
+        return result, pings.results(timeout=seconds + 60)
+    finally:
+        pings.kill()
+
+
 def pings_all(cluster):
     """Start a container on every host; the pairs of hosts whose containers do not reach each other."""
     ips = {h.name: start_container(cluster, h.name) for h in cluster.hosts}

@@ -6,11 +6,11 @@ import json
 import pytest
 
 from cluster.flannel_helpers import (
-    Pings,
     containers,
     gateway_of,
     host_snapshot,
     pings_all,
+    pings_during,
     run_playbook,
     subnet_info,
 )
@@ -45,12 +45,7 @@ def test_relet_one_host_while_the_others_ping(converged, tmp_path):
     ips = containers(c)
     old = gateway_of(c, moved)
     others_before = {h: host_snapshot(c, h) for h in (a, b)}
-    pings = Pings(c, ips, seconds=40, pairs=[(a, b), (b, a)])
-    try:
-        run = run_playbook(c, "relet.yml", "-l", moved)
-        results = pings.results(timeout=120)
-    finally:
-        pings.kill()
+    run, results = pings_during(c, ips, 40, lambda: run_playbook(c, "relet.yml", "-l", moved), pairs=[(a, b), (b, a)])
     assert run.rc == 0, run.tail()
     print("pings during the relet: %s" % results)
     for pair, (sent, received) in results.items():

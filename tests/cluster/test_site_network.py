@@ -10,11 +10,11 @@ outside, and with flannel_network_relet that host is re-leased.
 import pytest
 
 from cluster.flannel_helpers import (
-    Pings,
     containers,
     etcd_dump,
     gateway_of,
     pings_all,
+    pings_during,
     run_playbook,
     service_state,
     subnet_env,
@@ -52,12 +52,7 @@ def test_grow_the_network_with_traffic_flowing(converged, tmp_path):
     assert NEW in check.stdout and etcd_dump(c)[CONFIG_KEY] == config_before
     assert all(subnet_env(c, h)["FLANNEL_NETWORK"] == OLD for h in c.host_names)
 
-    pings = Pings(c, ips, seconds=60)
-    try:
-        run = run_playbook(c, "site.yml", network=NEW)
-        results = pings.results(timeout=120)
-    finally:
-        pings.kill()
+    run, results = pings_during(c, ips, 60, lambda: run_playbook(c, "site.yml", network=NEW))
     assert run.rc == 0, run.tail()
     print("pings while the network grew: %s" % results)
     for pair, (sent, received) in results.items():

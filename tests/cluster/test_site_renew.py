@@ -35,6 +35,9 @@ pytestmark = pytest.mark.cluster
 SHORT_TTL = 20
 SHORT = ["-e", "flannel_subnet_ttl=%d" % SHORT_TTL, "-e", "flannel_subnet_renew_margin=5"]
 RESERVE = ["-e", "flannel_subnet_ttl=0"]
+# A forwarder checks its own lease every 10 s (LeaseKeeper.check_interval): nothing rewritten within one
+# check and a bit is nothing rewritten at all.
+CHECK_WINDOW = 12
 LINE = re.compile(r'"msg": "(\S+): (\S+) (\S+) -> (\S+?)( \(check mode: nothing changed\))?"')
 
 
@@ -179,7 +182,7 @@ def test_leases_reservations_and_back_with_the_running_forwarders(renewing, tmp_
     first = c.host_names[0]
     c.run(first, "systemctl restart flannel-forwarder", check=True, timeout=60)
     wait_for(lambda: readyz(c, first) == "200", timeout=60, what="%s ready after the restart" % first)
-    time.sleep(12)
+    time.sleep(CHECK_WINDOW)
     assert etcd_leases(c) == state, "the restarted forwarder rewrote its reservation"
 
     # A host powered off longer than the TTL keeps its reserved subnet.
