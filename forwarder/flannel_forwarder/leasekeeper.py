@@ -36,7 +36,7 @@ import time
 
 from ansible_collections.overlay.flannel.plugins.module_utils import etcd_client as etcd
 from ansible_collections.overlay.flannel.plugins.module_utils.leases import LeaseError, read_leases
-from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import ConfigError
+from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import ConfigError, dumps
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import parse as parse_config
 from ansible_collections.overlay.flannel.plugins.module_utils.store import DEFAULT_TTL, StoreError
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError, parse_lease_key
@@ -63,19 +63,23 @@ def config_change(old, new, own_subnet):
 
     "keep": nothing it uses changed; "follow": apply `new` now (the network,
     SubnetMin/SubnetMax changed, the own subnet is still a host subnet of
-    it); "restart": the backend type or port changed (the daemon's socket
-    and data path are chosen at start); "refuse": the own subnet is no host
+    it); "restart": the Backend object changed (its type or an option: the
+    data path is chosen at start); "refuse": the own subnet is no host
     subnet of `new` (this host needs a new lease first: relet.yml).
     """
     if new == old:
         return "keep", "unchanged"
-    if (new.backend_type, new.backend_port) != (old.backend_type, old.backend_port):
-        return "restart", "backend %s:%s -> %s:%s" % (old.backend_type, old.backend_port, new.backend_type,
-                                                       new.backend_port)
+    if new.backend != old.backend:
+        return "restart", "backend %s -> %s" % (_describe(old.backend), _describe(new.backend))
     if not new.contains_lease(own_subnet):
         return "refuse", "this host's subnet %s is no host subnet of the new network %s" % (own_subnet, new.network)
     return "follow", "network %s -> %s" % (old.network, new.network) if new.network != old.network else \
         "subnet range changed within %s" % new.network
+
+
+def _describe(backend):
+    """'vxlan VNI=1 Port=0 ...': a Backend object for a log line."""
+    return " ".join([backend["Type"]] + ["%s=%s" % (k, dumps(v)) for k, v in sorted(backend.items()) if k != "Type"])
 
 
 def peers_from(leases, own_subnet, port, config):

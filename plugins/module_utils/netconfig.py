@@ -14,6 +14,7 @@ __metaclass__ = type
 import ipaddress
 import json
 
+from ansible_collections.overlay.flannel.plugins.module_utils import backends
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import (
     SubnetError,
     count_subnets,
@@ -21,11 +22,6 @@ from ansible_collections.overlay.flannel.plugins.module_utils.subnets import (
     parse_cidr,
     subnet_at,
 )
-
-DEFAULT_BACKEND_TYPE = "udp"
-DEFAULT_UDP_PORT = 8285
-# Encapsulation overhead of the udp backend: outer IPv4 (20) + UDP (8) header.
-UDP_OVERHEAD = 28
 
 
 class ConfigError(ValueError):
@@ -54,8 +50,8 @@ class NetworkConfig(object):
 
     @property
     def backend_port(self):
-        """The udp port (flannel's default when the backend does not set one)."""
-        return self.backend.get("Port", DEFAULT_UDP_PORT)
+        """The UDP port of the backend on the wire (udp: 8285 by default, vxlan: 8472); None for host-gw."""
+        return backends.port(self.backend)
 
     @property
     def capacity(self):
@@ -125,31 +121,18 @@ def _subnet_bound(raw, name, network, subnet_len):
     return subnet_at(int(addr), subnet_len)
 
 
-def _backend(raw):
-    backend = raw.get("Backend")
-    if backend is None:
-        backend = {}
-    if not isinstance(backend, dict):
-        raise ConfigError("type", "Backend must be a JSON object, got %r" % (backend,))
-    backend = dict(backend)
-    btype = backend.get("Type")
-    if btype is None or btype == "":
-        btype = DEFAULT_BACKEND_TYPE
-    if not isinstance(btype, str):
-        raise ConfigError("type", "Backend.Type must be a string, got %r" % (btype,))
-    backend["Type"] = btype
-    if btype == "udp":
-        port = backend.get("Port")
-        if port is None or port == 0:
-            port = DEFAULT_UDP_PORT
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-            raise ConfigError("Backend-port", "Backend.Port must be an integer in 1..65535, got %r" % (port,))
-        backend["Port"] = port
-    return backend
+def _backend(raw, strict=False):
+    try:
+        return backends.normalise(raw.get("Backend"), strict=strict)
+    except backends.BackendError as exc:
+        raise ConfigError(exc.rule, str(exc))
 
 
-def from_dict(raw):
-    """Validate a config dict and fill flannel's defaults. Raises ConfigError."""
+def from_dict(raw, strict=False):
+    """Validate a config dict and fill flannel's defaults. Raises ConfigError.
+
+    `strict` (the network module's input) also refuses Backend keys that are no option of its type.
+    """
     if not isinstance(raw, dict):
         raise ConfigError("type", "config must be a JSON object, got %s" % type(raw).__name__)
     if raw.get("Network") in (None, ""):
@@ -195,7 +178,7 @@ def from_dict(raw):
         raise ConfigError("SubnetMin-le-SubnetMax",
                           "SubnetMin %s is greater than SubnetMax %s"
                           % (subnet_min.network_address, subnet_max.network_address))
-    return NetworkConfig(network, subnet_len, subnet_min, subnet_max, _backend(raw))
+    return NetworkConfig(network, subnet_len, subnet_min, subnet_max, _backend(raw, strict))
 
 
 def parse(data):
@@ -231,4 +214,4 @@ def incompatible_leases(config, subnets):
 
 def tun_mtu(underlay_mtu):
     """FLANNEL_MTU for the udp backend."""
-    return underlay_mtu - UDP_OVERHEAD
+    return backends.mtu(backends.UDP, underlay_mtu)

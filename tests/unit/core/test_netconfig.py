@@ -29,8 +29,12 @@ def test_backend_defaults_and_pass_through():
     assert from_dict({"Network": "10.5.0.0/16", "Backend": {}}).backend == {"Type": "udp", "Port": 8285}
     cfg = from_dict({"Network": "10.5.0.0/16", "Backend": {"Type": "udp", "Port": 9000}})
     assert cfg.backend_port == 9000
-    other = from_dict({"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan", "VNI": 7}})
-    assert other.backend == {"Type": "vxlan", "VNI": 7}
+    other = from_dict({"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan", "VNI": 7, "MacPrefix": "0E:2A"}})
+    # vxlan's defaults written out; a key flanneld knows and we do not is kept as it is (stored configs only).
+    assert other.backend == {"Type": "vxlan", "VNI": 7, "Port": 0, "GBP": False, "Learning": False,
+                             "DirectRouting": False, "MacPrefix": "0E:2A"}
+    assert other.backend_port == 8472
+    assert from_dict({"Network": "10.5.0.0/16", "Backend": {"Type": "host-gw"}}).backend_port is None
 
 
 @pytest.mark.parametrize("raw, rule, words", [
@@ -48,7 +52,7 @@ def test_backend_defaults_and_pass_through():
     ({"Network": "10.5.0.0/16", "SubnetMin": "10.5.9.0", "SubnetMax": "10.5.8.0"}, "SubnetMin-le-SubnetMax", "greater"),
     ({"Network": "10.5.0.0/16", "SubnetLen": "24"}, "type", "SubnetLen must be an integer"),
     ({"Network": "10.5.0.0/16", "Backend": "udp"}, "type", "Backend must be a JSON object"),
-    ({"Network": "10.5.0.0/16", "Backend": {"Port": 70000}}, "Backend-port", "1..65535"),
+    ({"Network": "10.5.0.0/16", "Backend": {"Port": 70000}}, "Backend-Port", "Backend.Port of the udp backend must be an integer in 1..65535"),
     ({"Network": "10.5.0.0/16", "EnableIPv6": True}, "ipv6", "IPv6"),
 ])
 def test_rules_reject_with_a_message_naming_the_rule(raw, rule, words):
