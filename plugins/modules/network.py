@@ -57,12 +57,56 @@ options:
     type: str
   backend:
     description:
-      - The C(Backend) object.
-      - C(type) (default C(udp), the type the bundled forwarder implements) and C(port)
-        (default C(8285) for C(udp)) map to C(Type) and C(Port).
-      - Any other key is stored as it is given, for example C(VNI) for another backend type.
+      - The C(Backend) object, which selects the backend of the whole network and its options.
+      - Each suboption is stored under flanneld's own key (C(Type), C(Port), C(VNI), C(GBP), C(Learning),
+        C(DirectRouting)); those spellings are accepted too, as aliases.
+      - Only the options of the chosen O(backend.type) may be given; another one (for example O(backend.vni)
+        with V(udp), or O(backend.port) with V(host-gw)) is refused with its name, as is a key that is no
+        suboption. Options left out get flanneld's defaults, which are stored written out.
+      - Templated values arrive as strings; numbers (V("4096")) and booleans (V("true")) are converted.
     type: dict
     default: {}
+    suboptions:
+      type:
+        description:
+          - C(Backend.Type), the backend of the whole network.
+          - V(udp) encapsulates in UDP through the flannel-forwarder (user space).
+          - V(vxlan) uses the kernel's VXLAN device C(flannel.<vni>); each lease carries the host's
+            C(VtepMAC), derived from its public IP and the VNI.
+          - V(host-gw) routes each subnet to its host's public IP, with no encapsulation; every host
+            must be on one layer 2 segment with all the others.
+        type: str
+        choices: [udp, vxlan, host-gw]
+        default: udp
+        aliases: [Type]
+      port:
+        description:
+          - C(Backend.Port), the UDP port on the wire. V(udp) and V(vxlan) only.
+          - V(udp) defaults to V(8285) (V(0) means the same).
+          - V(vxlan) defaults to V(0), the kernel's own port (8472 on Linux); V(4789) is the IANA one.
+        type: int
+        aliases: [Port]
+      vni:
+        description:
+          - C(Backend.VNI), the VXLAN network identifier, 0 to 16777215. V(vxlan) only; default V(1).
+        type: int
+        aliases: [VNI]
+      gbp:
+        description:
+          - C(Backend.GBP), VXLAN group based policy. V(vxlan) only; default V(false).
+        type: bool
+        aliases: [GBP]
+      learning:
+        description:
+          - C(Backend.Learning), source address learning on the VXLAN device. V(vxlan) only; default V(false).
+        type: bool
+        aliases: [Learning]
+      direct_routing:
+        description:
+          - C(Backend.DirectRouting), route directly (as V(host-gw)) to the hosts on the same subnet as this
+            one and use VXLAN only for the others. V(vxlan) only; default V(false).
+        type: bool
+        aliases: [DirectRouting]
   force:
     description:
       - Store the config even when existing leases do not fit it, or remove it while leases exist.
@@ -90,6 +134,28 @@ EXAMPLES = r"""
           type: udp
           port: 8285
 
+- name: A vxlan network (the kernel's VXLAN device flannel.1 on each host, port 8472)
+  overlay.flannel.network:
+    network: 10.6.0.0/16
+    backend:
+      type: vxlan
+      vni: 1
+
+- name: A vxlan network that routes directly between hosts of one subnet, on the IANA port
+  overlay.flannel.network:
+    network: 10.6.0.0/16
+    backend:
+      type: vxlan
+      vni: 4096
+      port: 4789
+      direct_routing: true
+
+- name: A host-gw network (every host on one layer 2 segment; no encapsulation)
+  overlay.flannel.network:
+    network: 10.7.0.0/16
+    backend:
+      type: host-gw
+
 - name: Remove the config of a retired network
   overlay.flannel.network:
     etcd_prefix: /old.example/network
@@ -98,7 +164,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 config:
-  description: The config as stored, every default written out. Null after O(state=absent).
+  description:
+    - The config as stored, every default written out (those of the backend too). Null after O(state=absent).
+    - "C(Backend) of each type: C({Type: udp, Port: 8285}); C({Type: vxlan, VNI: 1, Port: 0, GBP: false,
+      Learning: false, DirectRouting: false}) (the sample); C({Type: host-gw})."
   returned: always
   type: dict
   sample:
@@ -107,8 +176,12 @@ config:
     SubnetMin: 10.5.1.0
     SubnetMax: 10.5.255.0
     Backend:
-      Type: udp
-      Port: 8285
+      Type: vxlan
+      VNI: 1
+      Port: 0
+      GBP: false
+      Learning: false
+      DirectRouting: false
 key:
   description: The etcd key of the config.
   returned: always
@@ -126,6 +199,7 @@ import json
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.overlay.flannel.plugins.module_utils import backends
 from ansible_collections.overlay.flannel.plugins.module_utils.ansible_etcd import (
     ETCD_REQUIRED_TOGETHER,
     connect,
@@ -142,6 +216,11 @@ from ansible_collections.overlay.flannel.plugins.module_utils.store import Store
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError, parse_cidr
 
 
+# The `backend` suboptions and flanneld's key of each (also accepted as an alias).
+BACKEND_KEYS = (("type", "Type"), ("port", "Port"), ("vni", "VNI"), ("gbp", "GBP"), ("learning", "Learning"),
+                ("direct_routing", "DirectRouting"))
+
+
 def desired_config(params):
     """The module options as a validated NetworkConfig (raises ConfigError/SubnetError)."""
     network = parse_cidr(params["network"], "network", strict=True)
@@ -152,17 +231,18 @@ def desired_config(params):
         raw["SubnetMin"] = params["subnet_min"]
     if params["subnet_max"]:
         raw["SubnetMax"] = params["subnet_max"]
-    backend = {}
-    for name, value in (params["backend"] or {}).items():
-        if name in ("type", "Type"):
-            backend["Type"] = value
-        elif name in ("port", "Port"):
-            # Templated values may arrive as strings ("{{ port }}").
-            backend["Port"] = int(value) if isinstance(value, str) and value.strip().isdigit() else value
-        else:
-            backend[name] = value
-    raw["Backend"] = backend
-    return from_dict(raw)
+    raw["Backend"] = backend_object(params["backend"])
+    return from_dict(raw, strict=True)
+
+
+def backend_object(options):
+    """The `backend` suboptions given (Ansible has converted templated strings) as flanneld's Backend object.
+
+    Options left out (None) are left out here too, so that backends.py fills in the type's defaults
+    and refuses, by its flanneld name, an option that the type does not have.
+    """
+    options = options or {}
+    return dict((key, options[name]) for name, key in BACKEND_KEYS if options.get(name) is not None)
 
 
 def pretty(text):
@@ -183,7 +263,14 @@ def main():
         subnet_len=dict(type="int"),
         subnet_min=dict(type="str"),
         subnet_max=dict(type="str"),
-        backend=dict(type="dict", default={}),
+        backend=dict(type="dict", default={}, options=dict(
+            type=dict(type="str", default=backends.DEFAULT_TYPE, choices=list(backends.TYPES), aliases=["Type"]),
+            port=dict(type="int", aliases=["Port"]),
+            vni=dict(type="int", aliases=["VNI"]),
+            gbp=dict(type="bool", aliases=["GBP"]),
+            learning=dict(type="bool", aliases=["Learning"]),
+            direct_routing=dict(type="bool", aliases=["DirectRouting"]),
+        )),
         force=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,

@@ -94,7 +94,14 @@ options:
     type: str
   backend_data:
     description:
-      - C(BackendData) of the lease (any JSON value; null for the udp backend).
+      - C(BackendData) of the lease (any JSON value).
+      - "Default: what the backend of the network config puts in a lease, the same value the forwarder on
+        the host writes: null for V(udp) and V(host-gw); for V(vxlan) C({\"VNI\": <Backend.VNI>,
+        \"VtepMAC\": <mac>}), where the MAC of the host's VXLAN device is derived from O(public_ip) and the VNI,
+        so that it is known without asking the host and stays the same across restarts and re-installs."
+      - An existing lease whose C(BackendType) or C(BackendData) differ (for example a V(udp) lease after the
+        network config moved to V(vxlan)) is rewritten in place, on the same subnet (RV(action=update)).
+      - With an O(backend_type) other than the config's, the default is null.
     type: raw
 """
 
@@ -190,7 +197,10 @@ action:
   type: str
   sample: create
 backend_port:
-  description: The udp port of the network config's backend.
+  description:
+    - The UDP port of the network config's backend on the wire, V(8285) by default for V(udp), V(8472) (the
+      kernel's) for V(vxlan) unless C(Backend.Port) sets one.
+    - Null for V(host-gw), which does not encapsulate, and in check mode before the network config exists.
   returned: when O(state=present)
   type: int
   sample: 8285
@@ -206,6 +216,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.overlay.flannel.plugins.module_utils import backends
 from ansible_collections.overlay.flannel.plugins.module_utils.ansible_etcd import (
     ETCD_REQUIRED_TOGETHER,
     connect,
@@ -293,9 +304,14 @@ def main():
                           previous_expires_at=None, previous_reservation=False)
             module.exit_json(**result)
         config = store.require_config(snap)
+        backend_type = p["backend_type"] or config.backend_type
+        backend_data = p["backend_data"]
+        if backend_data is None and backend_type == config.backend_type:
+            # The forwarder on the host computes the same value: no rewrite back and forth.
+            backend_data = backends.lease_data(config.backend, public_ip)
         out = store.acquire(public_ip, ttl=p["ttl"], renew_margin=p["renew_margin"],
-                            backend_type=p["backend_type"] or config.backend_type,
-                            backend_data=p["backend_data"], requested=requested, previous=previous,
+                            backend_type=backend_type,
+                            backend_data=backend_data, requested=requested, previous=previous,
                             relet=p["relet"], check_mode=module.check_mode, snap=snap, renew=p["renew"])
     except (EtcdError, StoreError, LeaseError) as exc:
         module.fail_json(msg=str(exc), **result)

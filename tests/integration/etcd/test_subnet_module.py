@@ -169,3 +169,73 @@ def test_no_config_is_a_clear_error(etcd, client):
     assert "no network config" in str(check["warnings"])
     _rev, kvs = client.get_prefix(etcd["etcd_prefix"])
     assert kvs == []
+
+
+def lease_value(client, prefix, subnet):
+    return json.loads(lease_keys(client, prefix)[subnet.replace("/", "-")].value)
+
+
+def test_subnet_on_a_vxlan_network_carries_the_derived_vtep_mac(etcd, client, prefix):
+    res = run_module("network", dict(etcd, network="10.5.0.0/16", backend={"type": "vxlan", "vni": 4097}))
+    assert res["changed"], res
+    first = run_module("subnet", dict(etcd, public_ip="192.0.2.10"), diff=True)
+    assert first["changed"] and first["action"] == "create", first
+    # The kernel's port, as the VXLAN device uses it with Port 0.
+    assert first["backend_port"] == 8472
+    value = lease_value(client, prefix, first["subnet"])
+    # 0e, the VNI's low byte (4097 = 0x1001), then 192.0.2.10: what the forwarder on the host computes too.
+    assert value == {"PublicIP": "192.0.2.10", "PublicIPv6": None, "BackendType": "vxlan",
+                     "BackendData": {"VNI": 4097, "VtepMAC": "0e:01:c0:00:02:0a"}}
+    assert first["diff"]["after"]["backend_type"] == "vxlan"
+    assert first["diff"]["after"]["backend_data"] == value["BackendData"]
+    kv = lease_keys(client, prefix)[first["subnet"].replace("/", "-")]
+    second = run_module("subnet", dict(etcd, public_ip="192.0.2.10"))
+    assert second["changed"] is False and second["action"] == "keep", second
+    assert second["subnet"] == first["subnet"]
+    assert lease_keys(client, prefix)[first["subnet"].replace("/", "-")].mod_revision == kv.mod_revision
+    # Another host gets another MAC.
+    other = run_module("subnet", dict(etcd, public_ip="192.0.2.11"))
+    assert lease_value(client, prefix, other["subnet"])["BackendData"] == {"VNI": 4097, "VtepMAC": "0e:01:c0:00:02:0b"}
+
+
+def test_subnet_on_a_host_gw_network(etcd, client, prefix):
+    run_module("network", dict(etcd, network="10.5.0.0/16", backend={"type": "host-gw"}))
+    res = run_module("subnet", dict(etcd, public_ip="192.0.2.10"))
+    assert res["changed"] and res["backend_port"] is None, res
+    value = lease_value(client, prefix, res["subnet"])
+    assert value["BackendType"] == "host-gw" and value["BackendData"] is None
+    assert run_module("subnet", dict(etcd, public_ip="192.0.2.10"))["changed"] is False
+
+
+def test_subnet_lease_follows_the_network_from_udp_to_vxlan_in_place(net, client, prefix):
+    made = run_module("subnet", dict(net, public_ip="192.0.2.10"))
+    assert made["changed"] and made["backend_port"] == 8285, made
+    before = lease_keys(client, prefix)[made["subnet"].replace("/", "-")]
+    assert json.loads(before.value)["BackendType"] == "udp"
+    # The lease still fits the new config (same range): no force needed to store it.
+    res = run_module("network", dict(net, network="10.5.0.0/16", backend={"type": "vxlan"}))
+    assert res["changed"] and res["stranded_leases"] == [], res
+    upd = run_module("subnet", dict(net, public_ip="192.0.2.10"), diff=True)
+    assert upd["changed"] and upd["action"] == "update", upd
+    assert upd["subnet"] == made["subnet"] and upd["released"] == []
+    assert upd["diff"]["before"]["backend_type"] == "udp" and upd["diff"]["after"]["backend_type"] == "vxlan"
+    kvs = lease_keys(client, prefix)
+    assert list(kvs) == [made["subnet"].replace("/", "-")]
+    after = kvs[made["subnet"].replace("/", "-")]
+    assert json.loads(after.value) == {"PublicIP": "192.0.2.10", "PublicIPv6": None, "BackendType": "vxlan",
+                                       "BackendData": {"VNI": 1, "VtepMAC": "0e:01:c0:00:02:0a"}}
+    # Same etcd lease (the TTL fits): only the value was rewritten.
+    assert after.lease == before.lease and after.create_revision == before.create_revision
+    again = run_module("subnet", dict(net, public_ip="192.0.2.10"))
+    assert again["changed"] is False and again["action"] == "keep", again
+
+
+def test_subnet_explicit_backend_data_and_type_win(etcd, client, prefix):
+    run_module("network", dict(etcd, network="10.5.0.0/16", backend={"type": "vxlan"}))
+    mine = {"VNI": 1, "VtepMAC": "aa:bb:cc:dd:ee:01"}
+    res = run_module("subnet", dict(etcd, public_ip="192.0.2.10", backend_data=mine))
+    assert lease_value(client, prefix, res["subnet"])["BackendData"]["VtepMAC"] == "aa:bb:cc:dd:ee:01"
+    # A lease of another type than the config's gets no vxlan BackendData by default.
+    res = run_module("subnet", dict(etcd, public_ip="192.0.2.11", backend_type="udp"))
+    value = lease_value(client, prefix, res["subnet"])
+    assert value["BackendType"] == "udp" and value["BackendData"] is None
