@@ -1,11 +1,18 @@
-"""flannel-forwarder: join this host to the overlay (flannel udp backend, wire-compatible).
+"""flannel-forwarder: join this host to the overlay, with the backend the network config names.
 
 Start-up: settings -> underlay address and MTU -> etcd: the config and this
-host's lease (found by public IP, or re-claimed from the subnet file) -> the
-peer table -> TUN, routes and UDP socket -> the data path -> subnet.env and
-docker's options file -> lease renewal and peer watch -> health server ->
-READY=1 to systemd. SIGTERM: stop forwarding, remove the TUN and its routes,
-keep the lease (a restart finds the same subnet).
+host's lease (found by public IP, or re-claimed from the subnet file; its
+BackendType/BackendData rewritten if the backend changed) -> the peer table
+-> the backend: udp (TUN, routes, UDP socket and the data path in this
+process, wire-compatible with flanneld's udp backend) or vxlan / host-gw
+(kernel state programmed from the leases, kernel.py; no packet passes
+through this process) -> subnet.env and docker's options file -> lease
+renewal and peer watch -> health server -> READY=1 to systemd.
+
+SIGTERM keeps the lease (a restart finds the same subnet). udp: the TUN and
+its routes go with the process. vxlan / host-gw: the kernel state stays, so
+containers keep talking while the daemon restarts; --remove-kernel-state
+(retire.yml) removes it.
 """
 
 from __future__ import annotations
@@ -23,14 +30,15 @@ from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import (
     render_docker_opts,
     render_subnet_env,
 )
-from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import tun_mtu
+from ansible_collections.overlay.flannel.plugins.module_utils import backends
+from ansible_collections.overlay.flannel.plugins.module_utils.backends import BackendError
 from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore, StoreError
 
 from . import __version__
 from .config import SettingsError, parse
 from .files import write_atomic
 from .health import HealthServer, render_metrics
-from .leasekeeper import LeaseKeeper, LeaseLost, NoLease
+from .leasekeeper import LeaseKeeper, LeaseLost, NoLease, udp_peer_of
 from .sdnotify import notify
 
 log = logging.getLogger("flannel_forwarder")
@@ -45,6 +53,11 @@ def setup_logging(level):
     logging.basicConfig(
         level=getattr(logging, level.upper()), stream=sys.stderr,
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S%z")
+    # pyroute2 logs every netlink message at debug: our own debug lines would drown (the kernel backends
+    # read the kernel's tables every second). It sets its logger's level when imported: import it first.
+    import pyroute2.config.log  # noqa: F401  pylint: disable=unused-import
+
+    logging.getLogger("pyroute2").setLevel(logging.INFO)
 
 
 def underlay(settings):
@@ -95,14 +108,16 @@ def read_previous(subnet_file, state_file):
     return None
 
 
-def choose_mtu(setting, underlay_mtu, iface):
-    """The one MTU of the TUN and of FLANNEL_MTU (so docker0 and the containers): --mtu or underlay - 28."""
-    largest = tun_mtu(underlay_mtu)
+def choose_mtu(setting, underlay_mtu, iface, backend_type=backends.UDP):
+    """The one MTU of the data path device (TUN, VXLAN device) and of FLANNEL_MTU (so docker0 and the
+    containers): --mtu, or the underlay's less the backend's encapsulation (udp 28, vxlan 50, host-gw 0)."""
+    largest = backends.mtu(backend_type, underlay_mtu)
     if not setting:
         return largest
     if not MIN_MTU <= setting <= largest:
         raise StartupError("--mtu / FLANNELD_MTU %d must lie in %d..%d: the underlay interface %s has MTU %d and "
-                           "the udp encapsulation takes 28 bytes" % (setting, MIN_MTU, largest, iface, underlay_mtu))
+                           "the %s encapsulation takes %d bytes" % (setting, MIN_MTU, largest, iface, underlay_mtu,
+                                                                   backend_type, backends.OVERHEAD[backend_type]))
     return setting
 
 
@@ -120,8 +135,12 @@ class Daemon:
         self.stop_event = threading.Event()
         self.is_ready = False
         self.keeper = None
-        self.device = None
+        self.device = None  # the running data path: the udp Device, or the KernelBackend
         self.stats = None
+        self.backend_type = None
+        self.peers = None
+        self._set_network = None
+        self._closers = []
 
     # state for the health server
     def healthy(self):
@@ -131,55 +150,48 @@ class Daemon:
         return self.is_ready and self.healthy()
 
     def metrics(self):
-        return render_metrics(self.stats, self.keeper, self.ready())
+        kernel = self.device.metrics() if hasattr(self.device, "metrics") else []
+        return render_metrics(self.stats, self.keeper, self.ready(), backend=(self.backend_type, kernel))
 
     def run(self):
-        from .conn import UdpConn
-        from .device import Device
-        from .routes import PeerTable
-        from .stats import Stats
-        from .tun import TunDevice
-
         s = self.settings
         public_ip, iface, underlay_mtu = underlay(s)
         log.info("starting version=%s public_ip=%s iface=%s underlay_mtu=%d", __version__, public_ip, iface, underlay_mtu)
         client = EtcdClient(s.etcd_endpoints, ca_cert=s.etcd_cafile, client_cert=s.etcd_certfile,
                             client_key=s.etcd_keyfile, user=s.etcd_username, password=s.etcd_password)
         store = FlannelStore(client, s.etcd_prefix)
-        mtu = choose_mtu(s.mtu, underlay_mtu, iface)
         self.keeper = keeper = LeaseKeeper(store, public_ip, renew_margin=s.renew_margin_seconds,
                                            ttl=s.subnet_lease_ttl)
-        lease = keeper.claim(read_previous(s.subnet_file, s.lease_state_file))
-        config = keeper.config
-        port = s.port or config.backend_port
-        peers = PeerTable(keeper.initial_peers(port))
-        self.stats = Stats()
-        conn = UdpConn(public_ip, port)
-        tun = None
+        lease = None
         health = None
         try:
-            tun = TunDevice(s.tun_name, network=str(config.network), subnet=str(lease.subnet), mtu=mtu)
-            self.device = Device(tun, conn, peers, self.stats)
-            self.device.start()
+            lease = keeper.claim(read_previous(s.subnet_file, s.lease_state_file))
+            config = keeper.config
+            self.backend_type = config.backend_type
+            mtu = choose_mtu(s.mtu, underlay_mtu, iface, config.backend_type)
+            if config.backend_type == backends.UDP:
+                describe = self._start_udp(public_ip, config, lease, mtu)
+            else:
+                describe = self._start_kernel(public_ip, iface, config, lease, mtu)
             write_host_files(s, config.network, lease.subnet, mtu)
             if s.lease_state_file:
                 write_atomic(s.lease_state_file, "%s\n" % lease.subnet)
 
             def on_config(new):
-                # A grown or moved network: its route into the TUN, and FLANNEL_NETWORK for docker's side.
-                tun.set_network(new.network)
+                # A grown or moved network: the udp backend's route into the TUN, and FLANNEL_NETWORK
+                # for docker's side (the kernel backends route each peer subnet on its own).
+                self._set_network(new.network)
                 write_host_files(s, new.network, lease.subnet, mtu)
 
-            keeper.start(peers, on_fatal=lambda exc: self.stop_event.set(), on_config=on_config)
+            keeper.start(self.peers, on_fatal=lambda exc: self.stop_event.set(), on_config=on_config)
             if s.healthz_port:
                 health = HealthServer(s.healthz_ip, s.healthz_port, self).start()
             self.is_ready = True
-            notify("READY=1\nSTATUS=forwarding %s via %s:%d, %d peers" % (lease.subnet, public_ip, port,
-                                                                           len(peers.snapshot())))
-            log.info("ready subnet=%s tun=%s mtu=%d port=%d peers=%d", lease.subnet, tun.name, mtu, port,
-                     len(peers.snapshot()))
+            notify("READY=1\nSTATUS=%s %s, %d peers" % (describe, lease.subnet, len(self.peers.snapshot())))
+            log.info("ready backend=%s subnet=%s %s mtu=%d peers=%d", config.backend_type, lease.subnet, describe,
+                     mtu, len(self.peers.snapshot()))
             while not self.stop_event.wait(1.0):
-                if not self.device.healthy:
+                if self.device.failed:
                     log.error("the data path stopped unexpectedly")
                     break
         finally:
@@ -187,18 +199,58 @@ class Daemon:
             notify("STOPPING=1")
             if self.keeper is not None:
                 self.keeper.stop()
-            if self.device is not None:
-                self.device.close()
-            if tun is not None:
-                tun.close()
-            conn.close()
+            for close in self._closers:
+                close()
             if health is not None:
                 health.stop()
             client.close()
-            log.info("stopped; the lease of %s is kept", lease.subnet)
+            if lease is not None:
+                log.info("stopped; the lease of %s is kept%s", lease.subnet,
+                         "" if self.backend_type == backends.UDP else ", and the kernel state")
         if keeper.fatal:
             raise LeaseLost(keeper.fatal)
         return 1 if (self.device is not None and self.device.failed) else 0
+
+    def _start_udp(self, public_ip, config, lease, mtu):
+        """TUN, UDP socket and the data path threads; returns a few words for the status line."""
+        from .conn import UdpConn
+        from .device import Device
+        from .kernel import remove_all
+        from .routes import PeerTable
+        from .stats import Stats
+        from .tun import TunDevice
+
+        s = self.settings
+        gone = remove_all()  # a vxlan device or host-gw routes of an earlier backend
+        if gone:
+            log.info("removed the kernel state of an earlier backend: %s", ", ".join(gone))
+        port = s.port or config.backend_port
+        self.peers = PeerTable(self.keeper.initial_peers(udp_peer_of(port)))
+        self.stats = Stats()
+        conn = UdpConn(public_ip, port)
+        self._closers = [conn.close]
+        tun = TunDevice(s.tun_name, network=str(config.network), subnet=str(lease.subnet), mtu=mtu)
+        self._closers.insert(0, tun.close)
+        self.device = Device(tun, conn, self.peers, self.stats)
+        self._set_network = tun.set_network
+        self._closers.insert(0, self.device.close)
+        self.device.start()
+        return "forwarding via %s:%d (udp, %s)" % (public_ip, port, tun.name)
+
+    def _start_kernel(self, public_ip, iface, config, lease, mtu):
+        """The vxlan or host-gw backend: the kernel state for the peers, kept by a sync thread."""
+        from .kernel import KernelBackend
+        from .kernel_state import peer_of
+
+        backend = config.backend
+        self.peers = KernelBackend(backend, public_ip, iface, lease.subnet, mtu)
+        self.peers.start(self.keeper.initial_peers(lambda l: peer_of(backend, l)))
+        self.device = self.peers
+        self._set_network = self.peers.set_network
+        self._closers = [self.peers.close]
+        if config.backend_type == backends.VXLAN:
+            return "%s on %s (vxlan, VtepMAC %s)" % (self.peers.device, iface, self.peers.vtep_mac)
+        return "routing via %s (host-gw)" % iface
 
 
 def main(argv=None):
@@ -207,16 +259,21 @@ def main(argv=None):
     except SettingsError as exc:
         print("flannel-forwarder: %s" % exc, file=sys.stderr)
         return 2
-    if version:
+    if version == "version":
         print(__version__)
         return 0
     setup_logging(settings.log_level)
+    if version == "remove-kernel-state":
+        from .kernel import remove_all
+        for line in remove_all():
+            print("removed %s" % line)
+        return 0
     daemon = Daemon(settings)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: daemon.stop_event.set())
     try:
         return daemon.run()
-    except (NoLease, LeaseLost, StartupError, StoreError, EtcdError) as exc:
+    except (NoLease, LeaseLost, StartupError, StoreError, EtcdError, BackendError) as exc:
         log.error("exiting: %s", exc)
         notify("STATUS=%s" % exc)
         return 1

@@ -140,11 +140,15 @@ def build_parser():
         else:
             parser.add_argument("--" + flag, default=None, help=help_text)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--remove-kernel-state", action="store_true",
+                        help="remove the vxlan device and the host-gw / vxlan routes this daemon programs, and exit "
+                             "(a stopped daemon leaves them in place so that traffic flows during a restart)")
     return parser
 
 
 def parse(argv=None, environ=None):
-    """Settings from flags (first) and FLANNELD_* variables. Raises SettingsError."""
+    """(Settings from flags (first) and FLANNELD_* variables, action): the action is False (run),
+    "version" or "remove-kernel-state". Raises SettingsError."""
     environ = environ or {}
     args = build_parser().parse_args(argv)
     settings = Settings()
@@ -159,4 +163,5 @@ def parse(argv=None, environ=None):
         raise SettingsError("--etcd-certfile and --etcd-keyfile go together")
     if bool(settings.etcd_username) != bool(settings.etcd_password):
         raise SettingsError("--etcd-username and --etcd-password go together")
-    return settings, args.version
+    action = "version" if args.version else ("remove-kernel-state" if args.remove_kernel_state else False)
+    return settings, action

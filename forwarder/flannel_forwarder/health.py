@@ -8,9 +8,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 DIRECTIONS = {"tx": "tun_to_udp", "rx": "udp_to_tun"}
 
 
-def render_metrics(stats, keeper=None, ready=False):
-    """Prometheus exposition text from the data path counters and the lease keeper's state."""
-    snap = stats.snapshot()
+def render_metrics(stats, keeper=None, ready=False, backend=None):
+    """Prometheus exposition text from the data path counters and the lease keeper's state.
+
+    `stats`: the udp data path's counters (None for a kernel backend: it moves no packet itself);
+    `backend`: (type, [(name, kind, help, samples)]) of the running backend.
+    """
     lines = []
 
     def metric(name, kind, help_text, samples):
@@ -20,18 +23,15 @@ def render_metrics(stats, keeper=None, ready=False):
             label = "{%s}" % ",".join('%s="%s"' % kv for kv in labels) if labels else ""
             lines.append("flannel_forwarder_%s%s %s" % (name, label, value))
 
-    metric("packets_total", "counter", "IP packets forwarded, by direction.",
-           [((("direction", DIRECTIONS[d]),), snap[d]["packets"]) for d in ("tx", "rx")])
-    metric("bytes_total", "counter", "Bytes of forwarded IP packets, by direction.",
-           [((("direction", DIRECTIONS[d]),), snap[d]["bytes"]) for d in ("tx", "rx")])
-    drops = []
-    for d in ("tx", "rx"):
-        for reason, count in sorted(snap[d]["drops"].items()):
-            drops.append(((("direction", DIRECTIONS[d]), ("reason", reason)), count))
-    metric("dropped_packets_total", "counter", "Packets dropped, by direction and reason.", drops)
-    metric("icmp_unreachable_total", "counter", "ICMP net unreachable replies for destinations with no peer.",
-           [((), snap["icmp_unreachable"])])
-    metric("ready", "gauge", "1 when the TUN, routes and peers are in place.", [((), 1 if ready else 0)])
+    if backend is not None:
+        metric("backend_info", "gauge", "The backend this host runs (the network config's Backend.Type).",
+               [((("type", backend[0]),), 1)])
+        for name, kind, help_text, samples in backend[1]:
+            metric(name, kind, help_text, samples)
+    if stats is not None:
+        _data_path(metric, stats.snapshot())
+    metric("ready", "gauge", "1 when the data path, its routes and the peers are in place.",
+           [((), 1 if ready else 0)])
     if keeper is not None:
         peers = keeper.peers.snapshot() if keeper.peers is not None else {}
         metric("peers", "gauge", "Known peer hosts.", [((), len(peers))])
@@ -47,6 +47,21 @@ def render_metrics(stats, keeper=None, ready=False):
         metric("etcd_endpoint_info", "gauge", "The etcd endpoint the peer watch and the lease renewal use now.",
                used)
     return "\n".join(lines) + "\n"
+
+
+def _data_path(metric, snap):
+    """The udp data path's counters."""
+    metric("packets_total", "counter", "IP packets forwarded, by direction.",
+           [((("direction", DIRECTIONS[d]),), snap[d]["packets"]) for d in ("tx", "rx")])
+    metric("bytes_total", "counter", "Bytes of forwarded IP packets, by direction.",
+           [((("direction", DIRECTIONS[d]),), snap[d]["bytes"]) for d in ("tx", "rx")])
+    drops = []
+    for d in ("tx", "rx"):
+        for reason, count in sorted(snap[d]["drops"].items()):
+            drops.append(((("direction", DIRECTIONS[d]), ("reason", reason)), count))
+    metric("dropped_packets_total", "counter", "Packets dropped, by direction and reason.", drops)
+    metric("icmp_unreachable_total", "counter", "ICMP net unreachable replies for destinations with no peer.",
+           [((), snap["icmp_unreachable"])])
 
 
 class HealthServer:

@@ -34,7 +34,9 @@ import random
 import threading
 import time
 
+from ansible_collections.overlay.flannel.plugins.module_utils import backends
 from ansible_collections.overlay.flannel.plugins.module_utils import etcd_client as etcd
+from ansible_collections.overlay.flannel.plugins.module_utils.backends import BackendError
 from ansible_collections.overlay.flannel.plugins.module_utils.leases import LeaseError, read_leases
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import ConfigError, dumps
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import parse as parse_config
@@ -82,8 +84,20 @@ def _describe(backend):
     return " ".join([backend["Type"]] + ["%s=%s" % (k, dumps(v)) for k, v in sorted(backend.items()) if k != "Type"])
 
 
-def peers_from(leases, own_subnet, port, config):
-    """{subnet: Peer} of every lease but ours that is a host subnet of `config`.
+def udp_peer_of(port):
+    """The lease keeper's `peer_of` for the udp backend: a lease -> Peer(PublicIP, port); a lease of
+    another backend raises BackendError (flanneld skips those too)."""
+    def peer_of(lease):
+        btype = lease.attrs.get("BackendType")
+        if not backends.lease_type_matches(backends.UDP, btype):
+            raise backends.BackendError("BackendType", "lease of a %s host under a udp network" % btype)
+        return Peer(lease.public_ip, port)
+    return peer_of
+
+
+def peers_from(leases, own_subnet, config, peer_of):
+    """{subnet: peer} of every lease but ours that is a host subnet of `config`; `peer_of(lease)` gives the
+    backend's peer of a lease (it raises BackendError for a lease the backend cannot use: skipped).
 
     A key outside the network or of another prefix length (a /16, a /0) is no
     host's subnet: routing it would also let its holder pass the anti-spoofing
@@ -97,7 +111,10 @@ def peers_from(leases, own_subnet, port, config):
             log.warning("ignoring lease %s: %s is no host subnet of the network %s", lease.key, lease.subnet,
                         config.network)
             continue
-        peers[lease.subnet] = Peer(lease.public_ip, port)
+        try:
+            peers[lease.subnet] = peer_of(lease)
+        except BackendError as exc:
+            log.warning("ignoring lease %s: %s", lease.key, exc)
     return peers
 
 
@@ -112,7 +129,7 @@ class LeaseKeeper:
         self.config = None
         self.lease = None
         self.peers = None
-        self.port = None
+        self.peer_of = None  # lease -> the backend's peer (initial_peers)
         self.revision = 0
         self.expires_at = None  # monotonic deadline of our etcd lease; None for a reservation
         self.seen_ttl = None  # granted TTL of the own lease last seen in etcd, 0 for a reservation; None: not yet
@@ -139,7 +156,7 @@ class LeaseKeeper:
         elif previous is not None:
             try:
                 out = self.store.acquire(self.public_ip, requested=previous, snap=snap, ttl=self.ttl,
-                                         backend_type=self.config.backend_type)
+                                         **self.backend_attrs())
             except LeaseError as exc:
                 raise NoLease("no lease for %s in etcd and the subnet %s of the subnet file cannot be re-claimed (%s): "
                               "run playbooks/site.yml (or playbooks/relet.yml) for this host"
@@ -156,12 +173,37 @@ class LeaseKeeper:
         self._claim_leases = snap.leases
         self.etcd_connected = True
         self._update_expiry()
+        self._own_attrs()
         return self.lease
 
-    def initial_peers(self, port):
-        """The peer table from the listing claim() read; the watch starts right after its revision."""
-        self.port = port
-        return peers_from(self._claim_leases, self.lease.subnet, port, self.config)
+    def backend_attrs(self):
+        """BackendType and BackendData of this host's lease under the current config (the subnet module
+        computes the same, backends.lease_data, so neither rewrites what the other wrote)."""
+        return {"backend_type": self.config.backend_type,
+                "backend_data": backends.lease_data(self.config.backend, self.public_ip)}
+
+    def _own_attrs(self):
+        """A lease written for another backend (the config changed since) is rewritten in place: same key,
+        same etcd lease, this backend's type and data, so that peers program this host right."""
+        want = self.backend_attrs()
+        attrs = self.lease.attrs
+        if (attrs.get("BackendType"), attrs.get("BackendData")) == (want["backend_type"], want["backend_data"]):
+            return
+        log.info("own lease on %s is for backend %s: rewriting it for %s", self.lease.subnet,
+                 attrs.get("BackendType") or "udp", want["backend_type"])
+        try:
+            out = self.store.acquire(self.public_ip, requested=self.lease.subnet, ttl=self.recreate_ttl(), **want)
+        except LeaseError as exc:
+            raise NoLease("the lease on %s cannot be rewritten for the %s backend: %s"
+                          % (self.lease.subnet, want["backend_type"], exc)) from None
+        self.lease = self._find(self.store.snapshot().leases, out.lease.subnet) or out.lease
+        self._update_expiry()
+
+    def initial_peers(self, peer_of):
+        """The peer table from the listing claim() read; the watch starts right after its revision.
+        `peer_of(lease)` makes the backend's peer of a lease (raises BackendError to skip it)."""
+        self.peer_of = peer_of
+        return peers_from(self._claim_leases, self.lease.subnet, self.config, peer_of)
 
     @staticmethod
     def _find(leases, subnet):
@@ -331,9 +373,7 @@ class LeaseKeeper:
         log.warning("own lease %s on %s: re-creating it (%s)", why, subnet,
                     "a reservation" if not ttl else "ttl %ds" % ttl)
         try:
-            out = self.store.acquire(self.public_ip, requested=subnet, ttl=ttl,
-                                     backend_type=self.lease.attrs.get("BackendType") or "udp",
-                                     backend_data=self.lease.attrs.get("BackendData"))
+            out = self.store.acquire(self.public_ip, requested=subnet, ttl=ttl, **self.backend_attrs())
         except LeaseError as exc:
             raise LeaseLost("subnet %s cannot be re-created: %s" % (subnet, exc)) from None
         except StoreError as exc:
@@ -381,7 +421,7 @@ class LeaseKeeper:
         snap = self.store.snapshot()
         if snap.config is not None:
             self._follow_config(snap.config)  # (one changed while the watch was away)
-        self.peers.replace(peers_from(snap.leases, self.lease.subnet, self.port, self.config))
+        self.peers.replace(peers_from(snap.leases, self.lease.subnet, self.config, self.peer_of))
         self.revision = snap.revision
         self.etcd_connected = True
         log.info("peers listed count=%d revision=%d", len(self.peers.snapshot()), snap.revision)
@@ -499,5 +539,11 @@ class LeaseKeeper:
                         self.config.network)
             changes[lease.subnet] = None
             return
-        changes[lease.subnet] = Peer(lease.public_ip, self.port)
+        try:
+            peer = self.peer_of(lease)
+        except BackendError as exc:
+            log.warning("ignoring lease %s: %s", kv.key, exc)
+            changes[lease.subnet] = None
+            return
+        changes[lease.subnet] = peer
         log.info("peer set subnet=%s public_ip=%s", lease.subnet, lease.public_ip)

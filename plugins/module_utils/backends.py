@@ -55,7 +55,7 @@ class BackendError(ValueError):
 
 
 def _int(btype, name, value, low, high, zero_default=None):
-    if value is None or (zero_default is not None and value == 0):
+    if value is None or (zero_default is not None and value == 0 and not isinstance(value, bool)):
         return zero_default
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -151,10 +151,10 @@ def vxlan_peer(data, vni):
     if not isinstance(data, dict):
         raise BackendError("BackendData", "BackendData of a vxlan lease must be an object, got %r" % (data,))
     mac = data.get("VtepMAC")
-    if not isinstance(mac, str) or not _MAC.match(mac.lower()):
+    if not isinstance(mac, str) or not _MAC.fullmatch(mac.lower()):
         raise BackendError("VtepMAC", "BackendData.VtepMAC %r is not a MAC address" % (mac,))
     lease_vni = data.get("VNI", vni)
-    if lease_vni != vni:
+    if isinstance(lease_vni, bool) or lease_vni != vni:
         raise BackendError("VNI", "BackendData.VNI %r is not the network's VNI %d" % (lease_vni, vni))
     return mac.lower()
 

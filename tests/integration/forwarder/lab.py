@@ -24,6 +24,8 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")
 PROBE = os.path.join(REPO, "tests", "integration", "forwarder_datapath", "probe.py")
 CONTROLLER = "10.214.0.1"
 NETWORK = "10.5.0.0/16"
+# The daemon's package and the collection's module_utils (under their import path), as the roles install them.
+PYTHONPATH = os.pathsep.join([os.path.join(REPO, "forwarder"), os.path.join(REPO, ".cache", "collections")])
 
 
 def sh(*args, check=True, timeout=30):
@@ -69,7 +71,8 @@ class Lab:
         sh("ip", "-n", self.ns("ul"), "link", "set", "ctl", "master", "br0", "up")
         return self
 
-    def add_host(self, n):
+    def add_host(self, n, mtu=1472):
+        """Host n and its container; `mtu`: the container link's (FLANNEL_MTU of the backend under test)."""
         h, c = "h%d" % n, "c%d" % n
         self._netns(h)
         self._netns(c)
@@ -83,11 +86,11 @@ class Lab:
         sh("ip", "-n", self.ns(h), "route", "add", "default", "via", "10.214.0.254")
         for key in ("net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"):
             sh("ip", "netns", "exec", self.ns(h), "sysctl", "-qw", key)
-        sh("ip", "-n", self.ns(h), "link", "add", "cv0", "mtu", "1472", "type", "veth", "peer", "name", "eth0",
+        sh("ip", "-n", self.ns(h), "link", "add", "cv0", "mtu", str(mtu), "type", "veth", "peer", "name", "eth0",
            "netns", self.ns(c))
         sh("ip", "-n", self.ns(h), "addr", "add", "10.5.%d.1/24" % n, "dev", "cv0")
         sh("ip", "-n", self.ns(h), "link", "set", "cv0", "up")
-        sh("ip", "-n", self.ns(c), "link", "set", "eth0", "mtu", "1472", "up")
+        sh("ip", "-n", self.ns(c), "link", "set", "eth0", "mtu", str(mtu), "up")
         sh("ip", "-n", self.ns(c), "addr", "add", container_ip(n) + "/24", "dev", "eth0")
         sh("ip", "-n", self.ns(c), "route", "add", "default", "via", "10.5.%d.1" % n)
 
@@ -106,9 +109,7 @@ class Lab:
         notify_path = os.path.join(self.tmp, "notify-h%d-%d" % (n, len(self.procs)))
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(notify_path)
-        env = dict(os.environ, NOTIFY_SOCKET=notify_path,
-                   PYTHONPATH=os.pathsep.join([os.path.join(REPO, "forwarder"),
-                                               os.path.join(REPO, ".cache", "collections")]))
+        env = dict(os.environ, NOTIFY_SOCKET=notify_path, PYTHONPATH=PYTHONPATH)
         log = open(os.path.join(self.tmp, "h%d.log" % n), "ab")
         cmd = ["ip", "netns", "exec", self.ns("h%d" % n), sys.executable, "-m", "flannel_forwarder",
                "--etcd-endpoints", endpoint, "--subnet-file", subnet_env, "--docker-opts-file", docker,
@@ -146,6 +147,11 @@ class Lab:
 
     def run(self, name, *cmd, check=True, timeout=60):
         return sh("ip", "netns", "exec", self.ns(name), *cmd, check=check, timeout=timeout)
+
+    def forwarder_command(self, n, *args):
+        """flannel-forwarder ARGS run to completion in host n (for its one-shot actions)."""
+        return self.run("h%d" % n, "env", "PYTHONPATH=" + PYTHONPATH, sys.executable, "-m", "flannel_forwarder",
+                        *args)
 
     def probe(self, name, *args, timeout=90):
         import json

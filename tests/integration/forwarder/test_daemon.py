@@ -288,7 +288,7 @@ def test_the_network_grows_and_shrinks_while_running(env):
     set_config({"Network": "10.5.0.0/16", "Backend": {"Type": "udp", "Port": 8286}})
     for n in (1, 2):
         assert procs[n].wait(15) == 1
-        assert "udp:8285 -> udp:8286; exiting to restart on it" in lab.log(procs[n])
+        assert "backend udp Port=8285 -> udp Port=8286; exiting to restart on it" in lab.log(procs[n])
     client.txn([], [delete(PREFIX + "/subnets/10.4.9.0-24")])
     set_config({"Network": NETWORK})
     for n in (1, 2):

@@ -20,7 +20,7 @@ from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import d
 from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore
 from support.etcd_server import EtcdServer
 
-from flannel_forwarder.leasekeeper import LeaseKeeper
+from flannel_forwarder.leasekeeper import LeaseKeeper, udp_peer_of
 from flannel_forwarder.routes import Peer, PeerTable
 
 OWN_IP, PEER_IP, NEW_IP = "192.0.2.1", "192.0.2.2", "192.0.2.3"
@@ -80,7 +80,7 @@ def start(s, caplog):
     caplog.set_level(logging.INFO, logger="flannel_forwarder.lease")
     k = s["keeper"]
     k.claim()
-    table = PeerTable(k.initial_peers(PORT))
+    table = PeerTable(k.initial_peers(udp_peer_of(PORT)))
     k.start(table, s["fatals"].append)
     return k, table
 
@@ -114,7 +114,7 @@ def test_relist_after_compaction_skips_garbage(setup, server, caplog):
     caplog.set_level(logging.INFO, logger="flannel_forwarder.lease")
     k = s["keeper"]
     k.claim()
-    table = PeerTable(k.initial_peers(PORT))
+    table = PeerTable(k.initial_peers(udp_peer_of(PORT)))
     # While the keeper is not watching: garbage, a new peer, a removed peer, then a compaction
     # past the keeper's revision, so that its watch loop must list everything again.
     put_all(s, list(GARBAGE.items()) + [("10.5.3.0-24", value(NEW_IP))])

@@ -21,7 +21,7 @@ from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import d
 from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore
 from support.etcd_server import EtcdServer
 
-from flannel_forwarder.leasekeeper import LeaseKeeper
+from flannel_forwarder.leasekeeper import LeaseKeeper, udp_peer_of
 from flannel_forwarder.routes import Peer, PeerTable
 
 OWN_IP = "192.0.2.1"
@@ -64,7 +64,7 @@ def keeper():
     k = LeaseKeeper(store, OWN_IP, check_interval=0.5)
     fatals = []
     k.claim()
-    table = PeerTable(k.initial_peers(PORT))
+    table = PeerTable(k.initial_peers(udp_peer_of(PORT)))
     k.start(table, fatals.append)
     yield {"keeper": k, "table": table, "client": client, "prefix": prefix, "fatals": fatals}
     k.stop()

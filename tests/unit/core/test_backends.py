@@ -253,3 +253,11 @@ def test_vxlan_peer_refuses_a_mac_with_a_trailing_newline():
 ])
 def test_lease_type_matches(network_type, lease_type, matches):
     assert backends.lease_type_matches(network_type, lease_type) is matches
+
+
+def test_booleans_are_no_numbers():
+    # JSON false is no port 0 (the default) and true is no VNI 1.
+    with pytest.raises(backends.BackendError, match="Backend.Port of the udp backend"):
+        backends.normalise({"Type": "udp", "Port": False})
+    with pytest.raises(backends.BackendError, match="VNI"):
+        backends.vxlan_peer({"VNI": True, "VtepMAC": "0e:01:0a:00:00:01"}, 1)

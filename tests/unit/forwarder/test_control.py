@@ -9,7 +9,7 @@ from ansible_collections.overlay.flannel.plugins.module_utils.leases import Leas
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import parse
 
 from flannel_forwarder.health import render_metrics
-from flannel_forwarder.leasekeeper import LeaseKeeper, peers_from
+from flannel_forwarder.leasekeeper import LeaseKeeper, peers_from, udp_peer_of
 from flannel_forwarder.routes import Peer, PeerTable
 from flannel_forwarder.sdnotify import notify
 from flannel_forwarder.stats import Stats
@@ -44,7 +44,7 @@ def test_peers_exclude_our_own_subnet_and_leases_that_are_no_host_subnet_of_the_
     leases = [lease("10.5.1.0/24", "192.0.2.1"), lease("10.5.2.0/24", "192.0.2.2"), lease("10.5.3.0/24", "192.0.2.3"),
               lease("10.5.0.0/16", "192.0.2.4"), lease("10.99.0.0/24", "192.0.2.5"), lease("10.5.4.0/25", "192.0.2.6")]
     config = parse('{"Network": "10.5.0.0/16"}')
-    peers = peers_from(leases, ipaddress.IPv4Network("10.5.1.0/24"), 8285, config)
+    peers = peers_from(leases, ipaddress.IPv4Network("10.5.1.0/24"), config, udp_peer_of(8285))
     assert peers == {ipaddress.IPv4Network("10.5.2.0/24"): Peer("192.0.2.2", 8285),
                      ipaddress.IPv4Network("10.5.3.0/24"): Peer("192.0.2.3", 8285)}
 

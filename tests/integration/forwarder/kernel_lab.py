@@ -1,0 +1,104 @@
+"""Shared by test_kernel_vxlan.py and test_kernel_hostgw.py: a lab per backend and readers of the kernel state.
+
+Each backend gets its own lab (one module at a time: labs share addresses) (three hosts, their containers, an
+etcd); the leases come from FlannelStore.acquire with the BackendData the
+subnet module writes (backends.lease_data). What is checked is what the
+kernel holds (read with `ip -j` and `bridge -j`, not through our code) and
+what crosses it: pings and a checksummed TCP transfer between containers.
+"""
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+from ansible_collections.overlay.flannel.plugins.module_utils import backends
+from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient
+from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import dumps, from_dict
+from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore
+from ansible_collections.overlay.flannel.plugins.module_utils.subnets import lease_key
+from support.etcd_server import EtcdServer
+
+from lab import CONTROLLER, NETWORK, PROBE, Lab, container_ip, host_ip, subnet
+
+PREFIX = "/coreos.com/network"
+VNI = 1
+DEVICE = "flannel.1"
+PROTO = "70"  # kernel.FLANNEL_PROTO, as `ip -j route` prints it
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def ipj(lab, host, *args):
+    out = lab.run(host, "ip", "-j", *args).stdout.strip()
+    return json.loads(out) if out else []
+
+
+def routes(lab, host):
+    """{dst: route} of the routes with our protocol on `host`."""
+    return {r["dst"]: r for r in ipj(lab, host, "route", "show", "proto", PROTO)}
+
+
+def neighbours(lab, host):
+    return {n["dst"]: n["lladdr"] for n in ipj(lab, host, "neigh", "show", "dev", DEVICE, "nud", "permanent")}
+
+
+def fdb(lab, host):
+    out = lab.run(host, "bridge", "-j", "fdb", "show", "dev", DEVICE).stdout.strip()
+    return {e["mac"]: e.get("dst") for e in (json.loads(out) if out else []) if e.get("dst")}
+
+
+def lease_value(store, n):
+    kv = store.client.get(lease_key(PREFIX, ipaddress.IPv4Network(subnet(n))))
+    return json.loads(kv.value) if kv is not None else None
+
+
+def lease(store, backend, n):
+    """Host n's lease as the subnet module writes it under `backend`."""
+    store.acquire(host_ip(n), requested=ipaddress.IPv4Network(subnet(n)), backend_type=backend["Type"],
+                  backend_data=backends.lease_data(backend, host_ip(n)))
+
+
+def transfer(lab, src, dst_n, port):
+    srv = subprocess.Popen(["ip", "netns", "exec", lab.ns("c%d" % dst_n), sys.executable, PROBE, "serve", str(port)],
+                           stdout=subprocess.PIPE, text=True)
+    lab.procs.append(srv)
+    srv.notify = open(os.devnull)  # destroy() closes it
+    assert json.loads(srv.stdout.readline())["listening"] == port
+    sent = lab.probe(src, "send", container_ip(dst_n), str(port), str(8 << 20), "11")
+    got = json.loads(srv.stdout.readline())
+    srv.wait(10)
+    return sent, got
+
+
+def make_env(request, btype, tag):
+    backend = backends.normalise({"Type": btype})
+    lab = Lab("k%s%d-" % (tag, os.getpid() % 10000))
+    request.addfinalizer(lab.destroy)
+    lab.create()
+    server = EtcdServer(host=CONTROLLER, name="kb" + tag).start()
+    request.addfinalizer(server.stop)
+    client = EtcdClient([server.endpoint])
+    request.addfinalizer(client.close)
+    store = FlannelStore(client, PREFIX)
+    store.write_config(dumps(from_dict({"Network": NETWORK, "Backend": {"Type": btype}}).to_dict()), store.snapshot())
+    mtu = backends.mtu(btype, 1500)
+    for n in (1, 2, 3):
+        lab.add_host(n, mtu=mtu)
+    for n in (1, 2):
+        lease(store, backend, n)
+    procs = {n: lab.start_forwarder(n, server.endpoint) for n in (1, 2)}
+    return {"lab": lab, "server": server, "store": store, "procs": procs, "backend": backend, "mtu": mtu}
+
+

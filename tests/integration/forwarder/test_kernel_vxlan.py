@@ -1,0 +1,155 @@
+"""The vxlan backend of flannel-forwarder: namespace hosts, a real etcd, the real kernel (see kernel_lab.py)."""
+
+import ipaddress
+import os
+
+import pytest
+
+if os.geteuid() != 0:
+    pytest.fail("needs root: network namespaces and VXLAN devices", pytrace=False)
+
+from ansible_collections.overlay.flannel.plugins.module_utils import backends
+from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import put
+from ansible_collections.overlay.flannel.plugins.module_utils.subnets import lease_key
+
+from kernel_lab import (DEVICE, PREFIX, PROTO, VNI, container_ip, fdb, host_ip, ipj, lease, lease_value,
+                        make_env, neighbours, routes, subnet, transfer, wait_for)
+
+
+@pytest.fixture(scope="module")
+def vx(request):
+    return make_env(request, "vxlan", "v")
+
+
+# -- vxlan ----------------------------------------------------------------------
+
+
+def test_vxlan_device_lease_and_files(vx):
+    lab, store = vx["lab"], vx["store"]
+    mac1 = backends.vtep_mac(host_ip(1), VNI)
+    link = ipj(lab, "h1", "-d", "link", "show", DEVICE)[0]
+    info = link["linkinfo"]["info_data"]
+    assert link["address"] == mac1 and link["mtu"] == 1450 and "UP" in link["flags"]
+    assert info["id"] == VNI and info["local"] == host_ip(1) and info["link"] == "u0"
+    assert info["port"] == 8472 and info["learning"] is False
+    addrs = [(a["local"], a["prefixlen"]) for a in ipj(lab, "h1", "addr", "show", "dev", DEVICE)[0]["addr_info"]
+             if a["family"] == "inet"]
+    assert addrs == [("10.5.1.0", 32)]
+    assert lease_value(store, 1)["BackendType"] == "vxlan"
+    assert lease_value(store, 1)["BackendData"] == {"VNI": VNI, "VtepMAC": mac1}
+    subnet_env, docker = lab.files(1)
+    with open(subnet_env) as fh:
+        assert "FLANNEL_MTU=1450\n" in fh.read()
+    with open(docker) as fh:
+        assert "--mtu=1450" in fh.read()
+    # flanneld's shape for the peer h2: neighbour, FDB entry, onlink route via the subnet's network address.
+    mac2 = backends.vtep_mac(host_ip(2), VNI)
+    assert neighbours(lab, "h1") == {"10.5.2.0": mac2}
+    assert fdb(lab, "h1") == {mac2: host_ip(2)}
+    route = routes(lab, "h1")["10.5.2.0/24"]
+    assert route["gateway"] == "10.5.2.0" and route["dev"] == DEVICE and "onlink" in route["flags"]
+    assert lab.http(1, "/readyz")[0] == 200
+    assert lab.metric(1, 'backend_info{type="vxlan"}') == 1
+    assert lab.metric(1, 'kernel_entries{kind="route"}') == 1
+    assert lab.metric(1, "packets_total") is None  # the kernel moves the packets: no udp counters
+
+
+def test_vxlan_ping_and_checked_tcp_transfer(vx):
+    lab = vx["lab"]
+    assert lab.probe("c1", "ping", container_ip(2), "5", "0.05")["received"] == 5
+    sent, got = transfer(lab, "c1", 2, 5301)
+    assert got["bytes"] == 8 << 20 and got["sha256"] == sent["sha256"]
+
+
+def test_vxlan_peer_added_and_removed_while_running(vx):
+    lab, store = vx["lab"], vx["store"]
+    lease(store, vx["backend"], 3)  # the lease alone: h1 programs h3 before h3's own daemon runs
+    mac3 = backends.vtep_mac(host_ip(3), VNI)
+    wait_for(lambda: "10.5.3.0/24" in routes(lab, "h1") and neighbours(lab, "h1").get("10.5.3.0") == mac3
+             and fdb(lab, "h1").get(mac3) == host_ip(3), timeout=5, what="h1 to program h3")
+    p3 = lab.start_forwarder(3, vx["server"].endpoint)
+    assert lab.probe("c1", "ping", container_ip(3), "3", "0.05")["received"] == 3
+    assert lab.probe("c3", "ping", container_ip(2), "3", "0.05")["received"] == 3
+    lab.stop(p3)
+    store.release(host_ip(3))
+    wait_for(lambda: "10.5.3.0/24" not in routes(lab, "h1") and "10.5.3.0" not in neighbours(lab, "h1")
+             and mac3 not in fdb(lab, "h1"), timeout=5, what="h1 to forget h3")
+    assert set(routes(lab, "h1")) == {"10.5.2.0/24"}
+
+
+def test_vxlan_entries_removed_by_hand_are_restored(vx):
+    lab = vx["lab"]
+    mac2 = backends.vtep_mac(host_ip(2), VNI)
+    before = lab.metric(1, "kernel_repairs_total")
+    lab.run("h1", "ip", "route", "del", "10.5.2.0/24", "dev", DEVICE)
+    lab.run("h1", "bridge", "fdb", "del", mac2, "dev", DEVICE, "dst", host_ip(2))
+    lab.run("h1", "ip", "neigh", "del", "10.5.2.0", "dev", DEVICE)
+    wait_for(lambda: "10.5.2.0/24" in routes(lab, "h1") and neighbours(lab, "h1").get("10.5.2.0") == mac2
+             and fdb(lab, "h1").get(mac2) == host_ip(2), timeout=5, what="the entries to come back")
+    assert lab.metric(1, "kernel_repairs_total") >= before + 3
+    # A route of ours that no lease asks for goes too; a route of somebody else's stays.
+    lab.run("h1", "ip", "route", "add", "10.5.99.0/24", "via", "10.5.99.0", "dev", DEVICE, "onlink", "proto", PROTO)
+    lab.run("h1", "ip", "route", "add", "10.5.98.0/24", "via", "10.5.98.0", "dev", DEVICE, "onlink")
+    wait_for(lambda: "10.5.99.0/24" not in routes(lab, "h1"), timeout=5, what="the stray route to go")
+    assert "10.5.98.0/24" in lab.run("h1", "ip", "route", "show").stdout
+    lab.run("h1", "ip", "route", "del", "10.5.98.0/24")
+    assert lab.probe("c1", "ping", container_ip(2), "3", "0.05")["received"] == 3
+
+
+def test_vxlan_restart_keeps_the_mac_and_sigterm_keeps_the_kernel_state(vx):
+    lab, store = vx["lab"], vx["store"]
+    mac1 = backends.vtep_mac(host_ip(1), VNI)
+    before = lease_value(store, 1)
+    assert lab.stop(vx["procs"][1]) == 0
+    # Documented choice: SIGTERM leaves the device and the entries, and the kernel keeps forwarding.
+    assert ipj(lab, "h1", "link", "show", DEVICE)[0]["address"] == mac1
+    assert "10.5.2.0/24" in routes(lab, "h1")
+    assert lab.probe("c2", "ping", container_ip(1), "3", "0.05")["received"] == 3
+    vx["procs"][1] = lab.start_forwarder(1, vx["server"].endpoint)
+    assert ipj(lab, "h1", "link", "show", DEVICE)[0]["address"] == mac1
+    assert lease_value(store, 1) == before  # no lease rewrite: peers keep their entries
+    assert neighbours(lab, "h2")["10.5.1.0"] == mac1
+    assert lab.probe("c2", "ping", container_ip(1), "3", "0.05")["received"] == 3
+
+
+def test_vxlan_interoperates_with_a_flanneld_shaped_host(vx):
+    """h3 is programmed by hand exactly as flanneld programs a vxlan host (its own random MAC, its lease in
+    flanneld's JSON): our h1 reaches it and it reaches h1, in both directions."""
+    lab, store = vx["lab"], vx["store"]
+    mac3 = "5a:1b:2c:3d:4e:5f"
+    mac1 = backends.vtep_mac(host_ip(1), VNI)
+    h3 = lambda *a: lab.run("h3", *a)  # noqa: E731
+    lab.run("h3", "ip", "link", "del", DEVICE, check=False)  # what our daemon left there in an earlier test
+    h3("ip", "link", "add", DEVICE, "address", mac3, "mtu", "1450", "type", "vxlan", "id", "1", "local", host_ip(3),
+       "dev", "u0", "nolearning", "dstport", "0")
+    h3("ip", "addr", "add", "10.5.3.0/32", "dev", DEVICE)
+    h3("ip", "link", "set", DEVICE, "up")
+    h3("ip", "neigh", "replace", "10.5.1.0", "lladdr", mac1, "dev", DEVICE, "nud", "permanent")
+    h3("bridge", "fdb", "append", mac1, "dev", DEVICE, "dst", host_ip(1), "self", "permanent")
+    h3("ip", "route", "replace", "10.5.1.0/24", "via", "10.5.1.0", "dev", DEVICE, "onlink")
+    value = '{"PublicIP":"%s","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"%s"}}' % (
+        host_ip(3), mac3)
+    store.client.txn([], [put(lease_key(PREFIX, ipaddress.IPv4Network(subnet(3))), value,
+                              store.client.grant(600))])
+    try:
+        wait_for(lambda: neighbours(lab, "h1").get("10.5.3.0") == mac3, timeout=5, what="h1 to program h3")
+        assert lab.probe("c1", "ping", container_ip(3), "3", "0.05")["received"] == 3
+        assert lab.probe("c3", "ping", container_ip(1), "3", "0.05")["received"] == 3
+    finally:
+        store.release(host_ip(3))
+        h3("ip", "link", "del", DEVICE)
+
+
+def test_remove_kernel_state_takes_it_all_away(vx):
+    lab = vx["lab"]
+    assert lab.stop(vx["procs"][2]) == 0
+    out = lab.forwarder_command(2, "--remove-kernel-state").stdout
+    assert "device %s" % DEVICE in out
+    assert not lab.run("h2", "ip", "link", "show", DEVICE, check=False).returncode == 0
+    assert routes(lab, "h2") == {}
+    # Started again, it builds everything anew, with the same MAC.
+    vx["procs"][2] = lab.start_forwarder(2, vx["server"].endpoint)
+    assert ipj(lab, "h2", "link", "show", DEVICE)[0]["address"] == backends.vtep_mac(host_ip(2), VNI)
+    assert lab.probe("c1", "ping", container_ip(2), "3", "0.05")["received"] == 3
+
+
