@@ -187,7 +187,9 @@ class Daemon:
             if s.healthz_port:
                 health = HealthServer(s.healthz_ip, s.healthz_port, self).start()
             self.is_ready = True
-            notify("READY=1\nSTATUS=%s %s, %d peers" % (describe, lease.subnet, len(self.peers.snapshot())))
+            # The status line starts with the backend: the forwarder role waits for it after a backend change.
+            notify("READY=1\nSTATUS=%s: %s, subnet %s, %d peers" % (config.backend_type, describe, lease.subnet,
+                                                                    len(self.peers.snapshot())))
             log.info("ready backend=%s subnet=%s %s mtu=%d peers=%d", config.backend_type, lease.subnet, describe,
                      mtu, len(self.peers.snapshot()))
             while not self.stop_event.wait(1.0):
@@ -235,7 +237,7 @@ class Daemon:
         self._set_network = tun.set_network
         self._closers.insert(0, self.device.close)
         self.device.start()
-        return "forwarding via %s:%d (udp, %s)" % (public_ip, port, tun.name)
+        return "forwarding via %s:%d and %s" % (public_ip, port, tun.name)
 
     def _start_kernel(self, public_ip, iface, config, lease, mtu):
         """The vxlan or host-gw backend: the kernel state for the peers, kept by a sync thread."""
@@ -249,8 +251,8 @@ class Daemon:
         self._set_network = self.peers.set_network
         self._closers = [self.peers.close]
         if config.backend_type == backends.VXLAN:
-            return "%s on %s (vxlan, VtepMAC %s)" % (self.peers.device, iface, self.peers.vtep_mac)
-        return "routing via %s (host-gw)" % iface
+            return "%s on %s, VtepMAC %s" % (self.peers.device, iface, self.peers.vtep_mac)
+        return "routes via %s" % iface
 
 
 def main(argv=None):

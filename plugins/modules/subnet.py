@@ -196,6 +196,13 @@ action:
   returned: always
   type: str
   sample: create
+backend_type:
+  description:
+    - C(Backend.Type) of the network config (V(udp), V(vxlan) or V(host-gw)), which the host's forwarder runs.
+    - Null in check mode before the network config exists.
+  returned: when O(state=present)
+  type: str
+  sample: vxlan
 backend_port:
   description:
     - The UDP port of the network config's backend on the wire, V(8285) by default for V(udp), V(8472) (the
@@ -300,7 +307,7 @@ def main():
             # lease would be created then; which subnet cannot be known yet.
             module.warn("no network config at %s yet: a lease would be created once it exists" % store.config_key)
             result.update(changed=True, action="create", subnet=None, subnet_gateway=None, network=None,
-                          lease_key=None, ttl=p["ttl"], expires_at=None, backend_port=None,
+                          lease_key=None, ttl=p["ttl"], expires_at=None, backend_port=None, backend_type=None,
                           previous_expires_at=None, previous_reservation=False)
             module.exit_json(**result)
         config = store.require_config(snap)
@@ -324,6 +331,7 @@ def main():
         subnet_gateway=gateway(lease.subnet),
         network=str(out.config.network),
         backend_port=out.config.backend_port,
+        backend_type=out.config.backend_type,
         lease_key=lease.key,
         ttl=out.ttl,
         expires_at=out.expires_at,

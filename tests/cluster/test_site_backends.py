@@ -1,0 +1,128 @@
+"""The kernel backends on the test cluster: udp -> vxlan -> udp with site.yml (day 2).
+
+site.yml with flannel_backend_type=vxlan stores the new config; every
+forwarder sees it, restarts on vxlan (its lease rewritten with its VtepMAC)
+and docker follows the new MTU. Measured while it happens: how many pings
+from each host to the next host's docker0 gateway went unanswered. Then the
+cluster is checked as flanneld's vxlan would leave it (device, neighbour,
+FDB, routes), containers reach each other and carry a checked TCP transfer,
+a second run changes nothing, and the cluster goes back to udp the same way
+(the vxlan device and its routes go).
+"""
+
+import json
+import re
+
+import pytest
+
+from cluster.flannel_helpers import (
+    containers,
+    etcd_dump,
+    pings_all,
+    run_playbook,
+    ssh_popen,
+    subnet_env,
+    tcp_transfer,
+)
+
+pytestmark = pytest.mark.cluster
+
+INTERVAL = 0.2
+LEASES = "/coreos.com/network/subnets/"
+
+
+def vtep_mac(ip, vni=1):
+    # backends.vtep_mac, written out here so that the test does not take the value from the code it tests
+    return ":".join("%02x" % b for b in [0x0E, vni] + [int(x) for x in ip.split(".")])
+
+
+def host_pings(c, seconds):
+    """Each host pings the next host's docker0 gateway over the overlay (no container: docker restarts)."""
+    names = c.host_names
+    gateways = {h: subnet_env(c, h)["FLANNEL_SUBNET"].split("/")[0] for h in names}
+    count = int(seconds / INTERVAL)
+    return {(a, b): ssh_popen(c, a, "ping -i %s -c %d -W 1 %s" % (INTERVAL, count, gateways[b]))
+            for a, b in ((names[i], names[(i + 1) % len(names)]) for i in range(len(names)))}
+
+
+def lost(procs):
+    """{(a, b): pings unanswered}."""
+    out = {}
+    for pair, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=300)
+        m = re.search(r"(\d+) packets transmitted, (\d+) received", stdout)
+        assert m, "ping %s -> %s: %s %s" % (pair[0], pair[1], stdout[-500:], stderr[-500:])
+        out[pair] = int(m.group(1)) - int(m.group(2))
+    return out
+
+
+def switch(c, btype, seconds=90):
+    procs = host_pings(c, seconds)
+    try:
+        args = ("-e", "flannel_backend_type=%s" % btype)
+        run = run_playbook(c, "site.yml", *args)
+        assert run.rc == 0, run.tail()
+        return lost(procs)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def lease_values(c):
+    return {json.loads(v)["PublicIP"]: json.loads(v) for k, v in etcd_dump(c).items() if k.startswith(LEASES)}
+
+
+def ipj(c, host, *args):
+    out = c.run(host, ["ip", "-j"] + list(args), check=True).stdout.strip()
+    return json.loads(out) if out else []
+
+
+def test_udp_to_vxlan_and_back_with_site_yml(converged):
+    c = converged
+    missed = switch(c, "vxlan")
+    print("pings missed during udp -> vxlan (each %.1f s apart): %s" % (INTERVAL, missed))
+    # All forwarders switch together, a few seconds after the config changed (systemd's RestartSec=5).
+    assert all(n * INTERVAL <= 20 for n in missed.values()), missed
+
+    values = lease_values(c)
+    for h in c.hosts:
+        assert values[h.ip]["BackendType"] == "vxlan"
+        assert values[h.ip]["BackendData"] == {"VNI": 1, "VtepMAC": vtep_mac(h.ip)}
+        link = ipj(c, h.name, "-d", "link", "show", "flannel.1")[0]
+        assert link["address"] == vtep_mac(h.ip) and link["mtu"] == 1450
+        assert link["linkinfo"]["info_data"]["local"] == h.ip
+        assert subnet_env(c, h.name)["FLANNEL_MTU"] == "1450"
+        assert c.run(h.name, "ip link show flannel0", check=False).returncode != 0
+        mtu = c.run(h.name, ["docker", "network", "inspect", "-f",
+                             '{{index .Options "com.docker.network.driver.mtu"}}', "bridge"], check=True).stdout.strip()
+        assert mtu == "1450"
+        neigh = {n["dst"]: n["lladdr"] for n in ipj(c, h.name, "neigh", "show", "dev", "flannel.1", "nud", "permanent")}
+        fdb = json.loads(c.run(h.name, "bridge -j fdb show dev flannel.1", check=True).stdout or "[]")
+        routes = {r["dst"]: r for r in ipj(c, h.name, "route", "show", "dev", "flannel.1")}
+        for peer in c.hosts:
+            if peer.name == h.name:
+                continue
+            net = subnet_env(c, peer.name)["FLANNEL_SUBNET"].rsplit(".", 1)[0] + ".0"
+            assert neigh.get(net) == vtep_mac(peer.ip), (h.name, peer.name, net, neigh, values)
+            assert {"mac": vtep_mac(peer.ip), "dst": peer.ip} in [{"mac": e["mac"], "dst": e.get("dst")} for e in fdb]
+            assert routes[net + "/24"]["gateway"] == net and "onlink" in routes[net + "/24"]["flags"]
+    assert pings_all(c) == []
+    ips = containers(c)
+    a, b = c.host_names[0], c.host_names[1]
+    sent, received, size = tcp_transfer(c, a, b, ips[b], 5400)
+    assert sent == received and size == 3000000
+
+    again = run_playbook(c, "site.yml", "-e", "flannel_backend_type=vxlan")
+    assert again.rc == 0, again.tail()
+    assert all(r["changed"] == 0 for r in again.recap.values()), again.changed_tasks()
+
+    missed = switch(c, "udp")
+    print("pings missed during vxlan -> udp: %s" % missed)
+    assert all(n * INTERVAL <= 20 for n in missed.values()), missed
+    for h in c.hosts:
+        assert c.run(h.name, "ip link show flannel.1", check=False).returncode != 0
+        assert subnet_env(c, h.name)["FLANNEL_MTU"] == "1472"
+        assert lease_values(c)[h.ip]["BackendType"] == "udp"
+    assert pings_all(c) == []
