@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 ---
 name: report
 short_description: The overlay's health report from its leases and what was observed on each host
-version_added: 0.1.0
+version_added: 0.2.0
 author:
   - overlay.flannel maintainers (@overlay-flannel)
 description:

@@ -90,22 +90,26 @@ options:
         description:
           - C(Backend.VNI), the VXLAN network identifier, 0 to 16777215. V(vxlan) only; default V(1).
         type: int
+        version_added: 0.2.0
         aliases: [VNI]
       gbp:
         description:
           - C(Backend.GBP), VXLAN group based policy. V(vxlan) only; default V(false).
         type: bool
+        version_added: 0.2.0
         aliases: [GBP]
       learning:
         description:
           - C(Backend.Learning), source address learning on the VXLAN device. V(vxlan) only; default V(false).
         type: bool
+        version_added: 0.2.0
         aliases: [Learning]
       direct_routing:
         description:
           - C(Backend.DirectRouting), route directly (as V(host-gw)) to the hosts on the same subnet as this
             one and use VXLAN only for the others. V(vxlan) only; default V(false).
         type: bool
+        version_added: 0.2.0
         aliases: [DirectRouting]
   force:
     description:

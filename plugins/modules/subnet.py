@@ -70,6 +70,7 @@ options:
         Always a change for a lease (its expiry moves); no effect on a reservation (O(ttl=0)), which never expires.
       - A host without a lease gets one as without this option; pin O(subnet) to fail instead.
     type: bool
+    version_added: 0.2.0
     default: false
   subnet:
     description:
@@ -183,11 +184,13 @@ previous_expires_at:
       the host had no lease (see RV(previous_reservation)).
   returned: when O(state=present)
   type: str
+  version_added: 0.2.0
   sample: "2026-11-25T22:14:05Z"
 previous_reservation:
   description: Whether the host's lease on this subnet was a reservation before this run (false without one).
   returned: when O(state=present)
   type: bool
+  version_added: 0.2.0
   sample: false
 action:
   description:
@@ -202,6 +205,7 @@ backend_type:
     - Null in check mode before the network config exists.
   returned: when O(state=present)
   type: str
+  version_added: 0.2.0
   sample: vxlan
 backend_port:
   description:
