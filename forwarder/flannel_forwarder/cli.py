@@ -116,8 +116,9 @@ def choose_mtu(setting, underlay_mtu, iface, backend_type=backends.UDP):
         return largest
     if not MIN_MTU <= setting <= largest:
         raise StartupError("--mtu / FLANNELD_MTU %d must lie in %d..%d: the underlay interface %s has MTU %d and "
-                           "the %s encapsulation takes %d bytes" % (setting, MIN_MTU, largest, iface, underlay_mtu,
-                                                                   backend_type, backends.OVERHEAD[backend_type]))
+                           "the %s encapsulation takes %d bytes"
+                           % (setting, MIN_MTU, largest, iface, underlay_mtu,
+                              backend_type, backends.OVERHEAD[backend_type]))
     return setting
 
 

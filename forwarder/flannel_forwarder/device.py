@@ -269,7 +269,7 @@ class Device:
                     continue
                 try:
                     if vnet:
-                        flags, gso_type, _, gso_size, csum_start, csum_offset = unpack_vnet(buf, 0)
+                        flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = unpack_vnet(buf, 0)
                     if vnet and gso_type != GSO_NONE:
                         res = segment(
                             VirtioNetHdr(flags, gso_type, 0, gso_size, csum_start, csum_offset),
@@ -550,7 +550,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     bind_ip, port = _hostport(args.bind)
-    peers = PeerTable({subnet: _hostport(hp) for subnet, _, hp in (p.partition("=") for p in args.peer)})
+    peers = PeerTable({subnet: _hostport(hp) for subnet, _eq, hp in (p.partition("=") for p in args.peer)})
     mtu = args.mtu or ((_underlay_mtu(bind_ip) or 1500) - 28)
     offload = not args.no_offload
     conn = UdpConn(bind_ip, port, offload=offload)

@@ -38,7 +38,7 @@ def _peer(p) -> Peer:
     if isinstance(p, Peer):
         peer = p
     elif isinstance(p, str):
-        host, _, port = p.rpartition(":")
+        host, _colon, port = p.rpartition(":")
         peer = Peer(host, int(port)) if host else Peer(p)
     else:
         peer = Peer(str(p[0]), int(p[1]))
@@ -78,7 +78,7 @@ class _Snapshot:
     def derive(self, changes: Mapping[ipaddress.IPv4Network, Peer | None]) -> "_Snapshot":
         """The snapshot with `changes` applied (a Peer: set; None: remove)."""
         peers = dict(self.peers)
-        tables = {plen: t for plen, t in self.tables.items()}
+        tables = dict(self.tables)
         senders = dict(self.senders)
         copied: set = set()
 
