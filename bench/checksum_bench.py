@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Internet checksum methods in CPython, in MB/s: what the segmentation hot path can afford.
 
     PYTHONPATH=forwarder python bench/checksum_bench.py [--seconds 0.5]

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """One TCP stream: host-gw vs two forwarder builds (A, B), interleaved run by run.
 
 Run as root, on demand (not a test):

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: the peer table's per-packet cost against the number of peers, and the cost of a burst of updates.
 
 Times what the data path really calls (forwarder/flannel_forwarder/device.py):
@@ -55,7 +54,7 @@ def probes(n, count=4096):
 def time_tx(table, dsts, loops):
     lookup = table.lookup
     t0 = time.perf_counter_ns()
-    for _ in range(loops):
+    for _loop in range(loops):
         for d in dsts:
             if lookup(d) is None:
                 raise AssertionError("lookup missed %d" % d)
@@ -65,7 +64,7 @@ def time_tx(table, dsts, loops):
 def time_rx(table, rx, loops):
     sender_subnets = table.sender_subnets
     t0 = time.perf_counter_ns()
-    for _ in range(loops):
+    for _loop in range(loops):
         for ip, src in rx:
             nets = sender_subnets(ip)
             if nets is None:
@@ -80,9 +79,11 @@ def time_rx(table, rx, loops):
 
 def time_loop_overhead(dsts, loops):
     """The same loop with a constant function: what the interpreter costs, to subtract by eye."""
-    f = (lambda d: d)
+    def f(d):
+        return d
+
     t0 = time.perf_counter_ns()
-    for _ in range(loops):
+    for _loop in range(loops):
         for d in dsts:
             if f(d) is None:
                 raise AssertionError
@@ -118,7 +119,7 @@ def main():
     tx = {n: [] for n in SIZES}
     rx = {n: [] for n in SIZES}
     base = []
-    for _ in range(args.repeat):
+    for _rep in range(args.repeat):
         for n in SIZES:  # interleaved, so that machine noise hits every size alike
             tx[n].append(time_tx(tables[n], probe[n][0], args.loops))
             rx[n].append(time_rx(tables[n], probe[n][1], args.loops))
@@ -131,7 +132,7 @@ def main():
         print("%8d %14.0f %8.2f %16.0f %8.2f" % (n, med(tx[n]), med(tx[n]) / med(tx[10]),
                                                  med(rx[n]), med(rx[n]) / med(rx[10])))
     for n in (1000,):
-        runs = [time_updates(n) for _ in range(3)]
+        runs = [time_updates(n) for _rep in range(3)]
         one = med(r[0] for r in runs)
         line = "updates: %d peers added one update() at a time: %.1f ms (%.1f us each)" % (n, one * 1e3, one * 1e6 / n)
         if runs[0][1] is not None:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: subnet lease acquisition rate and etcd round trips per acquisition.
 
 Starts its own etcd (Debian's etcd-server) on 127.0.0.1, seeds a network that
@@ -32,7 +31,8 @@ import traceback
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
-import conftest  # noqa: E402,F401  (links the collection into .cache/collections and sys.path)
+# imported for its side effects: links the collection into .cache/collections and sys.path
+import conftest  # noqa: E402,F401  # pylint: disable=unused-import
 
 from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import DEFAULT_TIMEOUT, EtcdClient  # noqa: E402
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import dumps, from_dict  # noqa: E402
@@ -76,7 +76,7 @@ def sequential(endpoint, prefix, hosts):
 
 
 def concurrent(endpoint, prefix, hosts, threads):
-    clients = [EtcdClient([endpoint], timeout=30) for _ in range(threads)]
+    clients = [EtcdClient([endpoint], timeout=30) for _thread in range(threads)]
     barrier = threading.Barrier(threads)
     errors = []
 
@@ -175,7 +175,7 @@ def proc_main(hosts, threads, module_args, ready, go, results):
                 with lock:
                     out.append(r)
 
-        pool = [threading.Thread(target=work, daemon=True) for _ in range(threads)]
+        pool = [threading.Thread(target=work, daemon=True) for _thread in range(threads)]
         for t in pool:
             t.start()
         ready.put(os.getpid())
@@ -196,12 +196,12 @@ def storm(module_args, hosts, procs, concurrency):
                for p in range(procs)]
     for w in workers:
         w.start()
-    for _ in workers:
+    for _worker in workers:
         ready.get(timeout=120)
     t0 = time.time()
     go.set()
     rows = []
-    for _ in workers:
+    for _worker in workers:
         rows += results.get(timeout=1800)
     for w in workers:
         w.join(30)
@@ -281,8 +281,8 @@ def cluster_main(args):
         tls = cluster.module_args(cert_auth=args.auth == "cert")
         if args.etcd_timeout:
             tls["etcd_timeout"] = args.etcd_timeout
-        seed(tls["etcd_endpoints"], tls["etcd_prefix"], args.hosts, **{k: v for k, v in client_kwargs(tls).items()
-                                                                         if k != "endpoints"})
+        seed(tls["etcd_endpoints"], tls["etcd_prefix"], args.hosts,
+             **{k: v for k, v in client_kwargs(tls).items() if k != "endpoints"})
         f = storm(tls, args.hosts, args.procs, concurrency)
         report("3 members, TLS + auth (flannel, %s):" % args.auth, f, ref)
         problems += ["cluster: " + p for p in verify(tls, args.hosts, f)]

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The main job until the test cluster lands: a real ansible-playbook run against a local etcd.
 
 Starts Debian's etcd on 127.0.0.1 (free ports, temporary data, stopped by its
@@ -13,7 +12,8 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
-import conftest  # noqa: E402,F401  (links the collection for ansible-playbook)
+# imported for its side effects: links the collection for ansible-playbook
+import conftest  # noqa: E402,F401  # pylint: disable=unused-import
 
 from support.etcd_server import EtcdServer  # noqa: E402
 

@@ -178,7 +178,7 @@ def test_masquerade_rule_is_added_once_and_removed(site):
     host = site.hosts[0].name
     count = "iptables -t nat -S POSTROUTING | grep -c 'overlay.flannel ip-masq' || true"
     try:
-        for _ in range(2):
+        for _round in range(2):
             run = run_playbook(site, "site.yml", "-e", "flannel_ip_masq=true", "--limit", host)
             assert run.rc == 0, run.tail()
             assert site.run(host, count).stdout.strip() == "1"

@@ -192,8 +192,8 @@ def lease_change_arrival(c, change, target_peers, timeout=30):
     """Run `change()` (an etcd write) while every host polls its forwarder's peer count; returns
     {host: seconds from the start of the write until the forwarder had `target_peers` peers} (None: never).
     The write itself (one acquire: a read, a grant, a transaction) takes part of that."""
-    pollers = {h: ssh_popen(c, h, "python3 -c '%s' %d %d" % (ARRIVAL_PY.replace("'", "'\\''"), target_peers[h],
-                                                              timeout)) for h in c.host_names}
+    script = ARRIVAL_PY.replace("'", "'\\''")
+    pollers = {h: ssh_popen(c, h, "python3 -c '%s' %d %d" % (script, target_peers[h], timeout)) for h in c.host_names}
     try:
         for h, proc in pollers.items():
             line = proc.stdout.readline()
@@ -203,7 +203,7 @@ def lease_change_arrival(c, change, target_peers, timeout=30):
         written = time.time()
         out = {}
         for h, proc in pollers.items():
-            stdout, _ = proc.communicate(timeout=timeout + 30)
+            stdout, _stderr = proc.communicate(timeout=timeout + 30)
             m = re.search(r"arrived ([\d.]+)", stdout)
             out[h] = round(float(m.group(1)) - start, 3) if m else None
         print("lease change: the write took %.3fs; on every forwarder after its start: %s" % (written - start, out))
@@ -336,8 +336,8 @@ def test_member_killed_in_the_middle_of_site(faults, tmp_path):
             proc.kill()
     output = "".join(lines)
     seconds = time.monotonic() - start
-    print("site.yml with %s (the leader) killed %.1fs into the run: rc=%d in %.1fs" % (first, killed_at or -1, rc,
-                                                                                      seconds))
+    print("site.yml with %s (the leader) killed %.1fs into the run: rc=%d in %.1fs"
+          % (first, killed_at or -1, rc, seconds))
     try:
         assert killed_at is not None, "the play never reached the forwarder role:\n" + output[-6000:]
         assert rc == 0, output[-6000:]
@@ -378,9 +378,12 @@ def test_leader_killed_while_forwarding(faults):
         # Put them on one member: a forwarder starts on the first endpoint.
         for h in c.host_names:
             c.run(h, "systemctl restart flannel-forwarder", check=True, timeout=120)
-        watching = wait_for(lambda: (lambda w: None not in w.values() and len(set(w.values())) == 1 and w)(
-            {h: member_of(ec, endpoint_of(m, "watch")) for h, m in all_metrics(c).items()}), timeout=60,
-            what="every watch on one member")
+
+        def all_on_one_member():
+            w = {h: member_of(ec, endpoint_of(m, "watch")) for h, m in all_metrics(c).items()}
+            return None not in w.values() and len(set(w.values())) == 1 and w
+
+        watching = wait_for(all_on_one_member, timeout=60, what="every watch on one member")
     target = next(iter(watching.values()))
     make_leader(ec, target)
     print("every forwarder watches %s, the leader" % target)
@@ -450,8 +453,8 @@ def test_whole_etcd_stopped_for_a_minute(faults, tmp_path):
         restart = time.time()
         ec.start_all(timeout=60)
         back = time.time()
-        print("etcd stopped for %.1fs, all members healthy %.1fs after their start" % (restart - stopped,
-                                                                                    back - restart))
+        print("etcd stopped for %.1fs, all members healthy %.1fs after their start"
+              % (restart - stopped, back - restart))
         results = pings.results(timeout=120)
     finally:
         pings.kill()
@@ -504,12 +507,12 @@ def test_compaction_past_a_watch_revision(faults):
         finally:
             c.run(host, "systemctl kill -s CONT flannel-forwarder", check=True)
             resumed = time.monotonic()
-        print("%s frozen, its watch member %s killed, leases changed, etcd compacted to %d" % (host, member,
-                                                                                             revision))
+        print("%s frozen, its watch member %s killed, leases changed, etcd compacted to %d"
+              % (host, member, revision))
         wait_for(lambda: peer_counts(c)[host] == base + 2, timeout=60, interval=0.5,
                  what="%s to list the peers again" % host)
         print("%s has the current peers %.1fs after it resumed" % (host, time.monotonic() - resumed))
-        assert {h: n for h, n in peer_counts(c).items()} == {h: n + 2 for h, n in counts.items()}
+        assert peer_counts(c) == {h: n + 2 for h, n in counts.items()}
         journal = journal_since(c, host, frozen)
         print("journal of %s since the freeze:\n%s" % (host, journal[-2000:]))
         assert "peers listed count=%d" % (base + 2) in journal, journal[-3000:]

@@ -237,5 +237,5 @@ def test_cluster_is_left_converged(renewing):
     run = run_playbook(renewing, "site.yml")
     assert run.rc == 0, run.tail()
     again = run_playbook(renewing, "site.yml")
-    assert again.rc == 0 and all(r["changed"] == 0 for r in again.recap.values()), (again.recap,
-                                                                                   again.changed_tasks())
+    assert again.rc == 0 and all(r["changed"] == 0 for r in again.recap.values()), \
+        (again.recap, again.changed_tasks())

@@ -173,7 +173,7 @@ def test_unreachable_host_is_a_finding_and_the_others_are_reported(converged, tm
             assert rows[h.name]["forwarder"] == "ready" and rows[h.name]["public_ip"] == h.ip
             assert rows[h.name]["subnet"]
 
-        strict, _ = report(c, tmp_path, "-e", "flannel_report_strict=true", name="strict.json")
+        strict, _data = report(c, tmp_path, "-e", "flannel_report_strict=true", name="strict.json")
         assert strict.rc != 0
         fatal = [line for line in strict.stdout.splitlines() if line.startswith("fatal:") and "FAILED!" in line]
         assert len(fatal) == 1 and "%s is not reachable" % down.name in fatal[0], strict.tail()

@@ -110,7 +110,7 @@ def test_output_of_site_vvv_diff_holds_no_client_key(converged):
 
 
 def test_journals_hold_no_secret(converged):
-    cluster, secrets, _ = converged
+    cluster, secrets, _run = converged
     leaks = {}
     for host in cluster.host_names:
         journal = cluster.run(host, "journalctl --no-pager -o cat", check=True, timeout=120).stdout
@@ -122,7 +122,7 @@ def test_journals_hold_no_secret(converged):
 
 def test_the_scan_finds_a_planted_secret(converged):
     """The file scan can fail: a password written where it does not belong is reported."""
-    cluster, secrets, _ = converged
+    cluster, secrets, _run = converged
     host = cluster.host_names[-1]
     cluster.run(host, "tee /run/planted > /etc/systemd/system/planted.conf", check=True,
                 input="Environment=PASSWORD=%s\n" % secrets["password"][0])
@@ -135,7 +135,7 @@ def test_the_scan_finds_a_planted_secret(converged):
 
 
 def test_secrets_only_in_their_own_root_0600_files(converged):
-    cluster, secrets, _ = converged
+    cluster, secrets, _run = converged
     leaks = {}
     for host in cluster.host_names:
         found = scan_host(cluster, host, secrets)

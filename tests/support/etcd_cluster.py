@@ -131,14 +131,14 @@ class EtcdCluster:
             "endpoints": self.endpoints, "local_endpoints": self.local_endpoints, "prefix": self.prefix,
             "user": self.user, "pki": dict(self.state["pki"]), "auth_token": self.state["auth_token"],
             "members": {n: {k: m[k] for k in ("address", "client_port", "peer_port", "local_port", "data_dir",
-                                               "log", "pid", "start_time", "id")}
+                                              "log", "pid", "start_time", "id")}
                         for n, m in self.state["members"].items()},
         }
 
     # ------------------------------------------------------------------ description
     @property
     def names(self):
-        return [n for n, _ in sorted(self.state["members"].items(), key=lambda kv: kv[1]["index"])]
+        return [n for n, _member in sorted(self.state["members"].items(), key=lambda kv: kv[1]["index"])]
 
     @property
     def members(self):
@@ -457,7 +457,7 @@ class EtcdCluster:
         argv = [self.state["etcdctl"], "--endpoints", ",".join(endpoints or self.local_endpoints),
                 "--cacert", p["ca"], "--cert", p["client_cert"], "--key", p["client_key"],
                 "--dial-timeout", "2s", "--command-timeout", "5s"] + list(args)
-        res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, input=input)
+        res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, input=input, check=False)
         if check and res.returncode != 0:
             raise EtcdError("etcdctl %s (as %s) failed (rc=%d): %s" % (" ".join(args), user, res.returncode,
                                                                        res.stderr.strip()))

@@ -75,7 +75,7 @@ def log(msg):
 def sh(argv, check=True, **kw):
     kw.setdefault("capture_output", True)
     kw.setdefault("text", True)
-    res = subprocess.run(argv, **kw)
+    res = subprocess.run(argv, check=False, **kw)
     if check and res.returncode != 0:
         raise RuntimeError("command failed (rc=%d): %s\n%s%s" % (
             res.returncode, " ".join(argv), res.stdout or "", res.stderr or ""))
@@ -93,7 +93,7 @@ def wait_gone(items, timeout):
     """items: list of (pid, start_time). True when all are gone within timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        for pid, _ in items:
+        for pid, _start_time in items:
             reap(pid)
         if not any(pid_alive(pid, st) for pid, st in items):
             return True
@@ -417,7 +417,7 @@ class Cluster:
         if ec is not None:
             return ec.etcdctl(*args, user=user, check=check, timeout=timeout)
         res = subprocess.run(["etcdctl", "--endpoints", self.etcd_local_endpoint] + list(args), capture_output=True,
-                             text=True, env=dict(os.environ, ETCDCTL_API="3"), timeout=timeout)
+                             text=True, env=dict(os.environ, ETCDCTL_API="3"), timeout=timeout, check=False)
         if check and res.returncode != 0:
             raise RuntimeError("etcdctl %s failed: %s" % (" ".join(args), res.stderr.strip()))
         return res.stdout if check else res
@@ -767,7 +767,7 @@ class Cluster:
         else:
             raise ValueError("via must be ssh or nsenter")
         res = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout,
-                             stdin=None if input is not None else subprocess.DEVNULL)
+                             stdin=None if input is not None else subprocess.DEVNULL, check=False)
         if check and res.returncode != 0:
             raise subprocess.CalledProcessError(res.returncode, argv, res.stdout, res.stderr)
         return res

@@ -82,8 +82,8 @@ def safe_rmtree(path):
 
 def umount_all_under(path):
     for mp in mounts_under(path):
-        if subprocess.run(["umount", mp], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", mp], capture_output=True)
+        if subprocess.run(["umount", mp], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", mp], capture_output=True, check=False)
 
 
 class Image:
@@ -106,7 +106,7 @@ class Image:
 def _run(argv, log, **kw):
     log.write(("\n$ %s\n" % " ".join(argv)).encode())
     log.flush()
-    res = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, **kw)
+    res = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False, **kw)
     if res.returncode != 0:
         raise RuntimeError("image build step failed (rc=%d): %s; see %s"
                            % (res.returncode, " ".join(argv), log.name))

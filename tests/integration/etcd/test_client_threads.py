@@ -50,11 +50,11 @@ def test_threads_sharing_a_client_see_no_error_while_one_member_dies_at_a_time(e
             except etcd.EtcdError as exc:
                 errors[str(exc)[:160]] += 1
 
-    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    threads = [threading.Thread(target=hammer) for _thread in range(4)]
     for t in threads:
         t.start()
     try:
-        for _ in range(3):
+        for _round in range(3):
             name = ec.names[client._current]  # the member the client uses now
             time.sleep(1)
             ec.kill(name)

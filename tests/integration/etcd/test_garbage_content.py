@@ -25,7 +25,7 @@ GARBAGE = {
 
 
 def seed(client, prefix, extra=()):
-    ops = [put(prefix + "/subnets/" + name, value) for name, (value, _) in GARBAGE.items()]
+    ops = [put(prefix + "/subnets/" + name, value) for name, (value, _words) in GARBAGE.items()]
     client.txn([], ops + [put(prefix + "/subnets/" + name, value) for name, value in extra])
 
 
@@ -39,7 +39,7 @@ def test_garbage_values_and_keys_are_reported_by_key_and_skipped(etcd, client):
     assert [e["subnet"] for e in info["leases"]] == ["10.5.2.0/24"]
     errors = {e["key"][len(prefix + "/subnets/"):]: e["error"] for e in info["invalid"]}
     assert set(errors) == set(GARBAGE)
-    for name, (_, words) in GARBAGE.items():
+    for name, (_value, words) in GARBAGE.items():
         assert words in errors[name], (name, errors[name])
     # New hosts get subnets of their own, never one whose key exists (whatever it holds).
     held = {"10.5.%d.0/24" % i for i in (2, 4, 5, 6, 7, 8, 9, 10)}
@@ -71,7 +71,7 @@ def test_leases_that_claim_what_is_not_theirs(etcd, client):
     # The host with two keys ends up with exactly one lease.
     res = run_module("subnet", dict(etcd, public_ip="192.0.2.7"))
     assert not res.get("failed") and res["subnet"] in ("10.5.3.0/24", "10.5.4.0/24"), res
-    mine = [e for e in run_module("subnet_info", dict(etcd, public_ip="192.0.2.7"))["leases"]]
+    mine = list(run_module("subnet_info", dict(etcd, public_ip="192.0.2.7"))["leases"])
     assert [e["subnet"] for e in mine] == [res["subnet"]]
     # (the other of its two keys is gone, so that subnet is free again)
     held = {res["subnet"]}

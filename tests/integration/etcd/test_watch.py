@@ -41,7 +41,7 @@ def test_compacted_revision_is_reported():
         c.txn([], [put("/w/subnets/a", "3")])
         server.etcdctl("compaction", str(last))
         with pytest.raises(EtcdCompacted) as err:
-            for _ in c.watch_prefix("/w/subnets/", first):
+            for _event in c.watch_prefix("/w/subnets/", first):
                 break
         assert err.value.compact_revision == last
     finally:
@@ -53,7 +53,7 @@ def test_cancel_ends_iteration(client, prefix):
     ended = threading.Event()
 
     def run():
-        for _ in watch:
+        for _event in watch:
             pass
         ended.set()
 

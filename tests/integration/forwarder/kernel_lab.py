@@ -100,5 +100,3 @@ def make_env(request, btype, tag):
         lease(store, backend, n)
     procs = {n: lab.start_forwarder(n, server.endpoint) for n in (1, 2)}
     return {"lab": lab, "server": server, "store": store, "procs": procs, "backend": backend, "mtu": mtu}
-
-

@@ -164,7 +164,7 @@ class Lab:
                 "try:\n r = urllib.request.urlopen('http://127.0.0.1:9090%s', timeout=5); print(r.status); print(r.read().decode())\n"
                 "except urllib.error.HTTPError as e:\n print(e.code); print(e.read().decode())\n" % path)
         out = self.run("h%d" % n, sys.executable, "-c", code).stdout
-        status, _, body = out.partition("\n")
+        status, _nl, body = out.partition("\n")
         return int(status), body
 
     def metric(self, n, name):

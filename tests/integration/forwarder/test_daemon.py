@@ -107,7 +107,8 @@ def test_spoofed_and_garbage_datagrams_are_dropped_and_counted(env):
 
     def inner(src):
         # A UDP packet to c1 whose inner source is `src`.
-        ip = lambda a: int(ipaddress.IPv4Address(a))  # noqa: E731
+        def ip(a):
+            return int(ipaddress.IPv4Address(a))
         return build_ipv4_header(ip(src), ip(container_ip(1)), 17, 12) + bytes.fromhex("1f9000350000000000000000")
     # From h3's address, which is no peer any more (its lease was released above).
     lab.probe("h3", "sendraw", host_ip(3), "%s:8285" % host_ip(1), inner(container_ip(3)).hex())
@@ -272,7 +273,7 @@ def test_the_network_grows_and_shrinks_while_running(env):
         for n in (1, 2):
             wait_for(lambda: network_of(n) == "10.5.0.0/16" and "10.5.0.0/16" in routes(n), what="shrink back")
         wait_for(lambda: lab.metric(1, "peers") == peers_before, what="the lease outside to be dropped")
-        out, _ = ping.communicate(timeout=60)
+        out, _err = ping.communicate(timeout=60)
     finally:
         if ping.poll() is None:
             ping.kill()

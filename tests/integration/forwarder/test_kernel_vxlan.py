@@ -118,7 +118,10 @@ def test_vxlan_interoperates_with_a_flanneld_shaped_host(vx):
     lab, store = vx["lab"], vx["store"]
     mac3 = "5a:1b:2c:3d:4e:5f"
     mac1 = backends.vtep_mac(host_ip(1), VNI)
-    h3 = lambda *a: lab.run("h3", *a)  # noqa: E731
+
+    def h3(*a):
+        return lab.run("h3", *a)
+
     lab.run("h3", "ip", "link", "del", DEVICE, check=False)  # what our daemon left there in an earlier test
     h3("ip", "link", "add", DEVICE, "address", mac3, "mtu", "1450", "type", "vxlan", "id", "1", "local", host_ip(3),
        "dev", "u0", "nolearning", "dstport", "0")
@@ -151,5 +154,3 @@ def test_remove_kernel_state_takes_it_all_away(vx):
     vx["procs"][2] = lab.start_forwarder(2, vx["server"].endpoint)
     assert ipj(lab, "h2", "link", "show", DEVICE)[0]["address"] == backends.vtep_mac(host_ip(2), VNI)
     assert lab.probe("c1", "ping", container_ip(2), "3", "0.05")["received"] == 3
-
-

@@ -46,7 +46,7 @@ def ping(dst: str, count: int, interval: float) -> dict:
                 break
             data = s.recv(2048)
             hl = (data[0] & 15) * 4
-            t, c, _, i, q = struct.unpack(">BBHHH", data[hl : hl + 8])
+            t, c, _icmp_sum, i, q = struct.unpack(">BBHHH", data[hl : hl + 8])
             if t == 0 and i == ident and q == seq:
                 rtts.append((time.perf_counter() - t0) * 1000)
                 break
@@ -110,7 +110,7 @@ def serve(port: int) -> dict:
     ls.listen(1)
     print(json.dumps({"listening": port}), flush=True)
     ls.settimeout(60)
-    c, _ = ls.accept()
+    c, _addr = ls.accept()
     h = hashlib.sha256()
     n = 0
     while True:

@@ -179,4 +179,4 @@ def test_sigterm_leaves_no_tun_or_route(hosts):
         assert t.exec(name, "ip", "link", "show", "flannel0", check=False).returncode == 0
         assert t.stop(f.proc, signal.SIGTERM) == 0
         assert t.exec(name, "ip", "link", "show", "flannel0", check=False).returncode != 0
-        assert NETWORK.split("/")[0] not in t.exec(name, "ip", "route").stdout
+        assert NETWORK.partition("/")[0] not in t.exec(name, "ip", "route").stdout

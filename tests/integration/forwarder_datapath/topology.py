@@ -103,7 +103,7 @@ class Topology:
     def start_forwarder(self, host: str, *, offload: bool = True, cpu: int | None = None,
                         stats_file: str | None = None, extra_peers: list[str] = (),
                         python: str = sys.executable, extra_args: list[str] = ()) -> "Forwarder":
-        under, subnet, _, _ = HOSTS[host]
+        under, subnet, _gateway, _container = HOSTS[host]
         other = "h2" if host == "h1" else "h1"
         cmd = [python, "-m", "flannel_forwarder.device", "--tun-name", "flannel0", "--network", NETWORK,
                "--subnet", subnet, "--bind", f"{under}:{PORT}",

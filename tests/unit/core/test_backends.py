@@ -30,7 +30,8 @@ VXLAN_DEFAULTS = {"Type": "vxlan", "VNI": 1, "Port": 0, "GBP": False, "Learning"
 def test_defaults_of_each_type_are_written_out(raw, expected):
     out = normalise(raw)
     assert out == expected
-    assert type(out.get("VNI", 0)) is int and type(out.get("Port", 0)) is int
+    # exactly int: neither a float (7.0) nor a bool, which isinstance(..., int) would let through
+    assert type(out.get("VNI", 0)) is int and type(out.get("Port", 0)) is int  # pylint: disable=unidiomatic-typecheck
 
 
 def test_normalise_does_not_change_its_input():

@@ -10,8 +10,8 @@ from fwd_packets import SRC, DST, pseudo, udp_datagram
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 19, 20, 21, 64, 1447, 1448, 1500, 9001])
 def test_checksum_matches_reference(n):
     rnd = random.Random(n)
-    for _ in range(20):
-        data = bytes(rnd.getrandbits(8) for _ in range(n))
+    for _round in range(20):
+        data = bytes(rnd.getrandbits(8) for _byte in range(n))
         assert cs.checksum(data) == cs.reference_checksum(data)
 
 

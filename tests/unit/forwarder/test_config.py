@@ -17,7 +17,7 @@ def test_environment_with_flanneld_names_and_flags_win():
     env = {"FLANNELD_ETCD_ENDPOINTS": "http://10.0.0.1:2379, http://10.0.0.2:2379",
            "FLANNELD_PUBLIC_IP": "192.0.2.10", "FLANNELD_SUBNET_LEASE_RENEW_MARGIN": "30",
            "FLANNELD_TUN_NAME": "flannel9", "FLANNELD_IP_MASQ": "true", "FLANNELD_ETCD_PREFIX": "/a/network"}
-    s, _ = parse(["--etcd-prefix", "/b/network", "--port", "9000"], env)
+    s, _action = parse(["--etcd-prefix", "/b/network", "--port", "9000"], env)
     assert s.etcd_endpoints == ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
     assert s.public_ip == "192.0.2.10" and s.renew_margin_seconds == 1800
     assert s.tun_name == "flannel9" and s.ip_masq is True
@@ -40,10 +40,10 @@ def test_bad_values_name_the_setting(argv, env, words):
 
 
 def test_settings_the_roles_pass_mtu_ttl_and_lease_state_file():
-    s, _ = parse([], {"FLANNELD_MTU": "1400", "FLANNELD_SUBNET_LEASE_TTL": "0",
-                      "FLANNELD_LEASE_STATE_FILE": "/var/lib/x/subnet"})
+    s, _action = parse([], {"FLANNELD_MTU": "1400", "FLANNELD_SUBNET_LEASE_TTL": "0",
+                            "FLANNELD_LEASE_STATE_FILE": "/var/lib/x/subnet"})
     assert (s.mtu, s.subnet_lease_ttl, s.lease_state_file) == (1400, 0, "/var/lib/x/subnet")
-    d, _ = parse([], {})
+    d, _action = parse([], {})
     assert (d.mtu, d.subnet_lease_ttl, d.lease_state_file) == (0, 86400, "/var/lib/flannel-forwarder/subnet")
 
 

@@ -101,12 +101,12 @@ def test_tx_segments_batches_and_checksums(rig):
     step = dev._tx_step()
     assert step(8) is True
     assert step(8) is False  # nothing left
-    assert len(conn.sent) == 92 and all(a == PEER for _, a in conn.sent)
+    assert len(conn.sent) == 92 and all(a == PEER for _data, a in conn.sent)
     assert conn.calls <= 4  # 92 segments in chunks of 44 (+ the rest)
-    seqs = [int.from_bytes(d[24:28], "big") for d, _ in conn.sent]
+    seqs = [int.from_bytes(d[24:28], "big") for d, _addr in conn.sent]
     assert seqs == [1000 + i * 1420 for i in range(92)]
-    assert all(len(d) == 1472 and ip_checksum_ok(d) and l4_checksum_ok(d) for d, _ in conn.sent)
-    assert all(d[8] == 63 for d, _ in conn.sent)  # TTL decremented once
+    assert all(len(d) == 1472 and ip_checksum_ok(d) and l4_checksum_ok(d) for d, _addr in conn.sent)
+    assert all(d[8] == 63 for d, _addr in conn.sent)  # TTL decremented once
     st = dev.stats.snapshot()["tx"]
     assert st["packets"] == 92 and st["tun_packets"] == 2 and st["drops"] == {}
 
@@ -116,7 +116,7 @@ def test_tx_burst_of_small_packets_is_one_send(rig):
     dev, tun, conn = rig(frames)
     dev._tx_step()(8)
     assert len(conn.sent) == 5 and conn.calls == 1
-    assert [int.from_bytes(d[24:28], "big") for d, _ in conn.sent] == list(range(5))
+    assert [int.from_bytes(d[24:28], "big") for d, _addr in conn.sent] == list(range(5))
 
 
 def test_tx_no_route_answers_icmp_and_counts(rig):
@@ -159,7 +159,7 @@ def test_tx_without_vnet_header_sends_packets_as_read(rig):
     frames = [tcp_packet(b"abc", dst=DST_PEER), tcp_packet(b"defg", dst=DST_PEER)]
     dev, tun, conn = rig(frames, vnet=False, gso=False)
     dev._tx_step()(8)
-    assert [len(d) for d, _ in conn.sent] == [43, 44]
+    assert [len(d) for d, _addr in conn.sent] == [43, 44]
 
 
 class FakeRecvConn(FakeConn):

@@ -383,7 +383,7 @@ def run_tx(frames, vnet: bool, udp_offload: bool, use_numpy: bool) -> None:
             assert st_.tun_packets == len(frames)
         # All reads at once (segments of consecutive reads batched into one send): the same outcome.
         with Rig(vnet, udp_offload) as r:
-            for frame, _ in frames:
+            for frame, _kind in frames:
                 r.kernel.send(frame)
             while r.tx(3):
                 pass

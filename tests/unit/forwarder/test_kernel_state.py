@@ -52,7 +52,7 @@ def test_vxlan_desired_state_is_flanneld_shape():
 def test_direct_routing_routes_peers_on_the_underlay_network_plainly():
     peers = {NET("10.5.2.0/24"): ks.VxlanPeer("192.0.2.2", "0e:01:c0:00:02:02"),
              NET("10.5.3.0/24"): ks.VxlanPeer("198.51.100.3", "0e:01:c6:33:64:03")}
-    state, _ = ks.desired(DIRECT, peers, "flannel.1", "eth0", ON_LINK)
+    state, _unreachable = ks.desired(DIRECT, peers, "flannel.1", "eth0", ON_LINK)
     assert state.routes == {ks.Route("10.5.2.0/24", "192.0.2.2", "eth0", False),
                             ks.Route("10.5.3.0/24", "10.5.3.0", "flannel.1", True)}
     assert state.neighs == {ks.Neigh("10.5.3.0", "0e:01:c6:33:64:03")}

@@ -127,7 +127,7 @@ def leased(ttl=600, remaining=None):
 
 
 def test_a_lease_turned_into_a_reservation_is_no_longer_renewed():
-    fake, _ = leased(600, remaining=10)
+    fake, _lease_id = leased(600, remaining=10)
     k = keeper_on(fake, margin=60)
     reserve(fake)
     k.check_own_lease()
@@ -139,7 +139,7 @@ def test_a_lease_turned_into_a_reservation_is_no_longer_renewed():
 
 def test_a_reservation_made_between_the_read_and_the_renewal_is_kept_not_overwritten():
     # The keeper read its key on etcd lease X; the conversion revokes X before the keeper asks for its TTL.
-    fake, _ = leased(600, remaining=10)
+    fake, _lease_id = leased(600, remaining=10)
     k = keeper_on(fake, margin=60)
     fake.before_ttls = lambda: reserve(fake)
     k.check_own_lease()
@@ -177,7 +177,7 @@ def test_a_reservation_turned_back_into_a_lease_is_renewed_on_its_new_etcd_lease
 def test_a_vanished_key_is_re_created_in_the_kind_last_seen():
     # The running forwarder was started with a TTL; its key became a reservation and was then deleted:
     # it comes back as a reservation, not as a lease of the configured TTL.
-    fake, _ = leased(600)
+    fake, _lease_id = leased(600)
     k = keeper_on(fake, ttl=86400)
     reserve(fake)
     k.check_own_lease()
@@ -185,7 +185,7 @@ def test_a_vanished_key_is_re_created_in_the_kind_last_seen():
     k.check_own_lease()
     assert fake.acquired == [0] and fake.keys[KEY].lease == 0
     # and a lease of the TTL it was granted (the inventory's may differ from the environment's)
-    fake2, _ = leased(20)
+    fake2, _lease_id = leased(20)
     k2 = keeper_on(fake2, ttl=86400)
     del fake2.keys[KEY]
     k2.check_own_lease()
@@ -216,7 +216,7 @@ def test_an_expired_lease_is_still_re_created_and_a_moved_one_still_exits():
 
 
 def test_the_watch_sees_a_reservation_and_stops_the_countdown():
-    fake, _ = leased(600)
+    fake, _lease_id = leased(600)
     k = keeper_on(fake)
     k.peers = None
     reserve(fake)
@@ -236,6 +236,6 @@ def test_a_lease_shorter_than_the_margin_is_renewed_at_half_its_ttl_not_on_every
     k.check_own_lease()
     assert fake.keepalives == [lease_id]
     # consistent settings: the configured margin as before
-    fake2, _ = leased(86400)
+    fake2, _lease_id = leased(86400)
     assert keeper_on(fake2, margin=3600).margin() == 3600
     assert LeaseKeeper(None, IP, renew_margin=3600).margin() == 3600

@@ -81,8 +81,8 @@ def test_vnet_header_roundtrip():
 @pytest.mark.parametrize("plen,mss", [(1, 1448), (1448, 1448), (1449, 1448), (65000, 1448), (10000, 1447),
                                       (4097, 1000), (777, 3), (3000, 1420)])
 @pytest.mark.parametrize("ip_options,tcp_options", [(b"", b""), (b"\x01\x01\x01\x00", b""),
-                                                      (b"", b"\x01\x01\x08\x0a" + bytes(8)),
-                                                      (b"\x94\x04\x00\x00", b"\x01\x01\x08\x0a" + bytes(8))])
+                                                    (b"", b"\x01\x01\x08\x0a" + bytes(8)),
+                                                    (b"\x94\x04\x00\x00", b"\x01\x01\x08\x0a" + bytes(8))])
 @pytest.mark.parametrize("df", [True, False])
 def test_tcp_segmentation_matches_reference(plen, mss, ip_options, tcp_options, df):
     pkt = tso_packet(payload_bytes(plen, seed=plen), flags=O.TCP_ACK | O.TCP_PSH | O.TCP_FIN | O.TCP_CWR,

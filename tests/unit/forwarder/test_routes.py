@@ -128,7 +128,7 @@ def test_removing_the_last_subnet_of_a_length_and_of_a_sender():
     assert sorted(len(tb) for _m, tb in t._snap.by_len) == [1, 2]  # no empty /25 table left behind
     t.update("10.5.3.128/25", "10.213.0.13:8285")  # a second subnet of one host
     assert sorted(t.sender_subnets("10.213.0.13")) == [(ip("10.5.3.0"), ip("255.255.255.0")),
-                                                        (ip("10.5.3.128"), ip("255.255.255.128"))]
+                                                       (ip("10.5.3.128"), ip("255.255.255.128"))]
     t.update("10.5.3.0/24", "10.213.0.99:8285")  # the host moves off one of them
     assert t.sender_subnets("10.213.0.13") == ((ip("10.5.3.128"), ip("255.255.255.128")),)
     assert t.accepts("10.213.0.99", ip("10.5.3.1")) and not t.accepts("10.213.0.13", ip("10.5.3.1"))
@@ -143,7 +143,7 @@ def test_random_changes_match_a_table_built_from_scratch():
     t, model = PeerTable(), {}
     for _round in range(300):
         changes = {}
-        for _ in range(rng.randint(1, 5)):
+        for _change in range(rng.randint(1, 5)):
             n = rng.choice(nets)
             changes[n] = None if rng.random() < 0.3 else (rng.choice(hosts), rng.choice((8285, 9000)))
         removed = t.apply(changes)
@@ -155,11 +155,11 @@ def test_random_changes_match_a_table_built_from_scratch():
             else:
                 model[n] = p
         assert t.snapshot() == {ipaddress.IPv4Network(n): Peer(*p) for n, p in model.items()}
-        fresh = PeerTable({n: p for n, p in model.items()})
+        fresh = PeerTable(dict(model))
         assert sorted(t._snap.senders) == sorted(fresh._snap.senders)
         assert all(sorted(t._snap.senders[h]) == sorted(fresh._snap.senders[h]) for h in fresh._snap.senders)
         lookup, accepts = _reference(model)
-        for _ in range(20):
+        for _probe in range(20):
             dst = ip("10.5.0.0") + rng.randrange(16 * 256)
             assert t.lookup(dst) == lookup(dst)
             h = rng.choice(hosts)

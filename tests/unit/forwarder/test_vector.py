@@ -162,7 +162,7 @@ def test_small_batch_python_path_equals_numpy_path(monkeypatch, build):
         out = bytearray(70000)
         runs = V.rx_tcp_runs(buf, n, seg, NET, MASK, out, 7)
         results.append([(r.hdr, r.pos, r.plen, r.count, r.mss, r.next_seq, r.key, r.flags, r.open,
-                          b"".join(bytes(x) for x in r.iov(out))) for r in runs])
+                         b"".join(bytes(x) for x in r.iov(out))) for r in runs])
     assert results[0] == results[1]
     assert reference(pkts) == [x[-1] for x in results[0]]
 
