@@ -5,6 +5,7 @@
 #   make test          every test: unit, real etcd, real namespaces, the test
 #                      cluster end to end, sanity, lint
 #   make demo          the modules alone on a local etcd (no hosts)
+#   make docs          the collection's HTML docs site in build/docs/html
 #
 # All install what they need (apt packages and a pinned virtualenv in .venv).
 
@@ -16,7 +17,7 @@ APT_PACKAGES := etcd-server etcd-client python3-venv python3-dev gcc openssl git
 STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-12)
 
 .PHONY: all deps venv demo test test-unit test-integration sanity lint bench clean \
-	cluster-deps cluster-up cluster-down cluster-demo test-cluster
+	cluster-deps cluster-up cluster-down cluster-demo test-cluster release-lint docs
 
 all: test
 
@@ -59,8 +60,8 @@ lint: venv
 	VENV=$(VENV) tests/lint/run.sh
 
 # Every test. pytest prints the closing "N passed" line CI reads; sanity and
-# lint fail the run on any finding.
-test: deps cluster-deps venv
+# lint fail the run on any finding, as release-lint does before them.
+test: deps cluster-deps venv release-lint
 	$(PY) -m pytest tests/unit tests/integration tests/cluster
 	VENV=$(VENV) tests/sanity/run.sh
 	VENV=$(VENV) tests/lint/run.sh
@@ -109,3 +110,28 @@ cluster-demo: cluster-up $(COLLECTIONS)/ansible_collections/overlay/flannel
 
 test-cluster: deps cluster-deps venv
 	$(PY) -m pytest tests/cluster
+
+# --- release checks and the docs site (see CONTRIBUTING.md) -------------------
+#   make release-lint    the changelog fragments, and the modules', filter's and
+#                        roles' docs as docs.ansible.com renders them (seconds)
+#   make docs            the HTML docs site in build/docs/html, with antsibull-docs
+#                        and Sphinx from requirements/docs.txt in their own
+#                        virtualenv (DOCS_VENV), so make test does not pay for them
+DOCS_VENV ?= $(CURDIR)/build/docs-venv
+DOCS_STAMP := $(DOCS_VENV)/.installed-$(shell sha1sum requirements/docs.txt | cut -c1-12)
+
+release-lint: venv $(COLLECTIONS)/ansible_collections/overlay/flannel
+	$(VENV)/bin/antsibull-changelog lint
+	PATH=$(VENV)/bin:$$PATH ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) $(VENV)/bin/antsibull-docs \
+	  lint-collection-docs --plugin-docs $(COLLECTIONS)/ansible_collections/overlay/flannel
+
+$(DOCS_STAMP): requirements/docs.txt
+	$(call apt_ensure,python3-venv)
+	@test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(DOCS_VENV)/bin/python -m pip install -q -r requirements/docs.txt
+	@rm -f $(DOCS_VENV)/.installed-*
+	@touch $@
+
+docs: $(DOCS_STAMP) $(COLLECTIONS)/ansible_collections/overlay/flannel
+	ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) tools/build_docs.sh $(DOCS_VENV) $(CURDIR)/build/docs
