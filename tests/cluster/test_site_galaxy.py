@@ -46,7 +46,7 @@ def clean_env(collections_path):
 def run(cmd, cwd, env, timeout=300):
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout, check=False)
     assert res.returncode == 0, "%s: rc=%d\n%s%s" % (" ".join(cmd), res.returncode, res.stdout[-4000:],
-                                                    res.stderr[-4000:])
+                                                     res.stderr[-4000:])
     return res
 
 
@@ -73,7 +73,7 @@ def built(tmp_path_factory):
 
 def site(cluster, built, *args, timeout=900):
     """ansible-playbook overlay.flannel.site from the installed tarball, cwd outside the checkout."""
-    _, _, work, env = built
+    _tarball, _collections, work, env = built
     cmd = [ansible_tool("ansible-playbook"), "-i", cluster.inventory_path, "overlay.flannel.site",
            "-e", "flannel_network=%s" % NETWORK] + list(args)
     start = time.monotonic()
@@ -99,7 +99,7 @@ def test_tarball_holds_the_licence_and_names_it(built):
 
 
 def test_installed_collection_is_the_only_one_ansible_sees(built):
-    _, collections, work, env = built
+    _tarball, collections, work, env = built
     installed = os.path.join(collections, "ansible_collections", "overlay", "flannel")
     assert not os.path.islink(installed) and os.path.isfile(os.path.join(installed, "MANIFEST.json"))
     res = run([ansible_tool("ansible-galaxy"), "collection", "list", "overlay.flannel", "--format", "json"],
