@@ -1,10 +1,16 @@
-"""Run the collection's modules the way Ansible does: a module process fed its arguments as JSON."""
+"""Run the collection's modules the way Ansible does: a module process fed its arguments as JSON.
+
+The module runs with the Python of the ansible-core under test (support/ansible_under_test.py:
+OVERLAY_FLANNEL_ANSIBLE_VENV, else the tests' own), so its ansible.module_utils and etcd
+libraries are that venv's.
+"""
 
 import json
 import os
 import subprocess
-import sys
 import tempfile
+
+from support.ansible_under_test import python
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTIONS = os.path.join(REPO, ".cache", "collections")
@@ -20,7 +26,7 @@ def run_module(name, args, check=False, diff=False, timeout=120):
         path = fh.name
     try:
         env = dict(os.environ, PYTHONPATH=COLLECTIONS)
-        proc = subprocess.run([sys.executable, os.path.join(REPO, "plugins", "modules", name + ".py"), path],
+        proc = subprocess.run([python(), os.path.join(REPO, "plugins", "modules", name + ".py"), path],
                               capture_output=True, text=True, env=env, timeout=timeout, check=False)
     finally:
         os.unlink(path)

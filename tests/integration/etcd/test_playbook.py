@@ -1,11 +1,16 @@
-"""The modules through a real ansible-playbook run: module_defaults group, idempotence, check and diff."""
+"""The modules through a real ansible-playbook run: module_defaults group, idempotence, check and diff.
+
+The ansible-playbook (and the Python of localhost) is the one of the ansible-core under test
+(support/ansible_under_test.py).
+"""
 
 import json
 import os
 import re
 import subprocess
-import sys
 import textwrap
+
+from support.ansible_under_test import python, tool
 
 PLAY = textwrap.dedent("""\
     - name: Seed and lease
@@ -39,14 +44,20 @@ PLAY = textwrap.dedent("""\
     """)
 
 
+def ansible_playbook():
+    path = tool("ansible-playbook")
+    assert path, "ansible-playbook not installed (make venv)"
+    return path
+
+
 def play(tmp_path, etcd, *extra):
     book = tmp_path / "play.yml"
     out = tmp_path / "info.json"
     book.write_text(PLAY.format(endpoint=etcd["etcd_endpoints"][0], prefix=etcd["etcd_prefix"], out=out))
     inventory = tmp_path / "inventory.ini"
-    inventory.write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
+    inventory.write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n" % python())
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_RETRY_FILES_ENABLED="0")
-    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(inventory),
+    proc = subprocess.run([ansible_playbook(), "-i", str(inventory),
                            str(book)] + list(extra), capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     recap = re.search(r"localhost\s+:\s+ok=(\d+)\s+changed=(\d+)", proc.stdout)
@@ -90,9 +101,9 @@ def role_play(tmp_path, etcd, extra_vars):
     book = tmp_path / "role.yml"
     book.write_text(ROLE_PLAY.format(endpoint=etcd["etcd_endpoints"][0], prefix=etcd["etcd_prefix"]))
     inventory = tmp_path / "inventory.ini"
-    inventory.write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n" % sys.executable)
+    inventory.write_text("localhost ansible_connection=local ansible_python_interpreter=%s\n" % python())
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_RETRY_FILES_ENABLED="0")
-    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", str(inventory),
+    proc = subprocess.run([ansible_playbook(), "-i", str(inventory),
                            str(book), "-e", json.dumps(extra_vars)],
                           capture_output=True, text=True, env=env, timeout=300, check=False)
     recap = re.search(r"localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", proc.stdout)
