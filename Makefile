@@ -15,8 +15,11 @@ VENV ?= $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := etcd-server etcd-client python3-venv python3-dev gcc openssl git iproute2 iperf3
 STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-12)
+# The oldest ansible-core that meta/runtime.yml claims, in a venv of its own (see test-min).
+VENV_MIN ?= $(CURDIR)/.venv-min
+STAMP_MIN := $(VENV_MIN)/.installed-$(shell sha1sum requirements/controller-min.txt | cut -c1-12)
 
-.PHONY: all deps venv demo test test-unit test-integration sanity lint bench clean \
+.PHONY: all deps venv venv-min demo test test-min test-unit test-integration sanity lint bench clean \
 	cluster-deps cluster-up cluster-down cluster-demo test-cluster release-lint docs
 
 all: test
@@ -44,6 +47,15 @@ $(STAMP): requirements/controller.txt requirements/forwarder.txt requirements/te
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+venv-min: $(STAMP_MIN)
+
+$(STAMP_MIN): requirements/controller-min.txt
+	@test -x $(VENV_MIN)/bin/python || $(PYTHON) -m venv $(VENV_MIN)
+	$(VENV_MIN)/bin/python -m pip install -q --upgrade pip
+	$(VENV_MIN)/bin/python -m pip install -q -r requirements/controller-min.txt
+	@rm -f $(VENV_MIN)/.installed-*
+	@touch $@
+
 demo: deps venv
 	$(PY) tools/local_demo.py
 
@@ -59,18 +71,31 @@ sanity: deps venv
 lint: venv
 	VENV=$(VENV) tests/lint/run.sh
 
-# Every test. pytest prints the closing "N passed" line CI reads; sanity and
-# lint fail the run on any finding, as release-lint does before them.
-test: deps cluster-deps venv release-lint
-	$(PY) -m pytest tests/unit tests/integration tests/cluster
+# Every test, with the newest claimed ansible-core, then (test-min) the oldest.
+# Each pytest run prints a closing "N passed" line (CI reads the last, test-min's);
+# sanity and lint fail the run on any finding, as release-lint does before them.
+test: deps cluster-deps venv venv-min release-lint
+	OVERLAY_FLANNEL_MIN_VENV=$(VENV_MIN) $(PY) -m pytest tests/unit tests/integration tests/cluster
 	VENV=$(VENV) tests/sanity/run.sh
 	VENV=$(VENV) tests/lint/run.sh
+	$(MAKE) --no-print-directory test-min
+
+# The oldest claimed ansible-core (.venv-min), after the newest (.venv): the tests
+# that run the modules against a real etcd, with that venv's python and
+# ansible-playbook, and its ansible-test sanity. (Its site.yml run on the test
+# cluster is tests/cluster/test_site_min_ansible.py, in the run above.)
+MIN_TESTS := $(addprefix tests/integration/etcd/,test_ansible_under_test.py test_network_module.py \
+	test_subnet_module.py test_subnet_info.py test_renew.py test_garbage_content.py test_connection.py \
+	test_concurrency.py test_playbook.py test_etcd_cluster.py::test_the_modules_work_as_the_flannel_user)
+test-min: deps venv venv-min
+	OVERLAY_FLANNEL_ANSIBLE_VENV=$(VENV_MIN) $(PY) -m pytest $(MIN_TESTS)
+	VENV=$(VENV_MIN) tests/sanity/run.sh
 
 bench: deps venv
 	$(PY) bench/subnet_acquire.py
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache
+	rm -rf $(VENV) $(VENV_MIN) .cache .pytest_cache
 
 # --- the systemd-nspawn test cluster (root; see tests/cluster/README.md) -------
 #   make cluster-up      bring up CLUSTER_HOSTS hosts (image built once, cached)
@@ -108,8 +133,8 @@ cluster-demo: cluster-up $(COLLECTIONS)/ansible_collections/overlay/flannel
 	time $(PLAYBOOK) -i $(CLUSTER_STATE)/inventory.ini playbooks/site.yml
 	$(PLAYBOOK) -i $(CLUSTER_STATE)/inventory.ini playbooks/examples/overlay_ping.yml
 
-test-cluster: deps cluster-deps venv
-	$(PY) -m pytest tests/cluster
+test-cluster: deps cluster-deps venv venv-min
+	OVERLAY_FLANNEL_MIN_VENV=$(VENV_MIN) $(PY) -m pytest tests/cluster
 
 # --- release checks and the docs site (see CONTRIBUTING.md) -------------------
 #   make release-lint    the changelog fragments, and the modules', filter's and
