@@ -6,8 +6,9 @@ and docker follows the new MTU. Measured while it happens: how many pings
 from each host to the next host's docker0 gateway went unanswered. Then the
 cluster is checked as flanneld's vxlan would leave it (device, neighbour,
 FDB, routes), containers reach each other and carry a checked TCP transfer,
-a second run changes nothing, and the cluster goes back to udp the same way
-(the vxlan device and its routes go).
+a second run changes nothing, retire.yml takes a vxlan host's kernel state
+away (site.yml brings it back), and the cluster goes back to udp the same
+way (the vxlan device and its routes go).
 """
 
 import json
@@ -117,6 +118,22 @@ def test_udp_to_vxlan_and_back_with_site_yml(converged):
     again = run_playbook(c, "site.yml", "-e", "flannel_backend_type=vxlan")
     assert again.rc == 0, again.tail()
     assert all(r["changed"] == 0 for r in again.recap.values()), again.changed_tasks()
+
+    # Retiring a vxlan host takes its device and the peers' entries for it away; site.yml brings it back.
+    host = c.hosts[-1]
+    net = subnet_env(c, host.name)["FLANNEL_SUBNET"].rsplit(".", 1)[0] + ".0"
+    retired = run_playbook(c, "retire.yml", "-e", "flannel_retire_host=%s" % host.name,
+                           "-e", "flannel_backend_type=vxlan")
+    assert retired.rc == 0, retired.tail()
+    assert c.run(host.name, "ip link show flannel.1", check=False).returncode != 0
+    assert c.run(host.name, "ip route show proto 70", check=True).stdout.strip() == ""
+    for h in c.hosts[:-1]:
+        out = c.run(h.name, "ip route show dev flannel.1; ip neigh show dev flannel.1", check=True).stdout
+        assert net not in out, out
+    back = run_playbook(c, "site.yml", "-e", "flannel_backend_type=vxlan")
+    assert back.rc == 0, back.tail()
+    assert ipj(c, host.name, "link", "show", "flannel.1")[0]["address"] == vtep_mac(host.ip)
+    assert pings_all(c) == []
 
     missed = switch(c, "udp")
     print("pings missed during vxlan -> udp: %s" % missed)
