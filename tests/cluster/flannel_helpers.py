@@ -5,10 +5,10 @@ import concurrent.futures
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 import time
+
+from support import ansible_under_test
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NETWORK = "10.5.0.0/16"
@@ -28,8 +28,9 @@ RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s
 
 
 def ansible_tool(name):
-    beside = os.path.join(os.path.dirname(sys.executable), name)
-    return beside if os.access(beside, os.X_OK) else shutil.which(name)
+    """ansible-playbook, ansible, ... of the ansible-core under test (support/ansible_under_test.py:
+    OVERLAY_FLANNEL_ANSIBLE_VENV, else the tests' own)."""
+    return ansible_under_test.tool(name)
 
 
 class PlaybookRun:
@@ -147,7 +148,7 @@ def subnet_info(cluster, tmpdir, prefix=PREFIX):
     # as the flannel user, with the cluster's CA and client certificate (what the roles use)
     args = json.dumps(dict(cluster.etcd_module_args(), etcd_prefix=prefix))
     res = subprocess.run([ansible_tool("ansible"), "localhost", "-c", "local", "-m", "overlay.flannel.subnet_info",
-                          "-a", args, "-t", tree, "-e", "ansible_python_interpreter=%s" % sys.executable],
+                          "-a", args, "-t", tree, "-e", "ansible_python_interpreter=%s" % ansible_under_test.python()],
                          capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
     with open(os.path.join(tree, "localhost")) as fh:

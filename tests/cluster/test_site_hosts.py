@@ -13,7 +13,6 @@
 import json
 import os
 import subprocess
-import sys
 import time
 
 import pytest
@@ -29,6 +28,7 @@ from cluster.flannel_helpers import (
     subnet_info,
     wait_for,
 )
+from support import ansible_under_test
 
 pytestmark = pytest.mark.cluster
 
@@ -40,7 +40,7 @@ def module(cluster, tmpdir, name, **args):
     tree = os.path.join(str(tmpdir), "%s-%d" % (name, time.monotonic_ns()))
     res = subprocess.run([ansible_tool("ansible"), "localhost", "-c", "local", "-m", "overlay.flannel." + name,
                           "-a", json.dumps(dict(cluster.etcd_module_args(), **args)), "-t", tree,
-                          "-e", "ansible_python_interpreter=%s" % sys.executable],
+                          "-e", "ansible_python_interpreter=%s" % ansible_under_test.python()],
                          capture_output=True, text=True, timeout=120, cwd=REPO, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
     with open(os.path.join(tree, "localhost")) as fh:

@@ -12,10 +12,12 @@ must change nothing. On a cluster that the other tests left converged the
 first run already changes nothing: then the state the newest ansible-core
 made is the one the oldest wants too, and that run is the second one. On a
 fresh cluster (this file run alone) the first run provisions everything.
-The cluster is left as converged as it was found: the same network and
-backend (flannel_helpers.run_playbook's defaults).
+Then report.yml (its filter plugin and templates on that ansible-core) must
+find the overlay healthy. The cluster is left as converged as it was found:
+the same network and backend (flannel_helpers.run_playbook's defaults).
 """
 
+import json
 import os
 import subprocess
 import time
@@ -31,11 +33,11 @@ pytestmark = pytest.mark.cluster
 MIN_VENV = os.environ.get("OVERLAY_FLANNEL_MIN_VENV") or os.path.join(REPO, ".venv-min")
 
 
-def site(cluster, playbook_tool):
+def play(cluster, playbook_tool, playbook="site.yml", *args):
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_HOST_KEY_CHECKING="0",
                ANSIBLE_RETRY_FILES_ENABLED="0")
-    cmd = [playbook_tool, "-i", cluster.inventory_path, os.path.join(REPO, "playbooks", "site.yml"),
-           "-e", "flannel_network=%s" % NETWORK]
+    cmd = [playbook_tool, "-i", cluster.inventory_path, os.path.join(REPO, "playbooks", playbook),
+           "-e", "flannel_network=%s" % NETWORK] + list(args)
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=REPO, check=False)
     return PlaybookRun(proc, time.monotonic() - start)
@@ -64,7 +66,7 @@ def min_playbook():
 
 
 def test_site_with_the_oldest_ansible_converges_then_changes_nothing(cluster, min_playbook):
-    first = site(cluster, min_playbook)
+    first = play(cluster, min_playbook)
     assert_ok(first, cluster)
     subnets = {}
     for host in cluster.host_names:
@@ -81,10 +83,23 @@ def test_site_with_the_oldest_ansible_converges_then_changes_nothing(cluster, mi
     runs = {"first_run_s": round(first.seconds, 1), "first_run_changed": changed(first)}
     last = first
     if changed(first):
-        last = site(cluster, min_playbook)
+        last = play(cluster, min_playbook)
         assert_ok(last, cluster)
         runs["second_run_s"] = round(last.seconds, 1)
     warnings = sorted({line.strip() for run in (first, last) for line in run.output.splitlines()
                        if line.startswith(("[WARNING]", "[DEPRECATION WARNING]"))})
     print("\nsite.yml with ansible-core %s: %s; warnings: %s" % (core_version(MIN_VENV), runs, warnings or "none"))
     assert changed(last) == 0, (last.recap, last.changed_tasks())
+
+
+def test_report_with_the_oldest_ansible_finds_nothing(cluster, min_playbook, tmp_path):
+    path = tmp_path / "report.json"
+    run = play(cluster, min_playbook, "report.yml", "-e", "flannel_report_json=%s" % path,
+               "-e", "flannel_report_strict=true")
+    assert run.rc == 0, run.tail()
+    assert changed(run) == 0, (run.recap, run.changed_tasks())
+    data = json.loads(path.read_text())
+    assert data["ok"] is True and data["findings"] == [], data["findings"]
+    assert sorted(row["host"] for row in data["rows"]) == sorted(cluster.host_names), data["rows"]
+    assert all(row["forwarder_ready"] is True for row in data["rows"]), data["rows"]
+    print("\nreport.yml with ansible-core %s: %.1f s" % (core_version(MIN_VENV), run.seconds))
