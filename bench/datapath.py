@@ -1,42 +1,130 @@
-#!/usr/bin/env python3
-"""Throughput of the forwarder against plain kernel routing ("host-gw"), same run, same namespaces.
+"""Throughput of flannel-forwarder's three backends against the kernel set up by hand, same run, same namespaces.
 
 Run as root, on demand (not a test):
 
-    sudo .venv/bin/python bench/datapath.py [--duration 5] [--repeat 3] [--modes offload,no-offload]
+    sudo .venv/bin/python bench/datapath.py [--duration 5] [--repeat 3] [--rounds 1] [--modes fwd-vxlan,offload]
 
 Builds two hosts + two containers as network namespaces (prefix fbench-,
 addresses 10.213.0.x underlay and 10.5.x.x overlay, nothing outside this
-machine) and gives each simulated host one core: its forwarder and its
-container's iperf3 and ping run there (for host-gw too; with
---float-containers only the forwarders are pinned, the containers' iperf3
-goes wherever the scheduler puts it, and single runs vary a lot more).
-Measures with iperf3 between the containers: TCP 1 stream, TCP 4
-streams, 64-byte UDP packet rate, and ping RTT.  Prints Mbit/s and the
-ratio to host-gw.  Tears everything down (processes by recorded PID, then
-the namespaces).
+machine) and gives each simulated host one core: its forwarder or daemon
+and its container's iperf3 and ping run there (for the hand-made modes
+too; with --float-containers only the forwarders/daemons are pinned, the
+containers' iperf3 goes wherever the scheduler puts it, and single runs
+vary a lot more).  The modes, measured one after the other in this order
+(--modes names a subset; host-gw is always measured, and the hand-made
+reference of a fwd-* mode is added when it is missing):
 
-The forwarder's fast paths need numpy (requirements/forwarder.txt); the
-"h1:" line shows "numpy": true/false for the interpreter given by --python.
+  host-gw      kernel routes "peer subnet via peer host" set by hand: the reference of everything
+  fwd-host-gw  flannel-forwarder's host-gw backend: the daemon programs those routes
+  vxlan        a flanneld-shaped VXLAN device set up by hand with ip: flannel.1, VNI 1, dstport 0
+               (the kernel's 8472), nolearning, MTU underlay - 50, the subnet's network address /32,
+               and for the peer a permanent neighbour, an FDB entry and an onlink route
+  fwd-vxlan    flannel-forwarder's vxlan backend: the daemon programs the same (same MACs)
+  offload      the udp forwarder (userspace, TUN), offloads
+  no-offload   the udp forwarder, --no-offload (one packet per syscall)
+
+The fwd-* modes run ``python -m flannel_forwarder`` in each host namespace
+against a real etcd (Debian's etcd-server, tests/support/etcd_server.py)
+holding the network config of that backend and the two hosts' leases; the
+etcd runs in the root namespace on 10.213.9.1 and the hosts reach it over
+a veth each (10.213.9.0/30, 10.213.9.4/30), a link nothing of the data
+path uses (the daemons get --public-ip, so their underlay stays u0).  The
+daemons leave their kernel state in place on SIGTERM (by design), so after
+a fwd-* mode ``--remove-kernel-state`` runs in both hosts; every mode
+starts from a checked clean state (no device, no route to the peer subnet
+left by the previous one).  The containers' MTU follows the mode: udp
+1472, vxlan 1450, host-gw 1500 (backends.mtu of the 1500-byte underlay).
+
+Measures with iperf3 between the containers: TCP 1 stream, TCP 4
+streams, 64-byte UDP packet rate, and ping RTT (medians of --repeat for
+TCP), and the CPU our processes (daemons, udp forwarders) used meanwhile.
+Prints the figures of every mode and the ratios, each with the
+reference's own figure: fwd-vxlan to vxlan, fwd-host-gw to host-gw, and
+every mode to host-gw.  On a shared machine the spare CPU drifts from one
+minute to the next: --rounds N measures all the modes N times in turn (the
+order reversed every other round, a reference always next to its fwd-*
+mode) and reports medians, the ratios as medians of each round's ratios.
+Tears everything down (processes by recorded PID, then the namespaces,
+the root-side veths and the etcd).
+
+The udp forwarder's fast paths need numpy (requirements/forwarder.txt); its
+"h1:" line shows "numpy": true/false for the interpreter given by --python
+(which runs the daemons too: it needs pyroute2).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ipaddress
 import json
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration", "forwarder_datapath"))
+REPO = os.path.dirname(HERE)
+COLLECTIONS = os.path.join(REPO, ".cache", "collections")
+sys.path.insert(0, os.path.join(REPO, "tests", "integration", "forwarder_datapath"))
+sys.path.insert(0, COLLECTIONS)
 
-from topology import HOSTS, Topology  # noqa: E402
+from topology import HOSTS, NETWORK, UNDERLAY_MTU, Topology, sh  # noqa: E402
+
+
+def _link_collection() -> None:
+    """The repository as the collection overlay.flannel under .cache/ (as tests/conftest.py makes it)."""
+    parent = os.path.join(COLLECTIONS, "ansible_collections", "overlay")
+    link = os.path.join(parent, "flannel")
+    if os.path.realpath(link) != REPO:
+        os.makedirs(parent, exist_ok=True)
+        tmp = f"{link}.{os.getpid()}"
+        os.symlink(REPO, tmp)
+        os.replace(tmp, link)
+
+
+_link_collection()
+from ansible_collections.overlay.flannel.plugins.module_utils import backends  # noqa: E402
+from support.etcd_server import EtcdServer  # noqa: E402  (topology put tests/ on the path)
 
 PROBE = os.path.join(HERE, "..", "tests", "integration", "forwarder_datapath", "probe.py")
 C2_IP = HOSTS["h2"][3]
+# The daemon's package and the collection's module_utils, as the roles install them.
+DAEMON_PATH = os.pathsep.join([os.path.join(REPO, "forwarder"), COLLECTIONS])
+
+# mode: (its backend: the containers' MTU, what is measured)
+MODES = {
+    "host-gw": (backends.HOST_GW, "kernel routes set by hand (the reference)"),
+    "fwd-host-gw": (backends.HOST_GW, "flannel-forwarder's host-gw backend (etcd, leases; it programs the routes)"),
+    "vxlan": (backends.VXLAN, "a flannel.1 VXLAN device set up by hand with ip, flanneld's shape (reference)"),
+    "fwd-vxlan": (backends.VXLAN, "flannel-forwarder's vxlan backend (etcd, leases; it programs the kernel)"),
+    "offload": (backends.UDP, "the udp forwarder (userspace, TUN), offloads"),
+    "no-offload": (backends.UDP, "the udp forwarder, --no-offload"),
+}
+REFERENCE = {"fwd-host-gw": "host-gw", "fwd-vxlan": "vxlan"}
+GOAL = 0.95  # of its reference, for the fwd-* modes: nothing of ours is in their data path
+
+VNI = backends.DEFAULT_VNI
+DEVICE = f"flannel.{VNI}"
+FLANNEL_PROTO = "70"  # the daemon's routes' protocol (kernel.FLANNEL_PROTO), as `ip -j route` prints it
+ETCD_PREFIX = "/coreos.com/network"
+CONTROL_IP = "10.213.9.1"
+# host: (the root side's address, the host side's (its veth e0)); the etcd listens on CONTROL_IP
+CONTROL_LINKS = {"h1": (CONTROL_IP + "/30", "10.213.9.2/30"), "h2": ("10.213.9.5/30", "10.213.9.6/30")}
+HOST_LINKS = {"lo", "u0", "cv0", "e0"}  # what a host namespace holds when no mode is set up
+
+
+def other(host: str) -> str:
+    return "h2" if host == "h1" else "h1"
+
+
+def ipj(t: Topology, host: str, *args: str) -> list:
+    out = t.exec(host, "ip", "-j", *args).stdout.strip()
+    return json.loads(out) if out else []
 
 
 def iperf(t: Topology, args: list[str], duration: int, cpus: tuple[int, int] | None = None) -> dict:
@@ -68,7 +156,7 @@ def iperf(t: Topology, args: list[str], duration: int, cpus: tuple[int, int] | N
 def tcp_mbps(t: Topology, args: list[str], duration: int, repeat: int, cpus=None) -> tuple[float, list]:
     """Median Mbit/s received over *repeat* runs (this machine is shared: single runs vary)."""
     runs = []
-    for _ in range(repeat):
+    for _run in range(repeat):
         j = iperf(t, args, duration, cpus)
         runs.append(j.get("end", {}).get("sum_received", {}).get("bits_per_second", 0) / 1e6)
     return statistics.median(runs), [round(r) for r in runs]
@@ -92,8 +180,8 @@ def measure(t: Topology, duration: int, label: str, repeat: int = 1, tcp1_only: 
     p = json.loads(t.exec("c1", *pin, sys.executable, PROBE, "ping", C2_IP, "20", "0.05").stdout)
     res["ping_ms"] = p["rtt_ms_median"]
     res["ping_received"] = p["received"]
-    print(f"  [{label}] " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                                       for k, v in res.items()), flush=True)
+    shown = (f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items())
+    print(f"  [{label}] " + ", ".join(shown), flush=True)
     return res
 
 
@@ -109,51 +197,385 @@ def placement(args) -> tuple[list[int], tuple[int, ...] | None]:
     return cpus, None if args.float_containers else tuple(cpus)
 
 
+# -- the modes' set-up ---------------------------------------------------------------
+
+
+def set_container_mtu(t: Topology, mtu: int) -> None:
+    """The containers' links on both ends (cv0 in the host, eth0 in the container): FLANNEL_MTU of the mode."""
+    for h in ("h1", "h2"):
+        sh("ip", "-n", t.ns(h), "link", "set", "cv0", "mtu", str(mtu))
+        sh("ip", "-n", t.ns("c" + h[1]), "link", "set", "eth0", "mtu", str(mtu))
+
+
+def hand_vxlan(t: Topology, mtu: int) -> None:
+    """flanneld's vxlan shape, with ip and bridge: the device, then neighbour, FDB entry, onlink route for the peer.
+
+    The MACs are the ones our daemon derives (backends.vtep_mac), so the two vxlan modes differ only in who
+    programmed the kernel."""
+    for h in ("h1", "h2"):
+        under, subnet = HOSTS[h][:2]
+        peer_under, peer_subnet = HOSTS[other(h)][:2]
+        own = str(ipaddress.IPv4Network(subnet).network_address)
+        peer_gw = str(ipaddress.IPv4Network(peer_subnet).network_address)
+        peer_mac = backends.vtep_mac(peer_under, VNI)
+        t.exec(h, "ip", "link", "add", DEVICE, "address", backends.vtep_mac(under, VNI), "mtu", str(mtu),
+               "type", "vxlan", "id", str(VNI), "local", under, "dev", "u0", "nolearning", "dstport", "0")
+        t.exec(h, "ip", "addr", "add", own + "/32", "dev", DEVICE)
+        t.exec(h, "ip", "link", "set", DEVICE, "up")
+        t.exec(h, "ip", "neigh", "replace", peer_gw, "lladdr", peer_mac, "dev", DEVICE, "nud", "permanent")
+        t.exec(h, "bridge", "fdb", "append", peer_mac, "dev", DEVICE, "dst", peer_under, "self", "permanent")
+        t.exec(h, "ip", "route", "replace", peer_subnet, "via", peer_gw, "dev", DEVICE, "onlink")
+
+
+def hand_vxlan_remove(t: Topology) -> None:
+    for h in ("h1", "h2"):
+        t.exec(h, "ip", "link", "del", DEVICE, check=False)  # the neighbour, FDB entry and route go with it
+
+
+class Control:
+    """The etcd of the fwd-* modes, in the root namespace, reachable from h1 and h2 over a veth each."""
+
+    def __init__(self, t: Topology):
+        self.t = t
+        self.links: list[str] = []
+        self.server = None
+
+    def create(self) -> "Control":
+        for h, (root_addr, host_addr) in CONTROL_LINKS.items():
+            name = f"{self.t.prefix}e{h[1]}"
+            if len(name) > 15:
+                raise RuntimeError(f"--prefix too long for the root-side link name {name}")
+            sh("ip", "link", "add", name, "type", "veth", "peer", "name", "e0", "netns", self.t.ns(h))
+            self.links.append(name)
+            sh("ip", "addr", "add", root_addr, "dev", name)
+            sh("ip", "link", "set", name, "up")
+            sh("ip", "-n", self.t.ns(h), "addr", "add", host_addr, "dev", "e0")
+            sh("ip", "-n", self.t.ns(h), "link", "set", "e0", "up")
+        # h2 reaches the etcd's address over its own link (root has both /30s; nothing else is routed there)
+        sh("ip", "-n", self.t.ns("h2"), "route", "add", CONTROL_IP + "/32", "via",
+           CONTROL_LINKS["h2"][0].partition("/")[0], "dev", "e0")
+        self.server = EtcdServer(host=CONTROL_IP, name="fbench").start()
+        return self
+
+    def network(self, btype: str) -> None:
+        """The network config of backend `btype`, and both hosts' leases as the subnet module writes them.
+
+        (A client of its own, closed again: an idle one would be sent away by etcd for its keepalive pings.)"""
+        from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient
+        from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import dumps, from_dict
+        from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore
+
+        backend = backends.normalise({"Type": btype})
+        config = dumps(from_dict({"Network": NETWORK, "Backend": {"Type": btype}}).to_dict())
+        client = EtcdClient([self.server.endpoint])
+        try:
+            store = FlannelStore(client, ETCD_PREFIX)
+            if not store.write_config(config, store.snapshot()):
+                raise RuntimeError("could not write the network config")
+            for h in ("h1", "h2"):
+                under, subnet = HOSTS[h][:2]
+                store.release(under)
+                store.acquire(under, requested=ipaddress.IPv4Network(subnet), backend_type=btype,
+                              backend_data=backends.lease_data(backend, under))
+        finally:
+            client.close()
+
+    def destroy(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        for name in self.links:
+            sh("ip", "link", "del", name, check=False, capture=True)  # gone already when its namespace went
+
+
+class Daemon:
+    """flannel-forwarder in a host namespace, pinned to the host's core, with a NOTIFY_SOCKET of ours."""
+
+    def __init__(self, t: Topology, host: str, endpoint: str, cpu: int, python: str, tmp: str):
+        self.host = host
+        d = os.path.join(tmp, host)
+        os.makedirs(d, exist_ok=True)
+        self.log_path = os.path.join(d, "daemon.log")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(os.path.join(d, "notify"))
+        env = dict(os.environ, NOTIFY_SOCKET=os.path.join(d, "notify"), PYTHONPATH=DAEMON_PATH)
+        cmd = [python, "-m", "flannel_forwarder", "--etcd-endpoints", endpoint, "--etcd-prefix", ETCD_PREFIX,
+               "--public-ip", HOSTS[host][0], "--subnet-file", os.path.join(d, "subnet.env"),
+               "--docker-opts-file", os.path.join(d, "docker"), "--lease-state-file", os.path.join(d, "subnet"),
+               "--log-level", "info"]
+        with open(self.log_path, "ab") as log:
+            self.proc = t.spawn(host, *cmd, cpu=cpu, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+            return fh.read()[-3000:]
+
+    def wait_ready(self, timeout: float = 30) -> str:
+        self.notify.settimeout(0.5)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the daemon on {self.host} exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                msg = self.notify.recv(4096).decode()
+            except socket.timeout:
+                continue
+            if "READY=1" in msg.split("\n"):
+                return next((line[7:] for line in msg.split("\n") if line.startswith("STATUS=")), "")
+        raise RuntimeError(f"the daemon on {self.host} was not ready within {timeout}s:\n{self.log()}")
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def programmed(t: Topology, host: str) -> bool:
+    """Does `host` hold the daemon's route to the peer subnet (its last entry, in flanneld's order)?"""
+    return any(r.get("dst") == HOSTS[other(host)][1] for r in ipj(t, host, "route", "show", "proto", FLANNEL_PROTO))
+
+
+@contextlib.contextmanager
+def daemons_running(t: Topology, control: Control, btype: str, cpus: list[int], python: str):
+    """Both daemons under a `btype` network, their kernel state in place; afterwards stopped and that state
+    removed (--remove-kernel-state in both hosts: SIGTERM leaves it, by design)."""
+    tmp = tempfile.mkdtemp(prefix="fbench-daemons-")
+    started: list[Daemon] = []
+    try:
+        control.network(btype)
+        for h, cpu in zip(("h1", "h2"), cpus):
+            started.append(Daemon(t, h, control.server.endpoint, cpu, python, tmp))
+        for d in started:
+            print(f"  {d.host}: {d.wait_ready()}", flush=True)
+        for h in ("h1", "h2"):
+            wait_for(lambda h=h: programmed(t, h), 10, f"the daemon on {h} to program its peer")
+        yield [d.proc for d in started]
+    finally:
+        for d in started:
+            code = t.stop(d.proc)
+            t.procs.remove(d.proc)
+            d.notify.close()
+            if code:
+                print(f"  the daemon on {d.host} exited {code}:\n{d.log()}", flush=True)
+        for h in ("h1", "h2"):
+            out = t.exec(h, "env", "PYTHONPATH=" + DAEMON_PATH, python, "-m", "flannel_forwarder",
+                         "--remove-kernel-state", check=False)
+            if out.returncode:
+                print(f"  {h}: --remove-kernel-state failed: {out.stderr.strip()[-500:]}", flush=True)
+            else:
+                print(f"  {h}: " + ("; ".join(out.stdout.split("\n")[:-1]) or "nothing to remove"), flush=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mode_running(t: Topology, mode: str, args, cpus: list[int], control: Control | None):
+    """The data path of `mode` set up between the hosts, yielding our processes in it (h1's, h2's: the daemons,
+    the udp forwarders; none for the hand-made modes); taken down again afterwards."""
+    btype = MODES[mode][0]
+    if mode == "host-gw":
+        try:
+            t.host_gw(True)
+            yield []
+        finally:
+            t.host_gw(False)
+    elif mode == "vxlan":
+        try:
+            hand_vxlan(t, backends.mtu(btype, UNDERLAY_MTU))
+            yield []
+        finally:
+            hand_vxlan_remove(t)
+    elif mode in REFERENCE:
+        with daemons_running(t, control, btype, cpus, args.python) as procs:
+            yield procs
+    else:
+        extra = ["--threads"] if args.threads else []
+        fs = []
+        try:
+            for h, cpu in zip(("h1", "h2"), cpus):
+                fs.append(t.start_forwarder(h, offload=mode == "offload", cpu=cpu, python=args.python,
+                                            extra_args=extra))
+            print(f"  h1: {json.dumps(fs[0].info)}", flush=True)
+            yield [f.proc for f in fs]
+        finally:
+            for f in fs:
+                t.stop(f.proc)
+                t.procs.remove(f.proc)
+
+
+def check_clean(t: Topology) -> None:
+    """Nothing of an earlier mode is left in the hosts: no extra device, no route into the overlay but the own."""
+    left = []
+    for h in ("h1", "h2"):
+        left += [f"{h}: device {link['ifname']}" for link in ipj(t, h, "link", "show")
+                 if link["ifname"] not in HOST_LINKS]
+        for r in ipj(t, h, "route", "show"):
+            dst = r.get("dst", "")
+            if dst != "default" and ipaddress.IPv4Network(dst).subnet_of(ipaddress.IPv4Network(NETWORK)) \
+                    and (dst, r.get("dev")) != (HOSTS[h][1], "cv0"):
+                left.append(f"{h}: route {dst} {r.get('gateway', '')} {r.get('dev', '')}")
+    if left:
+        raise RuntimeError("not a clean state: " + "; ".join(left))
+
+
+def check_path(t: Topology) -> None:
+    p = json.loads(t.exec("c1", sys.executable, PROBE, "ping", C2_IP, "3", "0.05").stdout)
+    if not p["received"]:
+        raise RuntimeError(f"c1 cannot reach c2: {p}")
+
+
+def describe(t: Topology, mode: str) -> None:
+    """What h1 holds for the peer: the route, and the VXLAN device's settings (compare the two vxlan modes)."""
+    route = t.exec("h1", "ip", "route", "show", HOSTS["h2"][1]).stdout.strip()
+    print(f"  h1 route: {route or '(none: the TUN route of the whole network)'}", flush=True)
+    if MODES[mode][0] == backends.VXLAN:
+        link = ipj(t, "h1", "-d", "link", "show", DEVICE)[0]
+        print(f"  h1 {DEVICE}: mtu {link['mtu']} {link['address']} "
+              f"{json.dumps(link['linkinfo']['info_data'], sort_keys=True)}", flush=True)
+
+
+def cpu_seconds(proc: subprocess.Popen) -> float:
+    """User + system CPU time of a process of ours, all its threads (``ip netns exec`` and taskset exec it)."""
+    with open(f"/proc/{proc.pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def modes_of(text: str) -> list[str]:
+    """The modes to measure, in MODES's order: the named ones, host-gw, and the reference of each fwd-* mode."""
+    named = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in named if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown mode(s) {', '.join(unknown)} (the modes: {', '.join(MODES)})")
+    want = set(named) | {"host-gw"} | {REFERENCE[m] for m in named if m in REFERENCE}
+    return [m for m in MODES if m in want]
+
+
+FIGURES = (("tcp1", "TCP x1", ".0f"), ("tcp4", "TCP x4", ".0f"), ("udp64_kpps", "UDP64 kpps", ".1f"),
+           ("ping_ms", "ping ms", ".3f"))
+
+
+def median_of(rounds: list[dict], mode: str, key: str) -> float | None:
+    values = [r[mode].get(key) for r in rounds]
+    return None if any(v is None for v in values) else statistics.median(values)
+
+
+def ratios_of(rounds: list[dict], mode: str, ref: str, key: str) -> list[float] | None:
+    """mode / ref of one figure, round by round (both measured within minutes of each other)."""
+    pairs = [(r[mode].get(key), r[ref].get(key)) for r in rounds]
+    return None if not all(a and b for a, b in pairs) else [a / b for a, b in pairs]
+
+
+def report(rounds: list[dict], modes: list[str]) -> None:
+    """Figures (medians over the rounds), then the ratios (medians of the rounds' ratios) with the reference's
+    figure beside each."""
+    print()
+    print(f"{'':12} {'MTU':>5} {'TCP x1 Mbit/s':>14} {'TCP x4 Mbit/s':>14} {'UDP64 kpps':>10} {'ping ms':>8} "
+          f"{'our CPU h1/h2':>14}")
+    for mode in modes:
+        fig = {key: median_of(rounds, mode, key) for key, _l, _f in FIGURES}
+        cpu = "/".join(f"{statistics.median(r[mode]['ours_cpu'][i] for r in rounds):.1%}"
+                       for i in range(len(rounds[0][mode]["ours_cpu"]))) or "-"
+        print(f"{mode:12} {rounds[0][mode]['mtu']:5d} {fig['tcp1']:14.0f} {fig['tcp4']:14.0f} "
+              f"{fig['udp64_kpps']:10.1f} {fig['ping_ms'] or float('nan'):8.3f} {cpu:>14}")
+    pairs = [(m, REFERENCE[m]) for m in modes if REFERENCE.get(m) in modes]
+    pairs += [(m, "host-gw") for m in modes if m != "host-gw" and (m, "host-gw") not in pairs]
+    print()
+    print("ratios: mode / reference" + (f", medians of the {len(rounds)} rounds' ratios" if len(rounds) > 1 else "")
+          + "; the reference's own figure after 'of' (ping: RTT ratio, lower is better)")
+    print(f"{'':24}" + "".join(f" {label:>17}" for _k, label, _f in FIGURES))
+    for mode, ref in pairs:
+        cells = []
+        for key, _label, fmt in FIGURES:
+            q, b = ratios_of(rounds, mode, ref, key), median_of(rounds, ref, key)
+            cells.append(f"{statistics.median(q):.3f} of {b:{fmt}}" if q else "n/a")
+        print(f"{mode + ' / ' + ref:24}" + "".join(f" {c:>17}" for c in cells))
+    for mode, ref in pairs:
+        if ref != REFERENCE.get(mode):
+            continue
+        below = []
+        for key, label, _f in FIGURES[:3]:
+            q = ratios_of(rounds, mode, ref, key)
+            if q and statistics.median(q) < GOAL:
+                below.append(f"{label} {statistics.median(q):.3f}")
+            if q and len(rounds) > 1:
+                print(f"{mode} / {ref} {label} by round: " + ", ".join(f"{x:.3f}" for x in q))
+        verdict = "NOT met: " + ", ".join(below) if below else "met"
+        print(f"goal {mode} >= {GOAL} of {ref} (throughput): {verdict}")
+
+
+def run_mode(t: Topology, mode: str, args, cpus: list[int], ccpus, control: Control | None) -> dict:
+    """Set `mode` up from a checked clean state, measure it, take it down."""
+    check_clean(t)
+    mtu = backends.mtu(MODES[mode][0], UNDERLAY_MTU)
+    set_container_mtu(t, mtu)
+    print(f"{mode}: {MODES[mode][1]}; container MTU {mtu}", flush=True)
+    with mode_running(t, mode, args, cpus, control) as ours:
+        check_path(t)
+        describe(t, mode)
+        before, start = [cpu_seconds(p) for p in ours], time.monotonic()
+        res = measure(t, args.duration, mode, args.repeat, args.tcp1_only, ccpus)
+        wall = time.monotonic() - start
+        res["mtu"] = mtu
+        res["ours_cpu"] = [(cpu_seconds(p) - b) / wall for p, b in zip(ours, before)]
+        if ours:
+            used = ", ".join(f"{h}: {c:.1%}" for h, c in zip(("h1", "h2"), res["ours_cpu"]))
+            print(f"  our processes used {used} of a core over the measurement", flush=True)
+    return res
+
+
+def load() -> str:
+    with open("/proc/loadavg") as fh:
+        return " ".join(fh.read().split()[:3])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--prefix", default="fbench-")
-    ap.add_argument("--modes", default="offload,no-offload")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help=f"comma-separated, of {', '.join(MODES)} (default: all; host-gw is always measured)")
     ap.add_argument("--repeat", type=int, default=1, help="TCP runs per figure (the median is reported)")
-    ap.add_argument("--python", default=sys.executable, help="interpreter that runs the forwarders")
-    ap.add_argument("--threads", action="store_true", help="run each forwarder with --threads")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure all the modes this many times in turn, the order reversed every other round; "
+                         "figures are medians over the rounds, ratios the medians of each round's ratios")
+    ap.add_argument("--python", default=sys.executable, help="interpreter that runs the forwarders and daemons")
+    ap.add_argument("--threads", action="store_true", help="run each udp forwarder with --threads")
     ap.add_argument("--tcp1-only", action="store_true", help="measure only one TCP stream (quicker)")
     add_placement_args(ap)
     args = ap.parse_args()
+    try:
+        modes = modes_of(args.modes)
+    except ValueError as exc:
+        ap.error(str(exc))
     if os.geteuid() != 0:
         print("needs root (network namespaces, TUN)", file=sys.stderr)
         return 2
     cpus, ccpus = placement(args)
     t = Topology(args.prefix)
-    results = {}
+    control = None
+    rounds = []
     try:
         t.create()
-        print(f"host-gw (kernel routing between the host namespaces), {args.duration}s per iperf run", flush=True)
-        t.host_gw(True)
-        results["host-gw"] = measure(t, args.duration, "host-gw", args.repeat, args.tcp1_only, ccpus)
-        t.host_gw(False)
-        for mode in [m for m in args.modes.split(",") if m]:
-            offload = mode == "offload"
-            print(f"forwarder, {mode}", flush=True)
-            extra = ["--threads"] if args.threads else []
-            f1 = t.start_forwarder("h1", offload=offload, cpu=cpus[0], python=args.python, extra_args=extra)
-            f2 = t.start_forwarder("h2", offload=offload, cpu=cpus[1], python=args.python, extra_args=extra)
-            print(f"  h1: {json.dumps(f1.info)}", flush=True)
-            results[mode] = measure(t, args.duration, mode, args.repeat, args.tcp1_only, ccpus)
-            for f in (f1, f2):
-                t.stop(f.proc)
-                t.procs.remove(f.proc)
+        if any(m in REFERENCE for m in modes):
+            control = Control(t).create()
+        print(f"modes {', '.join(modes)}; {args.duration}s per iperf run, TCP medians of {args.repeat}, "
+              f"{args.rounds} round(s); h1 on core {cpus[0]}, h2 on core {cpus[1]}"
+              + (" (the containers float)" if ccpus is None else " (with their containers)")
+              + f"; load average {load()}", flush=True)
+        for n in range(args.rounds):
+            if args.rounds > 1:
+                print(f"-- round {n + 1} of {args.rounds}", flush=True)
+            rounds.append({mode: run_mode(t, mode, args, cpus, ccpus, control)
+                           for mode in (modes if n % 2 == 0 else modes[::-1])})
+        check_clean(t)
     finally:
         t.destroy()
-    base = results.get("host-gw", {})
-    print()
-    print(f"{'':12} {'TCP x1 Mbit/s':>14} {'ratio':>6} {'TCP x4 Mbit/s':>14} {'ratio':>6} "
-          f"{'UDP64 kpps':>10} {'ratio':>6} {'ping ms':>8}")
-    for name, r in results.items():
-        def ratio(k):
-            return r[k] / base[k] if base.get(k) else float("nan")
-        print(f"{name:12} {r['tcp1']:14.0f} {ratio('tcp1'):6.3f} {r['tcp4']:14.0f} {ratio('tcp4'):6.3f} "
-              f"{r['udp64_kpps']:10.1f} {ratio('udp64_kpps'):6.3f} {r['ping_ms'] or float('nan'):8.3f}")
+        if control is not None:
+            control.destroy()
+    print(f"load average at the end {load()} (other work on the machine skews the figures)")
+    report(rounds, modes)
     return 0
 
 
