@@ -71,19 +71,20 @@ sanity: deps venv
 lint: venv
 	VENV=$(VENV) tests/lint/run.sh
 
-# Every test, with the newest claimed ansible-core, then (test-min) the oldest.
-# Each pytest run prints a closing "N passed" line (CI reads the last, test-min's);
-# sanity and lint fail the run on any finding, as release-lint does before them.
+# Every test: first (test-min) with the oldest claimed ansible-core, then with
+# the newest. Each pytest run prints a closing "N passed" line; CI reads the
+# last, the whole suite's. Sanity and lint fail the run on any finding, as
+# release-lint does before them.
 test: deps cluster-deps venv venv-min release-lint
+	$(MAKE) --no-print-directory test-min
 	OVERLAY_FLANNEL_MIN_VENV=$(VENV_MIN) $(PY) -m pytest tests/unit tests/integration tests/cluster
 	VENV=$(VENV) tests/sanity/run.sh
 	VENV=$(VENV) tests/lint/run.sh
-	$(MAKE) --no-print-directory test-min
 
-# The oldest claimed ansible-core (.venv-min), after the newest (.venv): the tests
+# The oldest claimed ansible-core (.venv-min), before the newest (.venv): the tests
 # that run the modules against a real etcd, with that venv's python and
 # ansible-playbook, and its ansible-test sanity. (Its site.yml run on the test
-# cluster is tests/cluster/test_site_min_ansible.py, in the run above.)
+# cluster is tests/cluster/test_site_min_ansible.py, in the main run.)
 MIN_TESTS := $(addprefix tests/integration/etcd/,test_ansible_under_test.py test_network_module.py \
 	test_subnet_module.py test_subnet_info.py test_renew.py test_garbage_content.py test_connection.py \
 	test_concurrency.py test_playbook.py test_etcd_cluster.py::test_the_modules_work_as_the_flannel_user)
