@@ -71,17 +71,16 @@ def our_routes(ipr):
     return out
 
 
-def remove_all(keep_device=None):
-    """Remove the kernel state of these backends: our routes, and every flannel.<n> VXLAN device but
-    `keep_device`. Returns what was removed, as text lines (for the log, or --remove-kernel-state)."""
+def remove_all(keep_device=None, keep_routes=False):
+    """Remove the kernel state of these backends: every flannel.<n> VXLAN device but `keep_device`,
+    and our routes unless `keep_routes` (a starting backend keeps them: its first sync corrects
+    them, so a restart does not cut the traffic its routes carry). Returns what was removed, as
+    text lines (for the log, or --remove-kernel-state)."""
     removed = []
     with _ipr() as ipr:
-        for dst, route in our_routes(ipr):
-            oif = route.get_attr("RTA_OIF")
-            if keep_device is not None and oif == _link_index(ipr, keep_device):
-                continue
+        for dst, route in ([] if keep_routes else our_routes(ipr)):
             try:
-                ipr.route("del", dst=dst, table=254, proto=FLANNEL_PROTO, oif=oif,
+                ipr.route("del", dst=dst, table=254, proto=FLANNEL_PROTO, oif=route.get_attr("RTA_OIF"),
                           gateway=route.get_attr("RTA_GATEWAY"))
                 removed.append("route %s" % dst)
             except Exception as exc:  # pyroute2's NetlinkError; a route gone meanwhile is fine
@@ -158,7 +157,7 @@ class KernelBackend:
         """Set up the device (vxlan), take over or remove what a previous run left, program `peers`."""
         self._ipr = _ipr()
         self._peers = dict(peers)
-        gone = remove_all(keep_device=self.device)
+        gone = remove_all(keep_device=self.device, keep_routes=True)
         if gone:
             log.info("removed kernel state not of this backend: %s", ", ".join(gone))
         if self.device is not None:
@@ -216,7 +215,6 @@ class KernelBackend:
         if not ipr.get_addr(family=socket.AF_INET, index=index, address=own):
             ipr.addr("add", index=index, address=own, prefixlen=32)
         ipr.link("set", index=index, state="up")
-        self.device_index = index
         self.vtep_mac = mac
 
     # -- sync ----------------------------------------------------------------

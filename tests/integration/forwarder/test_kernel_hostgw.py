@@ -53,6 +53,17 @@ def test_hostgw_peers_follow_leases_and_hand_removed_routes_come_back(gw):
     wait_for(lambda: "10.5.3.0/24" not in routes(lab, "h1"), timeout=5, what="h1 to forget h3")
 
 
+def test_hostgw_restart_takes_the_routes_over_without_removing_them(gw):
+    lab = gw["lab"]
+    assert lab.stop(gw["procs"][1]) == 0
+    before = routes(lab, "h1")["10.5.2.0/24"]
+    gw["procs"][1] = lab.start_forwarder(1, gw["server"].endpoint)
+    restarted = lab.log(gw["procs"][1]).rsplit(" starting version=", 1)[1]  # this run's lines
+    assert "removed" not in restarted and "set route" not in restarted, restarted
+    assert routes(lab, "h1")["10.5.2.0/24"] == before
+    assert lab.probe("c1", "ping", container_ip(2), "3", "0.05")["received"] == 3
+
+
 def test_hostgw_peer_not_on_the_underlay_network_is_reported_not_routed(gw):
     lab, store = gw["lab"], gw["store"]
     far = "192.0.2.50"
