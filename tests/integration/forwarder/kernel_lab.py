@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 
 from ansible_collections.overlay.flannel.plugins.module_utils import backends
@@ -22,22 +21,12 @@ from ansible_collections.overlay.flannel.plugins.module_utils.store import Flann
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import lease_key
 from support.etcd_server import EtcdServer
 
-from lab import CONTROLLER, NETWORK, PROBE, Lab, container_ip, host_ip, subnet
+from lab import CONTROLLER, NETWORK, PROBE, Lab, container_ip, host_ip, subnet, wait_for
 
 PREFIX = "/coreos.com/network"
 VNI = 1
 DEVICE = "flannel.1"
 PROTO = "70"  # kernel.FLANNEL_PROTO, as `ip -j route` prints it
-
-
-def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 def ipj(lab, host, *args):

@@ -28,6 +28,17 @@ NETWORK = "10.5.0.0/16"
 PYTHONPATH = os.pathsep.join([os.path.join(REPO, "forwarder"), os.path.join(REPO, ".cache", "collections")])
 
 
+def wait_for(predicate, timeout=10.0, what="condition", interval=0.1):
+    """The predicate's first true value, polled every `interval` s; AssertionError naming `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
 def sh(*args, check=True, timeout=30):
     return subprocess.run(list(args), check=check, capture_output=True, text=True, timeout=timeout)
 

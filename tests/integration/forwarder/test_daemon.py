@@ -23,19 +23,9 @@ from ansible_collections.overlay.flannel.plugins.module_utils.store import Flann
 from support.etcd_server import EtcdServer
 
 from flannel_forwarder.packet import build_ipv4_header
-from lab import CONTROLLER, NETWORK, PROBE, Lab, container_ip, host_ip, subnet
+from lab import CONTROLLER, NETWORK, PROBE, Lab, container_ip, host_ip, subnet, wait_for
 
 PREFIX = "/coreos.com/network"
-
-
-def wait_for(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 @pytest.fixture(scope="module")
