@@ -20,7 +20,7 @@ VENV_MIN ?= $(CURDIR)/.venv-min
 STAMP_MIN := $(VENV_MIN)/.installed-$(shell sha1sum requirements/controller-min.txt | cut -c1-12)
 
 .PHONY: all deps venv venv-min demo test test-min test-unit test-integration sanity lint bench clean \
-	cluster-deps cluster-up cluster-down cluster-demo test-cluster release-lint docs
+	cluster-deps cluster-up cluster-down cluster-demo test-cluster release-lint docs wheelhouse
 
 all: test
 
@@ -161,3 +161,13 @@ $(DOCS_STAMP): requirements/docs.txt
 
 docs: $(DOCS_STAMP) $(COLLECTIONS)/ansible_collections/overlay/flannel
 	ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) tools/build_docs.sh $(DOCS_VENV) $(CURDIR)/build/docs
+
+# --- air-gapped controllers ----------------------------------------------------
+# The forwarder's wheelhouse for air-gapped controllers (playbooks/wheelhouse.yml):
+#   make wheelhouse WHEELHOUSE=/srv/flannel-wheels [TARGETS="3.11-x86_64-2.36 3.13-aarch64-2.41"]
+WHEELHOUSE ?=
+TARGETS ?=
+wheelhouse: venv $(COLLECTIONS)/ansible_collections/overlay/flannel
+	@test -n "$(WHEELHOUSE)" || { echo "make wheelhouse WHEELHOUSE=<directory> [TARGETS=\"<python>-<machine>-<glibc> ...\"]"; exit 2; }
+	ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) $(VENV)/bin/ansible-playbook playbooks/wheelhouse.yml \
+	  -e flannel_forwarder_wheelhouse=$(abspath $(WHEELHOUSE)) $(if $(TARGETS),-e 'flannel_wheelhouse_targets="$(strip $(TARGETS))"')

@@ -61,11 +61,18 @@ class PlaybookRun:
         return found
 
 
-def run_playbook(cluster, playbook, *args, network=NETWORK, timeout=900):
-    """ansible-playbook playbooks/<playbook> against the cluster's inventory."""
+def run_playbook(cluster, playbook, *args, network=NETWORK, timeout=900, env=None):
+    """ansible-playbook playbooks/<playbook> against the cluster's inventory; `env` adds to (a value of None:
+    removes from) the environment it runs in."""
     tool = ansible_tool("ansible-playbook")
+    extra = env or {}
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_HOST_KEY_CHECKING="0",
                ANSIBLE_RETRY_FILES_ENABLED="0")
+    for name, value in extra.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     cmd = [tool, "-i", cluster.inventory_path, os.path.join(REPO, "playbooks", playbook),
            "-e", "flannel_network=%s" % network] + list(args)
     start = time.monotonic()

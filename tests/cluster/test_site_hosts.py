@@ -1,6 +1,9 @@
 """Stock hosts and one writer per host fact, end to end on the test cluster.
 
 - The hosts are stock (python3 without pip or ensurepip) and still converge.
+- A controller with no package index stages the forwarder from a wheelhouse
+  (playbooks/wheelhouse.yml) alone; one that lacks the hosts' target is named
+  with the command that fills it, before anything changes.
 - flannel_mtu reaches the TUN, subnet.env, docker0 and the containers as one
   number, which survives a forwarder restart and a reboot with changed=0.
 - A lease the forwarder re-creates keeps flannel_subnet_ttl.
@@ -20,6 +23,7 @@ import pytest
 from cluster.flannel_helpers import (
     REPO,
     ansible_tool,
+    host_snapshot,
     ping,
     run_playbook,
     service_state,
@@ -75,6 +79,49 @@ def test_hosts_are_stock_without_pip_or_venv(converged):
         assert res.stdout.split()[-2:] == ["current", "releases"], res.stdout
         unit = converged.run(host.name, "systemctl show -p ExecStart --value flannel-forwarder", check=True).stdout
         assert "/usr/bin/python3 -I /opt/flannel-forwarder/current/bin/flannel-forwarder" in unit
+
+
+# pip as on an air-gapped controller: no configuration file, no find-links, an index that does not answer.
+OFFLINE = {"PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": None, "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+           "PIP_EXTRA_INDEX_URL": None}
+
+
+def test_an_air_gapped_controller_stages_from_its_wheelhouse_alone(converged, tmp_path):
+    c = converged
+    wheelhouse, cache = str(tmp_path / "wheels"), str(tmp_path / "releases")
+    os.makedirs(wheelhouse)
+    air_gapped = ["-e", "flannel_forwarder_wheelhouse=%s" % wheelhouse, "-e", "flannel_forwarder_release_cache=%s" % cache]
+    current = {h: json.loads(c.run(h, "cat /opt/flannel-forwarder/current/release.json", check=True).stdout)
+               for h in c.host_names}
+    targets = {"%(python)s-%(machine)s-%(glibc)s" % r["target"] for r in current.values()}
+    assert len(targets) == 1, current
+    own = targets.pop()
+    before = {h: host_snapshot(c, h) for h in c.host_names}
+
+    # Not filled yet: every host is named, with the command that fills the wheelhouse for it.
+    refused = run_playbook(c, "site.yml", *air_gapped, env=OFFLINE)
+    assert refused.rc != 0
+    for host, release in current.items():
+        t = release["target"]
+        assert ("%s (Python %s, %s, glibc %s): stage_release: the wheelhouse %s has no wheelhouse.json"
+                % (host, t["python"], t["machine"], t["glibc"], wheelhouse)) in refused.stdout, refused.tail()
+    assert ("ansible-playbook overlay.flannel.wheelhouse -e flannel_forwarder_wheelhouse=%s "
+            "-e flannel_wheelhouse_targets=%s" % (wheelhouse, own)) in refused.stdout
+    assert refused.changed_tasks() == []
+
+    # Filled (here, with the index): the controller stages the very release the hosts run with no index at all.
+    fill = run_playbook(c, "wheelhouse.yml", "-e", "flannel_forwarder_wheelhouse=%s" % wheelhouse,
+                        "-e", "flannel_wheelhouse_targets=%s" % own)
+    assert fill.rc == 0 and "has the wheels for %s" % own in fill.stdout, fill.tail()
+    run = run_playbook(c, "site.yml", *air_gapped, env=OFFLINE)
+    print("\nair-gapped runs: refused %.0f s, fill %.0f s, site %.0f s" % (refused.seconds, fill.seconds, run.seconds))
+    assert run.rc == 0, run.tail()
+    # The one change is on the controller: the release built into the empty cache.
+    assert [t.split("] ")[0] for t in run.changed_tasks()] == [
+        "TASK [overlay.flannel.forwarder : Stage the forwarder release for each kind of host (on the controller)"]
+    assert {h: host_snapshot(c, h) for h in c.host_names} == before
+    names = {r["name"] for r in current.values()}
+    assert sorted(os.listdir(os.path.join(cache, "releases"))) == sorted(n + ".tar.gz" for n in names)
 
 
 def test_flannel_mtu_is_one_number_through_restart_and_reboot(converged):

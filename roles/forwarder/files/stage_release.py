@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Stage a self-contained release of flannel-forwarder for one kind of host, on the controller.
 
-    stage_release.py COLLECTION_ROOT CACHE_DIR --python 3.11 --machine x86_64 --glibc 2.36
+    stage_release.py stage COLLECTION_ROOT CACHE_DIR --python 3.11 --machine x86_64 --glibc 2.36 [--wheelhouse DIR]
+    stage_release.py fill COLLECTION_ROOT WHEELHOUSE --target 3.11-x86_64-2.36 [--target ...]
 
 A release is a directory that the host's own python3 runs, with no pip, venv
 or network on the host:
@@ -20,6 +21,12 @@ The pure-Python wheels (the daemon itself, and the pins published only as a
 source archive) are built once per content, whatever the target; the binary
 ones are wheels of the target's tags from the package index. Prints one JSON
 object: name, archive, built, target.
+
+With --wheelhouse, nothing but that directory is used (pip --no-index): it is
+filled beforehand, on a machine that reaches a package index, by `fill`
+(playbooks/wheelhouse.yml, `make wheelhouse`) for a list of targets
+(<python>-<machine>-<glibc>), and its wheelhouse.json says for which. A target
+it does not cover is refused with the command that fills it.
 """
 
 import argparse
@@ -35,6 +42,8 @@ import tarfile
 import tempfile
 
 BUILDER_VERSION = "1"
+MANIFEST = "wheelhouse.json"
+FILL_COMMAND = "ansible-playbook overlay.flannel.wheelhouse -e flannel_forwarder_wheelhouse=%s -e flannel_wheelhouse_targets=%s"
 TOP_FILES = ("pyproject.toml", "requirements/forwarder.txt")
 TREES = ("forwarder/flannel_forwarder", "plugins/module_utils")
 REQUIREMENTS = "requirements/forwarder.txt"
@@ -118,6 +127,80 @@ def platform_tags(machine, glibc):
     return tags + ["manylinux2014_%s" % machine]
 
 
+def check_python(python):
+    if not re.match(r"^3\.\d+$", python or ""):
+        raise StageError("the host's Python is %r: a CPython 3.x is needed" % python)
+
+
+def glibc_minor(glibc):
+    match = re.match(r"^2\.(\d+)", glibc or "")
+    return int(match.group(1)) if match else -1
+
+
+def parse_target(text):
+    """'3.13-aarch64-2.41' -> {"python": "3.13", "machine": "aarch64", "glibc": "2.41"}, checked."""
+    parts = (text or "").strip().split("-")
+    if len(parts) != 3:
+        raise StageError("target %r is not <python>-<machine>-<glibc>, e.g. 3.11-x86_64-2.36" % text)
+    target = dict(zip(("python", "machine", "glibc"), parts))
+    check_python(target["python"])
+    platform_tags(target["machine"], target["glibc"])
+    return target
+
+
+def target_name(target):
+    return "%(python)s-%(machine)s-%(glibc)s" % target
+
+
+def covers(have, want):
+    """Wheels fetched for target `have` load on a host of target `want`: same Python and machine, and the
+    host's glibc at least the one they were chosen for (manylinux wheels run on newer glibc)."""
+    return (have["python"] == want["python"] and have["machine"] == want["machine"]
+            and 0 <= glibc_minor(have["glibc"]) <= glibc_minor(want["glibc"]))
+
+
+def read_manifest(wheelhouse):
+    path = os.path.join(wheelhouse, MANIFEST)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise StageError("%s is not JSON (%s): fill the wheelhouse again" % (path, exc))
+
+
+def check_wheelhouse(manifest, wheelhouse, want_pins, target):
+    """None when the wheelhouse (its manifest) can stage `target` with these pins, else StageError."""
+    command = FILL_COMMAND % (wheelhouse, target_name(target))
+    if manifest is None:
+        raise StageError("the wheelhouse %s has no %s (it is filled by playbooks/wheelhouse.yml): on a machine "
+                         "that reaches a package index, run: %s" % (wheelhouse, MANIFEST, command))
+    if manifest.get("pins") != want_pins:
+        differ = sorted(name for name in set(want_pins) | set(manifest.get("pins") or {})
+                        if (manifest.get("pins") or {}).get(name) != want_pins.get(name))
+        raise StageError("the wheelhouse %s holds other versions of %s than requirements/forwarder.txt pins: "
+                         "fill it again for this collection with: %s" % (wheelhouse, ", ".join(differ), command))
+    if not any(covers(have, target) for have in manifest.get("targets", [])):
+        raise StageError("the wheelhouse %s has no wheels for Python %s on %s with glibc %s (it has: %s): on a "
+                         "machine that reaches a package index, run: %s"
+                         % (wheelhouse, target["python"], target["machine"], target["glibc"],
+                            ", ".join(target_name(t) for t in manifest.get("targets", [])) or "none", command))
+
+
+def build_requires(root):
+    """The [build-system] requires of pyproject.toml (what building the daemon's wheel needs)."""
+    with open(os.path.join(root, "pyproject.toml"), encoding="utf-8") as fh:
+        match = re.search(r"(?ms)^\[build-system\].*?^requires\s*=\s*\[(.*?)\]", fh.read())
+    if not match:
+        raise StageError("no [build-system] requires in pyproject.toml")
+    return re.findall(r'"([^"]+)"', match.group(1))
+
+
+def index_args(wheelhouse):
+    return ["--no-index", "--find-links", wheelhouse] if wheelhouse else []
+
+
 def pip(args, what):
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check"] + args
     res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
@@ -125,7 +208,7 @@ def pip(args, what):
         raise StageError("%s failed (%s):\n%s" % (what, " ".join(cmd), res.stdout[-4000:]))
 
 
-def pure_wheels(root, cache, files, digest):
+def pure_wheels(root, cache, files, digest, wheelhouse=None):
     """The directory of the pure-Python wheels of this content (built once)."""
     target = os.path.join(cache, "pure", digest.hexdigest()[:16])
     if os.path.exists(os.path.join(target, ".complete")):
@@ -142,7 +225,8 @@ def pure_wheels(root, cache, files, digest):
         out = os.path.join(work, "wheels")
         versions = pins(root)
         specs = ["%s==%s" % (name, versions[name]) for name in SOURCE_ONLY if name in versions]
-        pip(["wheel", "--quiet", "--no-deps", "--wheel-dir", out, src] + specs, "building the pure-Python wheels")
+        pip(["wheel", "--quiet", "--no-deps", "--wheel-dir", out] + index_args(wheelhouse) + [src] + specs,
+            "building the pure-Python wheels")
         open(os.path.join(out, ".complete"), "w").close()
         shutil.rmtree(target, ignore_errors=True)
         os.rename(out, target)
@@ -151,16 +235,21 @@ def pure_wheels(root, cache, files, digest):
     return target
 
 
-def stage(root, cache, python, machine, glibc):
+def require_pip():
     if importlib.util.find_spec("pip") is None:
         raise StageError("the controller's Python (%s) has no pip, which stages the forwarder for the hosts: "
                          "install it (Debian: python3-pip) or run ansible-playbook from a virtualenv" % sys.executable)
-    if not re.match(r"^3\.\d+$", python or ""):
-        raise StageError("the host's Python is %r: a CPython 3.x is needed" % python)
+
+
+def stage(root, cache, python, machine, glibc, wheelhouse=None):
+    require_pip()
+    check_python(python)
+    target = dict(python=python, machine=machine, glibc=glibc)
+    if wheelhouse:
+        check_wheelhouse(read_manifest(wheelhouse), wheelhouse, pins(root), target)
     files = source_files(root)
     digest = content_digest(root, files)
-    pure = pure_wheels(root, cache, files, digest.copy())
-    target = dict(python=python, machine=machine, glibc=glibc)
+    pure = pure_wheels(root, cache, files, digest.copy(), wheelhouse)
     digest.update(json.dumps(target, sort_keys=True).encode())
     name = "%s-py%s-%s-%s" % (project_version(root), python, machine, digest.hexdigest()[:12])
     archive = os.path.join(cache, "releases", name + ".tar.gz")
@@ -175,9 +264,10 @@ def stage(root, cache, python, machine, glibc):
             platform_args += ["--platform", tag]
         pip(["install", "--quiet", "--no-compile", "--target", os.path.join(top, "lib"),
              "--only-binary=:all:", "--implementation", "cp", "--python-version", python] + platform_args
-            + ["--find-links", pure, "-r", os.path.join(root, REQUIREMENTS),
+            + index_args(wheelhouse) + ["--find-links", pure, "-r", os.path.join(root, REQUIREMENTS),
                "flannel-forwarder==%s" % project_version(root)],
-            "staging the release for Python %s on %s (glibc %s)" % (python, machine, glibc))
+            "staging the release for Python %s on %s (glibc %s)%s"
+            % (python, machine, glibc, " from the wheelhouse " + wheelhouse if wheelhouse else ""))
         shutil.rmtree(os.path.join(top, "lib", "bin"), ignore_errors=True)  # console scripts for another Python
         os.makedirs(os.path.join(top, "bin"))
         with open(os.path.join(top, "bin", "flannel-forwarder"), "w", encoding="utf-8") as fh:
@@ -194,17 +284,64 @@ def stage(root, cache, python, machine, glibc):
     return dict(name=name, archive=archive, built=True, target=target)
 
 
+def fill(root, wheelhouse, targets):
+    """Download into `wheelhouse` the binary wheels of every target, build the source-only pins into wheels,
+    add what building the daemon's wheel needs, and record it all in wheelhouse.json (added to what an
+    earlier fill recorded, while the pins are the same)."""
+    require_pip()
+    versions = pins(root)
+    os.makedirs(wheelhouse, exist_ok=True)
+    manifest = read_manifest(wheelhouse)
+    known = manifest["targets"] if manifest and manifest.get("pins") == versions else []
+    with tempfile.TemporaryDirectory(prefix=".fill-", dir=wheelhouse) as work:
+        binary = os.path.join(work, "binary.txt")
+        with open(binary, "w", encoding="utf-8") as fh:
+            fh.writelines("%s==%s\n" % (name, version) for name, version in sorted(versions.items())
+                          if name not in SOURCE_ONLY)
+        for target in targets:
+            platform_args = []
+            for tag in platform_tags(target["machine"], target["glibc"]):
+                platform_args += ["--platform", tag]
+            pip(["download", "--quiet", "--dest", wheelhouse, "--only-binary=:all:", "--implementation", "cp",
+                 "--python-version", target["python"]] + platform_args + ["-r", binary],
+                "downloading the wheels for %s" % target_name(target))
+        specs = ["%s==%s" % (name, versions[name]) for name in SOURCE_ONLY if name in versions]
+        pip(["wheel", "--quiet", "--no-deps", "--wheel-dir", wheelhouse] + specs, "building %s" % ", ".join(specs))
+        pip(["download", "--quiet", "--dest", wheelhouse, "--only-binary=:all:"] + build_requires(root),
+            "downloading what building the daemon's wheel needs")
+    merged = list(known) + [t for t in targets if t not in known]
+    out = dict(pins=versions, targets=merged, builder=BUILDER_VERSION)
+    partial = os.path.join(wheelhouse, MANIFEST + ".partial")
+    with open(partial, "w", encoding="utf-8") as fh:
+        json.dump(out, fh, indent=1, sort_keys=True)
+    os.replace(partial, os.path.join(wheelhouse, MANIFEST))
+    return dict(wheelhouse=wheelhouse, targets=merged, added=[t for t in targets if t not in known])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
-    parser.add_argument("root")
-    parser.add_argument("cache")
-    parser.add_argument("--python", required=True, help="the hosts' Python, major.minor")
-    parser.add_argument("--machine", required=True, help="the hosts' machine (uname -m)")
-    parser.add_argument("--glibc", required=True, help="the hosts' glibc version")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_stage = sub.add_parser("stage", help="stage (or find) the release for one kind of host")
+    p_stage.add_argument("root")
+    p_stage.add_argument("cache")
+    p_stage.add_argument("--python", required=True, help="the hosts' Python, major.minor")
+    p_stage.add_argument("--machine", required=True, help="the hosts' machine (uname -m)")
+    p_stage.add_argument("--glibc", required=True, help="the hosts' glibc version")
+    p_stage.add_argument("--wheelhouse", default="", help="use only the wheels of this directory (see fill)")
+    p_fill = sub.add_parser("fill", help="fill a wheelhouse for air-gapped controllers")
+    p_fill.add_argument("root")
+    p_fill.add_argument("wheelhouse")
+    p_fill.add_argument("--target", action="append", required=True,
+                        help="<python>-<machine>-<glibc>, e.g. 3.11-x86_64-2.36 (repeat, or separate with commas)")
     args = parser.parse_args(argv)
+    expand = os.path.abspath(os.path.expanduser(args.wheelhouse)) if args.wheelhouse else None
     try:
-        out = stage(os.path.realpath(args.root), os.path.abspath(os.path.expanduser(args.cache)),
-                    args.python, args.machine, args.glibc)
+        if args.cmd == "stage":
+            out = stage(os.path.realpath(args.root), os.path.abspath(os.path.expanduser(args.cache)),
+                        args.python, args.machine, args.glibc, expand)
+        else:
+            targets = [parse_target(t) for arg in args.target for t in re.split(r"[\s,]+", arg) if t]
+            out = fill(os.path.realpath(args.root), expand, targets)
     except StageError as exc:
         sys.stderr.write("stage_release: %s\n" % exc)
         return 1
