@@ -201,11 +201,22 @@ def index_args(wheelhouse):
     return ["--no-index", "--find-links", wheelhouse] if wheelhouse else []
 
 
+def no_wheel_hint(output):
+    """What to do about a pin that has no wheel for the target (pip: 'No matching distribution found for X')."""
+    missing = re.findall(r"No matching distribution found for (\S+)", output)
+    if not missing:
+        return ""
+    return ("\n%s is published with no wheel for this Python and machine (python-pytun 2.4.2, for one, has x86_64 "
+            "wheels only): build it on such a machine (pip wheel --no-deps %s) into the wheelhouse, fill the "
+            "wheelhouse for this target (the wheel put there is taken) and set flannel_forwarder_wheelhouse to it"
+            % (", ".join(missing), " ".join(missing)))
+
+
 def pip(args, what):
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check"] + args
     res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, check=False)
     if res.returncode != 0:
-        raise StageError("%s failed (%s):\n%s" % (what, " ".join(cmd), res.stdout[-4000:]))
+        raise StageError("%s failed (%s):\n%s%s" % (what, " ".join(cmd), res.stdout[-4000:], no_wheel_hint(res.stdout)))
 
 
 def pure_wheels(root, cache, files, digest, wheelhouse=None):
@@ -302,8 +313,9 @@ def fill(root, wheelhouse, targets):
             platform_args = []
             for tag in platform_tags(target["machine"], target["glibc"]):
                 platform_args += ["--platform", tag]
-            pip(["download", "--quiet", "--dest", wheelhouse, "--only-binary=:all:", "--implementation", "cp",
-                 "--python-version", target["python"]] + platform_args + ["-r", binary],
+            # --find-links: a wheel put there by hand (built on a machine of that kind) is taken as it is.
+            pip(["download", "--quiet", "--dest", wheelhouse, "--find-links", wheelhouse, "--only-binary=:all:",
+                 "--implementation", "cp", "--python-version", target["python"]] + platform_args + ["-r", binary],
                 "downloading the wheels for %s" % target_name(target))
         specs = ["%s==%s" % (name, versions[name]) for name in SOURCE_ONLY if name in versions]
         pip(["wheel", "--quiet", "--no-deps", "--wheel-dir", wheelhouse] + specs, "building %s" % ", ".join(specs))

@@ -128,3 +128,12 @@ def test_the_build_requirements_come_from_pyproject():
 def test_staging_from_a_wheelhouse_never_asks_an_index():
     assert stage_release.index_args("/srv/w") == ["--no-index", "--find-links", "/srv/w"]
     assert stage_release.index_args(None) == []
+
+
+def test_a_pin_without_a_wheel_for_the_target_is_named_with_what_to_do():
+    out = ("ERROR: Could not find a version that satisfies the requirement python-pytun==2.4.2 (from versions: none)\n"
+           "ERROR: No matching distribution found for python-pytun==2.4.2\n")
+    hint = stage_release.no_wheel_hint(out)
+    assert "python-pytun==2.4.2 is published with no wheel for this Python and machine" in hint
+    assert "pip wheel --no-deps python-pytun==2.4.2" in hint and "flannel_forwarder_wheelhouse" in hint
+    assert stage_release.no_wheel_hint("ERROR: some other failure") == ""
