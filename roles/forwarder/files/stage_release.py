@@ -275,8 +275,8 @@ def stage(root, cache, python, machine, glibc, wheelhouse=None):
             platform_args += ["--platform", tag]
         pip(["install", "--quiet", "--no-compile", "--target", os.path.join(top, "lib"),
              "--only-binary=:all:", "--implementation", "cp", "--python-version", python] + platform_args
-            + index_args(wheelhouse) + ["--find-links", pure, "-r", os.path.join(root, REQUIREMENTS),
-               "flannel-forwarder==%s" % project_version(root)],
+            + index_args(wheelhouse)
+            + ["--find-links", pure, "-r", os.path.join(root, REQUIREMENTS), "flannel-forwarder==%s" % project_version(root)],
             "staging the release for Python %s on %s (glibc %s)%s"
             % (python, machine, glibc, " from the wheelhouse " + wheelhouse if wheelhouse else ""))
         shutil.rmtree(os.path.join(top, "lib", "bin"), ignore_errors=True)  # console scripts for another Python
