@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Test cluster harness: real Debian 12 systemd hosts (systemd-nspawn --boot),
+"""Test cluster harness: real Debian 12 (or, per host, 13) systemd hosts (systemd-nspawn --boot),
 each in its own network namespace on a private test underlay, with sshd and
 dockerd, plus etcd on the controller: by default a 3-member cluster with TLS
 and authentication (tests/support/etcd_cluster.py), with --etcd-plain one
@@ -225,16 +225,6 @@ def systemd_major(installed):
             digits = version.split(".", 1)[0].split(":")[-1]
             return int(digits) if digits.isdigit() else None
     return None
-
-
-def init_args(systemd_version):
-    """Arguments for the host's PID 1 (after the init path: systemd in a container reads them as its
-    kernel command line).  This machine has cgroup v1 only (plus an empty v2 hierarchy at
-    /sys/fs/cgroup/unified), so nspawn gives every host the hybrid layout; systemd 256 and newer
-    refuse to boot under cgroup v1 unless SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1 (systemd 256 NEWS)."""
-    if systemd_version is not None and systemd_version >= 256:
-        return ["SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1"]
-    return []
 
 
 class Host:
@@ -491,7 +481,7 @@ class Cluster:
             if suite not in images:
                 images[suite] = image if image is not None and image.suite == suite else image_mod.ensure_image(suite=suite)
         for suite, one in images.items():
-            self.state["images"][suite] = dict(one.to_dict(), systemd=systemd_major(one.manifest().get("installed")))
+            self.state.setdefault("images", {})[suite] = dict(one.to_dict(), systemd=systemd_major(one.manifest().get("installed")))
         for name in self.host_names:
             self.state["hosts"][name]["image"] = images[self.suite(name)].key
         img = images[self.suite(self.host_names[0])]
@@ -683,7 +673,7 @@ class Cluster:
             "--system-call-filter=add_key keyctl bpf",
             "--console=read-only", "--link-journal=no", "--resolv-conf=off", "--timezone=off",
             "--kill-signal=SIGRTMIN+4",
-        ] + init_args(self._image_of(name).get("systemd"))
+        ]
 
     def _start_supervisor(self, name):
         h = self.state["hosts"][name]

@@ -1,10 +1,10 @@
-"""The pure parts of the test cluster harness's Debian suites: image keys, per-host suites, PID 1's arguments,
-which cached images a build prunes."""
+"""The pure parts of the test cluster harness's Debian suites: image keys, per-host suites, systemd's version
+from a manifest, which cached images a build prunes."""
 
 import pytest
 
 from cluster.harness import image
-from cluster.harness.cluster import Cluster, host_suites, init_args, systemd_major
+from cluster.harness.cluster import Cluster, host_suites, systemd_major
 
 
 def test_the_image_key_includes_the_suite_and_keeps_bookworms():
@@ -63,11 +63,6 @@ def test_systemd_major_from_a_manifest():
     assert systemd_major(["systemd 252.39-1~deb12u1"]) == 252
     assert systemd_major(["systemd 1:300.1"]) == 300
     assert systemd_major(["dbus 1.16"]) is None and systemd_major(None) is None
-
-
-def test_only_systemd_256_and_newer_is_forced_onto_cgroup_v1():
-    assert init_args(252) == [] and init_args(None) == []
-    assert init_args(257) == ["SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1"]
 
 
 def test_a_build_prunes_only_unused_images_of_its_own_suite():
