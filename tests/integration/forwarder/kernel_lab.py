@@ -21,7 +21,8 @@ from ansible_collections.overlay.flannel.plugins.module_utils.store import Flann
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import lease_key
 from support.etcd_server import EtcdServer
 
-from lab import CONTROLLER, NETWORK, PROBE, Lab, container_ip, host_ip, subnet, wait_for
+# wait_for is re-exported: the test_kernel_* modules import it from here
+from lab import CONTROLLER, NETWORK, PROBE, Lab, container_ip, host_ip, subnet, wait_for  # pylint: disable=unused-import
 
 PREFIX = "/coreos.com/network"
 VNI = 1
