@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Test cluster harness: real Debian 12 systemd hosts (systemd-nspawn --boot),
+"""Test cluster harness: real Debian 12 (or, per host, 13) systemd hosts (systemd-nspawn --boot),
 each in its own network namespace on a private test underlay, with sshd and
 dockerd, plus etcd on the controller: by default a 3-member cluster with TLS
 and authentication (tests/support/etcd_cluster.py), with --etcd-plain one
 plain-HTTP member.  Stdlib only.
 
 CLI (as root):
-    cluster.py image [--rebuild]
+    cluster.py image [--rebuild] [--suite bookworm|trixie]
     cluster.py up [--hosts N] [--state-dir DIR] [--no-etcd | --etcd-plain] [--prefix P] [--underlay A.B.C]
+                  [--suites S1,S2,... | --mixed]
     cluster.py down [--state-dir DIR] [--keep-data]
     cluster.py reboot HOST [--state-dir DIR]
     cluster.py stop HOST [--state-dir DIR]      (poweroff; disk, netns, cgroups stay)
@@ -193,6 +194,39 @@ def v1_cgroup_dirs(pid="self"):
     return sorted(set(out))
 
 
+def host_suites(hosts, suites=None, mixed=False):
+    """The Debian suite of each of `hosts` hosts, in order.  `suites`: a list or a comma-separated
+    string, one suite per host, or a single one for all; `mixed`: the default suite and trixie
+    alternately (flh1 bookworm, flh2 trixie, flh3 bookworm, ...).  Neither: the default suite."""
+    if suites and mixed:
+        raise ValueError("give suites or mixed, not both")
+    if mixed:
+        cycle = [image_mod.DEFAULT_SUITE] + [x for x in sorted(image_mod.SUITES) if x != image_mod.DEFAULT_SUITE]
+        return [cycle[i % len(cycle)] for i in range(hosts)]
+    if not suites:
+        return [image_mod.DEFAULT_SUITE] * hosts
+    if isinstance(suites, str):
+        suites = [x.strip() for x in suites.split(",")]
+    suites = list(suites)
+    if len(suites) == 1:
+        suites = suites * hosts
+    if len(suites) != hosts:
+        raise ValueError("%d suites for %d hosts: give one per host, or one for all" % (len(suites), hosts))
+    for suite in suites:
+        image_mod.check_suite(suite)
+    return suites
+
+
+def systemd_major(installed):
+    """systemd's major version from an image manifest's "installed" list ("systemd 257.9-1~deb13u1"), or None."""
+    for line in installed or []:
+        name, _sep, version = line.partition(" ")
+        if name == "systemd":
+            digits = version.split(".", 1)[0].split(":")[-1]
+            return int(digits) if digits.isdigit() else None
+    return None
+
+
 class Host:
     """One test host: `name` (= hostname), `ip` (underlay address), `netns`."""
 
@@ -225,7 +259,7 @@ class Cluster:
 
     def __init__(self, state_dir=DEFAULT_STATE_DIR, hosts=3, prefix="", underlay="10.213.0",
                  etcd=True, name_base="flh", attach=False, etcd_plain=False,
-                 etcd_prefix="/coreos.com/network"):
+                 etcd_prefix="/coreos.com/network", suites=None, mixed=False):
         self.state_dir = os.path.abspath(state_dir)
         self.state_path = os.path.join(self.state_dir, "state.json")
         self.inventory_path = os.path.join(self.state_dir, "inventory.ini")
@@ -236,7 +270,7 @@ class Cluster:
         self.state = read_json(self.state_path)
         if self.state is None or (not attach and self.state.get("phase") in ("new", "down")):
             # nothing running from an earlier cluster here: describe a fresh one
-            self.state = self._new_state(hosts, prefix, underlay, etcd, name_base)
+            self.state = self._new_state(hosts, prefix, underlay, etcd, name_base, host_suites(hosts, suites, mixed))
             e = self.state["etcd"]
             e["mode"] = "plain" if etcd_plain else "cluster"
             e["prefix"] = etcd_prefix
@@ -252,7 +286,7 @@ class Cluster:
         return cls(state_dir, attach=True)
 
     # ---- description
-    def _new_state(self, n, prefix, underlay, etcd, name_base):
+    def _new_state(self, n, prefix, underlay, etcd, name_base, suites):
         if not 1 <= n <= 200:
             raise ValueError("hosts must be 1..200")
         hosts = {}
@@ -261,6 +295,7 @@ class Cluster:
             hdir = os.path.join(self.state_dir, "hosts", name)
             hosts[name] = {
                 "index": i,
+                "suite": suites[i - 1],
                 "ip": "%s.%d" % (underlay, 10 + i),
                 "netns": prefix + name,
                 "machine": prefix + name,
@@ -294,7 +329,8 @@ class Cluster:
             },
             "hosts": hosts,
             "etcd": {"enabled": bool(etcd), "pid": None, "start_time": None},
-            "image": None,
+            "image": None,  # the first host's image (the underlay guard's nft comes from it)
+            "images": {},  # suite -> image, of every suite the hosts run
         }
 
     def save(self):
@@ -350,6 +386,15 @@ class Cluster:
     @property
     def host_names(self):
         return [h.name for h in self.hosts]
+
+    def suite(self, name):
+        """The Debian suite host `name` runs (bookworm, trixie)."""
+        return self.state["hosts"][name].get("suite", image_mod.DEFAULT_SUITE)
+
+    @property
+    def suites(self):
+        """{host: suite}."""
+        return {n: self.suite(n) for n in self.host_names}
 
     def host(self, name):
         h = self.state["hosts"][name]
@@ -431,7 +476,15 @@ class Cluster:
             raise RuntimeError("cluster in %s is %s: run down first" % (self.state_dir, self.state["phase"]))
         self._check_free()
         t0 = time.monotonic()
-        img = image or image_mod.ensure_image()
+        images = {}
+        for suite in [self.suite(n) for n in self.host_names]:
+            if suite not in images:
+                images[suite] = image if image is not None and image.suite == suite else image_mod.ensure_image(suite=suite)
+        for suite, one in images.items():
+            self.state.setdefault("images", {})[suite] = dict(one.to_dict(), systemd=systemd_major(one.manifest().get("installed")))
+        for name in self.host_names:
+            self.state["hosts"][name]["image"] = images[self.suite(name)].key
+        img = images[self.suite(self.host_names[0])]
         self.state["image"] = img.to_dict()
         self.state["phase"] = "starting"
         self.state["timings"] = {"image_ready_s": round(time.monotonic() - t0, 2)}
@@ -463,7 +516,8 @@ class Cluster:
         self.state["timings"]["boot_s"] = round(time.monotonic() - t1, 2)
         self.state["mem_used_kb"] = self.state["mem_available_before_kb"] - _mem_available_kb()
         self.save()
-        log("%d hosts up in %.1fs (image %s)" % (len(self.hosts), time.monotonic() - t1, img.key))
+        log("%d hosts up in %.1fs (%s)" % (len(self.hosts), time.monotonic() - t1, ", ".join(
+            "%s image %s" % (suite, one.key) for suite, one in sorted(images.items()))))
         return self
 
     def _check_free(self):
@@ -570,7 +624,7 @@ class Cluster:
 
     def _prepare_rootfs(self, name):
         h = self.state["hosts"][name]
-        img = self.state["image"]
+        img = self._image_of(name)
         for d in (h["upper"], h["work"], h["merged"], h["docker_dir"]):
             os.makedirs(d, exist_ok=True)
         for old_log in (h["log"], os.path.join(h["dir"], "supervisor.log")):
@@ -601,6 +655,11 @@ class Cluster:
         put("/etc/docker/daemon.json", json.dumps({"cgroup-parent": h["docker_cgroup_parent"]}, indent=1) + "\n")
         # per-host ssh host keys
         sh(["ssh-keygen", "-A", "-f", root])
+
+    def _image_of(self, name):
+        """The image (dict) host `name` boots."""
+        images = self.state.get("images") or {}
+        return images.get(self.suite(name)) or self.state["image"]
 
     def _nspawn_argv(self, name):
         h = self.state["hosts"][name]
@@ -708,7 +767,8 @@ class Cluster:
         with open(self.ssh_config_path, "w") as fh:
             fh.write("\n".join(lines))
         inv = ["[flannel]"]
-        inv += ["%s ansible_host=%s" % (h.name, h.ip) for h in self.hosts]
+        # test_cluster_suite: the Debian release the host runs (bookworm, trixie), for tests
+        inv += ["%s ansible_host=%s test_cluster_suite=%s" % (h.name, h.ip, self.suite(h.name)) for h in self.hosts]
         inv += ["", "[flannel:vars]", "ansible_user=root",
                 "ansible_ssh_private_key_file=%s" % self.key_path,
                 "ansible_python_interpreter=/usr/bin/python3",
@@ -788,7 +848,8 @@ class Cluster:
                                    timeout=max(5, min(60, deadline - time.monotonic())))
                     out = res.stdout.split()
                     last = (res.stdout + res.stderr).strip()
-                    if res.returncode == 0 and out and out[0] in ("running", "degraded"):
+                    # is-active exits 0 when any one of the units is active: read each unit's state
+                    if out and out[0] in ("running", "degraded") and out[1:] == ["active", "active"]:
                         if out[0] == "degraded":
                             failed = self.run(name, "systemctl --failed --no-legend --plain").stdout
                             log("%s is degraded: %s" % (name, failed.strip()))
@@ -877,7 +938,7 @@ class Cluster:
             hs = self.state["hosts"][h.name]
             sup = hs.get("supervisor") or {}
             info = self.supervisor_info(h.name)
-            entry = {"ip": h.ip, "netns": h.netns,
+            entry = {"ip": h.ip, "netns": h.netns, "suite": self.suite(h.name),
                      "supervisor_alive": pid_alive(sup.get("pid"), sup.get("start_time")),
                      "nspawn_pid": info.get("nspawn_pid"), "leader_pid": self.leader_pid(h.name),
                      "launches": info.get("launches"), "last_exit": info.get("last_exit")}
@@ -1180,9 +1241,17 @@ def main(argv=None):
 
     p = sub.add_parser("image", help="build (or reuse) the cached host image")
     p.add_argument("--rebuild", action="store_true")
+    p.add_argument("--suite", default=image_mod.DEFAULT_SUITE, choices=sorted(image_mod.SUITES),
+                   help="the Debian release of the image (default: %(default)s)")
     p = sub.add_parser("up", help="bring up hosts + etcd")
     add_state(p)
-    p.add_argument("--hosts", type=int, default=3)
+    p.add_argument("--hosts", type=int, default=None, help="number of hosts (default: one per --suites entry, else 3)")
+    p.add_argument("--suites", default=None,
+                   help="the Debian release of each host, comma-separated (e.g. bookworm,trixie,bookworm), "
+                        "or one for all (default: %s)" % image_mod.DEFAULT_SUITE)
+    p.add_argument("--mixed", action="store_true",
+                   help="%s and trixie hosts alternately (flh1 %s, flh2 trixie, ...)"
+                        % (image_mod.DEFAULT_SUITE, image_mod.DEFAULT_SUITE))
     p.add_argument("--prefix", default="", help="prefix for netns/veth/cgroup names")
     p.add_argument("--underlay", default="10.213.0", help="first three octets of the /24 underlay")
     p.add_argument("--no-etcd", action="store_true")
@@ -1214,15 +1283,22 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     if args.cmd == "image":
-        img = image_mod.ensure_image(rebuild=args.rebuild)
+        img = image_mod.ensure_image(rebuild=args.rebuild, suite=args.suite)
         print(json.dumps(dict(img.to_dict(), build_seconds=img.manifest().get("build_seconds")), indent=1))
         return 0
     if args.cmd == "_supervise":
         supervise(os.path.abspath(args.state_dir), args.host)
         return 0
     if args.cmd == "up":
-        c = Cluster(args.state_dir, hosts=args.hosts, prefix=args.prefix, underlay=args.underlay,
-                    etcd=not args.no_etcd, etcd_plain=args.etcd_plain)
+        hosts = args.hosts
+        if hosts is None:
+            hosts = len(args.suites.split(",")) if args.suites and "," in args.suites else 3
+        try:
+            c = Cluster(args.state_dir, hosts=hosts, prefix=args.prefix, underlay=args.underlay,
+                        etcd=not args.no_etcd, etcd_plain=args.etcd_plain, suites=args.suites, mixed=args.mixed)
+        except ValueError as exc:
+            print("up: %s" % exc, file=sys.stderr)
+            return 2
         try:
             c.up(timeout=args.timeout)
         except Exception as exc:
@@ -1232,7 +1308,7 @@ def main(argv=None):
             return 1
         print(json.dumps({"inventory": c.inventory_path, "ssh_config": c.ssh_config_path,
                           "etcd": c.etcd_endpoints, "etcd_local": c.etcd_local_endpoints,
-                          "hosts": {h.name: h.ip for h in c.hosts}, "timings": c.state["timings"],
+                          "hosts": {h.name: h.ip for h in c.hosts}, "suites": c.suites, "timings": c.state["timings"],
                           "mem_used_kb": c.state.get("mem_used_kb")}, indent=1))
         return 0
     try:

@@ -1,13 +1,14 @@
-"""The shared Debian 12 root filesystem of the test hosts (stdlib only).
+"""The shared Debian root filesystems of the test hosts, one per suite (stdlib only).
 
 A stock host: Debian's base system as debootstrap makes it by default (every
 package of priority required and important: systemd, iproute2, nftables, ...)
 plus exactly what the README says a host needs (python3, docker.io) and an ssh
-server, without recommends: no python3-venv, no pip. Built once with
-debootstrap + apt-get inside a chroot, configured by
-image-setup.sh, and cached under /var/cache/overlay-flannel/images/<key>/ where
-<key> hashes the suite, the package list, image-setup.sh and this builder's
-version.  Layout of a cache entry:
+server, without recommends: no python3-venv, no pip. Built once per suite
+(SUITES: bookworm = Debian 12, the default; trixie = Debian 13) with
+debootstrap + apt-get inside a chroot, configured by image-setup.sh, and cached
+under /var/cache/overlay-flannel/images/<key>/ where <key> hashes the suite,
+the package list, image-setup.sh and this builder's version.  Layout of a
+cache entry:
 
     <key>/rootfs/          the root filesystem (lower layer of every host)
     <key>/busybox.tar      a `docker import`-able busybox root filesystem
@@ -29,7 +30,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SETUP_SCRIPT = os.path.join(HERE, "image-setup.sh")
 CACHE_ROOT = os.environ.get("OVERLAY_FLANNEL_IMAGE_CACHE", "/var/cache/overlay-flannel/images")
 DEB_CACHE = os.path.join(os.path.dirname(CACHE_ROOT), "debs")
-SUITE = "bookworm"
+DEFAULT_SUITE = "bookworm"
+SUITE = DEFAULT_SUITE  # the default cluster's image (kept for callers of the single-suite API)
+# The suites a host image can be built for: Debian's codename -> its release number.
+# bookworm's debootstrap and debian-archive-keyring (2023.3+deb12u2) both know trixie.
+SUITES = {"bookworm": "12", "trixie": "13"}
 MIRROR = os.environ.get("OVERLAY_FLANNEL_MIRROR", "http://deb.debian.org/debian")
 SECURITY_MIRROR = os.environ.get("OVERLAY_FLANNEL_SECURITY_MIRROR", "http://deb.debian.org/debian-security")
 BUILDER_VERSION = "4"  # bump when the build steps in this file change
@@ -40,6 +45,10 @@ PACKAGES = sorted([
     # priority standard: on every Debian install with "standard system utilities"
     "dbus", "ca-certificates",
 ])
+# What a suite needs beyond PACKAGES for the same host.  Debian 13 split the docker command out of
+# docker.io into docker-cli, which docker.io only recommends: an install with recommends (apt's
+# default) has it, one without does not, and the docker role and the tests run `docker`.
+SUITE_PACKAGES = {"trixie": ["docker-cli"]}
 VARIANT = "default"  # debootstrap's default: priorities required + important
 # The test containers' image: a static busybox of the controller's (Debian's
 # busybox-static), not a package of the hosts.
@@ -48,13 +57,30 @@ CONTROLLER_BUSYBOX = "/bin/busybox"
 BUSYBOX_IN_IMAGE = "/usr/local/share/test-cluster/busybox.tar"
 
 
-def image_key(packages=None):
-    packages = sorted(packages or PACKAGES)
+def check_suite(suite):
+    if suite not in SUITES:
+        raise ValueError("unknown suite %r (known: %s)" % (suite, ", ".join(sorted(SUITES))))
+    return suite
+
+
+def suite_packages(suite):
+    """The packages installed into the image of `suite` (sorted)."""
+    return sorted(set(PACKAGES) | set(SUITE_PACKAGES.get(check_suite(suite), [])))
+
+
+def image_key(packages=None, suite=DEFAULT_SUITE, setup_text=None):
+    """The cache key of the image of `suite`: the first 16 hex digits of the sha256 of the suite,
+    variant, sorted package list, BUILDER_VERSION and image-setup.sh's text (`setup_text`, read
+    from the file when None)."""
+    check_suite(suite)
+    packages = sorted(packages or suite_packages(suite))
     h = hashlib.sha256()
-    h.update(json.dumps({"suite": SUITE, "variant": VARIANT, "packages": packages,
+    h.update(json.dumps({"suite": suite, "variant": VARIANT, "packages": packages,
                          "builder": BUILDER_VERSION}, sort_keys=True).encode())
-    with open(SETUP_SCRIPT, "rb") as fh:
-        h.update(fh.read())
+    if setup_text is None:
+        with open(SETUP_SCRIPT, "rb") as fh:
+            setup_text = fh.read()
+    h.update(setup_text if isinstance(setup_text, bytes) else setup_text.encode())
     return h.hexdigest()[:16]
 
 
@@ -87,9 +113,10 @@ def umount_all_under(path):
 
 
 class Image:
-    def __init__(self, key, path):
+    def __init__(self, key, path, suite=DEFAULT_SUITE):
         self.key = key
         self.path = path
+        self.suite = suite
         self.rootfs = os.path.join(path, "rootfs")
         self.busybox_tar = os.path.join(path, "busybox.tar")
         self.manifest_path = os.path.join(path, "manifest.json")
@@ -100,7 +127,7 @@ class Image:
 
     def to_dict(self):
         return {"key": self.key, "path": self.path, "rootfs": self.rootfs,
-                "busybox_tar": self.busybox_tar}
+                "busybox_tar": self.busybox_tar, "suite": self.suite}
 
 
 def _run(argv, log, **kw):
@@ -152,7 +179,7 @@ def make_busybox_tar(busybox_binary, applets, out_path):
     os.rename(tmp, out_path)
 
 
-def _build(key, final, log):
+def _build(key, final, log, suite):
     build = final + ".build-%d" % os.getpid()
     rootfs = os.path.join(build, "rootfs")
     os.makedirs(build)
@@ -160,10 +187,10 @@ def _build(key, final, log):
     t0 = time.monotonic()
     try:
         _run(["debootstrap", "--cache-dir=" + DEB_CACHE,
-              SUITE, rootfs, MIRROR], log)
+              suite, rootfs, MIRROR], log)
         with open(os.path.join(rootfs, "etc/apt/sources.list"), "w") as fh:
             fh.write("deb %s %s main\ndeb %s %s-updates main\ndeb %s %s-security main\n"
-                     % (MIRROR, SUITE, MIRROR, SUITE, SECURITY_MIRROR, SUITE))
+                     % (MIRROR, suite, MIRROR, suite, SECURITY_MIRROR, suite))
         with open(os.path.join(rootfs, "usr/sbin/policy-rc.d"), "w") as fh:
             fh.write("#!/bin/sh\nexit 101\n")
         os.chmod(os.path.join(rootfs, "usr/sbin/policy-rc.d"), 0o755)
@@ -175,7 +202,7 @@ def _build(key, final, log):
                    LANG="C.UTF-8", HOME="/root")
         _run(["chroot", rootfs, "apt-get", "update"], log, env=env)
         _run(["chroot", rootfs, "apt-get", "-y", "--no-install-recommends",
-              "-o", "Dpkg::Options::=--force-confold", "install"] + PACKAGES, log, env=env)
+              "-o", "Dpkg::Options::=--force-confold", "install"] + suite_packages(suite), log, env=env)
         umount_all_under(os.path.join(rootfs, "var/cache/apt/archives"))
         shutil.copy(SETUP_SCRIPT, os.path.join(rootfs, "tmp/image-setup.sh"))
         _run(["chroot", rootfs, "/bin/sh", "/tmp/image-setup.sh"], log, env=env)
@@ -193,7 +220,7 @@ def _build(key, final, log):
     os.makedirs(os.path.dirname(rootfs + BUSYBOX_IN_IMAGE), exist_ok=True)
     shutil.copy(os.path.join(build, "busybox.tar"), rootfs + BUSYBOX_IN_IMAGE)
     seconds = time.monotonic() - t0
-    manifest = {"key": key, "suite": SUITE, "variant": VARIANT, "packages": PACKAGES,
+    manifest = {"key": key, "suite": suite, "variant": VARIANT, "packages": suite_packages(suite),
                 "builder": BUILDER_VERSION, "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "build_seconds": round(seconds, 1), "installed": [p for p in pkgs if p]}
     with open(os.path.join(build, "manifest.json"), "w") as fh:
@@ -213,21 +240,39 @@ def images_in_use():
     return used
 
 
-def prune_images(keep_key, verbose=True):
-    """Remove cached images other than `keep_key` that no mounted host uses."""
+def entry_suite(path):
+    """The suite of a cache entry (from its manifest; None when it has none or cannot be read)."""
+    try:
+        with open(os.path.join(path, "manifest.json")) as fh:
+            return json.load(fh).get("suite")
+    except (OSError, ValueError):
+        return None
+
+
+def prune_candidates(names, keep_key, suite, used, suite_of):
+    """The cache entries to remove after `keep_key` (an image of `suite`) was built: the other
+    entries of the same suite that no mounted host uses.  An image of another suite is kept: it
+    is current for its own suite, and another cluster may be about to mount it."""
+    return sorted(n for n in names if n != keep_key and len(n) == 16 and n not in used
+                  and suite_of(n) == suite)
+
+
+def prune_images(keep_key, verbose=True, suite=DEFAULT_SUITE):
+    """Remove cached images of `suite` other than `keep_key` that no mounted host uses."""
     used = images_in_use()
-    for name in os.listdir(CACHE_ROOT):
+    names = [n for n in os.listdir(CACHE_ROOT) if os.path.isdir(os.path.join(CACHE_ROOT, n))]
+    for name in prune_candidates(names, keep_key, suite, used, lambda n: entry_suite(os.path.join(CACHE_ROOT, n))):
         path = os.path.join(CACHE_ROOT, name)
-        if (name != keep_key and len(name) == 16 and os.path.isdir(path)
-                and name not in used and not mounts_under(path)):
-            if verbose:
-                print("pruning old image %s" % name, flush=True)
-            safe_rmtree(path)
+        if mounts_under(path):
+            continue
+        if verbose:
+            print("pruning old %s image %s" % (suite, name), flush=True)
+        safe_rmtree(path)
 
 
-def ensure_image(rebuild=False, verbose=True):
-    """Return the cached Image, building it first if its key is not cached."""
-    key = image_key()
+def ensure_image(rebuild=False, verbose=True, suite=DEFAULT_SUITE):
+    """Return the cached Image of `suite`, building it first if its key is not cached."""
+    key = image_key(suite=suite)
     os.makedirs(CACHE_ROOT, exist_ok=True)
     final = os.path.join(CACHE_ROOT, key)
     with open(os.path.join(CACHE_ROOT, ".lock"), "w") as lockf:
@@ -246,11 +291,11 @@ def ensure_image(rebuild=False, verbose=True):
                 safe_rmtree(final)
             log_path = os.path.join(CACHE_ROOT, key + ".build.log")
             if verbose:
-                print("building image %s (log: %s)" % (key, log_path), flush=True)
+                print("building %s image %s (log: %s)" % (suite, key, log_path), flush=True)
             with open(log_path, "wb") as log:
-                seconds = _build(key, final, log)
+                seconds = _build(key, final, log, suite)
             shutil.move(log_path, os.path.join(final, "build.log"))
             if verbose:
-                print("image %s built in %.1fs" % (key, seconds), flush=True)
-            prune_images(key, verbose)
-    return Image(key, final)
+                print("%s image %s built in %.1fs" % (suite, key, seconds), flush=True)
+            prune_images(key, verbose, suite)
+    return Image(key, final, suite)

@@ -1,0 +1,139 @@
+"""site.yml on a fleet in the middle of an OS upgrade: Debian 12 and Debian 13 hosts in one overlay.
+
+Its own 3-host cluster (prefix "mx-", underlay 10.216.0.0/24, so it runs
+beside the session cluster): flh1 runs bookworm (Python 3.11, docker.io
+20.10, systemd 252), flh2 and flh3 run trixie (Python 3.13, docker.io 26.1,
+systemd 257), each a stock image of its release (tests/cluster/harness/image.py).
+One first run and one second run of site.yml: each host gets the release
+staged for its own Python, docker0 carries the lease's gateway and MTU on
+both docker.io versions, containers on every pair of hosts reach each other
+(bookworm <-> trixie and trixie <-> trixie), and the second run changes
+nothing. Timings are printed (pytest -s) and written to
+<state dir>/mixed-timings.json.
+"""
+
+import json
+import os
+import time
+
+import pytest
+
+from cluster.conftest import fresh_cluster
+from cluster.flannel_helpers import (
+    NETWORK,
+    ansible_tool,
+    parallel,
+    ping,
+    run_playbook,
+    service_state,
+    start_container,
+    subnet_env,
+)
+
+pytestmark = pytest.mark.cluster
+
+SUITES = ["bookworm", "trixie", "trixie"]
+# what each release ships (the stock packages of its image)
+RELEASE = {"bookworm": {"version_id": "12", "python": "3.11", "docker": "20.10.", "systemd": 252},
+           "trixie": {"version_id": "13", "python": "3.13", "docker": "26.1.", "systemd": 257}}
+TIMINGS = {}
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    if not ansible_tool("ansible-playbook"):
+        pytest.fail("ansible-playbook not installed (make venv)", pytrace=False)
+    start = time.monotonic()
+    for c in fresh_cluster("mixed", hosts=len(SUITES), prefix="mx-", underlay="10.216.0", suites=SUITES):
+        TIMINGS["up_s"] = round(time.monotonic() - start, 1)
+        TIMINGS["cluster"] = c.state.get("timings")
+        yield c
+        with open(os.path.join(c.state_dir, "mixed-timings.json"), "w") as fh:
+            json.dump(TIMINGS, fh, indent=1)
+        print("\nmixed site.yml timings: %s" % json.dumps(TIMINGS))
+
+
+def host_facts(cluster, host):
+    """The release, Python, docker and systemd a host runs."""
+    script = (". /etc/os-release; echo $VERSION_CODENAME $VERSION_ID; "
+              "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'; "
+              "docker version -f '{{.Server.Version}}'; systemctl --version | head -n 1 | cut -d' ' -f2")
+    out = cluster.run(host, script, check=True).stdout.split()
+    return {"codename": out[0], "version_id": out[1], "python": out[2], "docker": out[3], "systemd": int(out[4])}
+
+
+def test_each_host_runs_its_own_release(mixed):
+    assert mixed.suites == dict(zip(mixed.host_names, SUITES))
+    facts = parallel(lambda h: host_facts(mixed, h), mixed.host_names)
+    for host, suite in mixed.suites.items():
+        want, got = RELEASE[suite], facts[host]
+        assert got["codename"] == suite and got["version_id"] == want["version_id"], (host, got)
+        assert got["python"] == want["python"] and got["systemd"] == want["systemd"], (host, got)
+        assert got["docker"].startswith(want["docker"]), (host, got)
+    with open(mixed.inventory_path) as fh:
+        inventory = fh.read()
+    for host in mixed.hosts:
+        assert "%s ansible_host=%s test_cluster_suite=%s" % (host.name, host.ip, mixed.suite(host.name)) in inventory
+
+
+def test_site_converges_on_both_releases(mixed):
+    run = run_playbook(mixed, "site.yml")
+    TIMINGS["first_run_s"] = round(run.seconds, 1)
+    assert run.rc == 0, run.tail()
+    assert set(run.recap) == set(mixed.host_names)
+    assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in run.recap.values()), run.recap
+
+
+def test_each_host_runs_the_release_staged_for_its_python(mixed):
+    releases = {}
+    for host, suite in mixed.suites.items():
+        res = mixed.run(host, "cat /opt/flannel-forwarder/current/release.json", check=True)
+        release = json.loads(res.stdout)
+        assert release["target"]["python"] == RELEASE[suite]["python"], (host, release["target"])
+        assert release["target"]["machine"] == "x86_64"
+        releases[host] = release["name"]
+        active = mixed.run(host, "systemctl is-active flannel-forwarder docker", check=False).stdout.split()
+        assert active == ["active", "active"], (host, active)
+    by_suite = {}
+    for host, name in releases.items():
+        by_suite.setdefault(mixed.suite(host), set()).add(name)
+    # one release per distinct target: the same for the hosts of one release, another for the other
+    assert all(len(names) == 1 for names in by_suite.values()), by_suite
+    assert by_suite["bookworm"] != by_suite["trixie"], by_suite
+
+
+def test_docker0_has_the_leased_gateway_and_mtu_on_both_docker_versions(mixed):
+    gateways = {}
+    for host in mixed.host_names:
+        env = subnet_env(mixed, host)
+        assert env["FLANNEL_NETWORK"] == NETWORK and env["FLANNEL_MTU"] == "1472", (host, env)
+        addr = mixed.run(host, "ip -4 -o addr show dev docker0", check=True).stdout
+        assert "inet %s " % env["FLANNEL_SUBNET"] in addr, (host, addr)
+        mtu = mixed.run(host, ["docker", "network", "inspect", "-f",
+                               '{{index .Options "com.docker.network.driver.mtu"}}', "bridge"], check=True)
+        assert mtu.stdout.strip() == "1472", (host, mtu.stdout)
+        gateways[host] = env["FLANNEL_SUBNET"]
+    assert len(set(gateways.values())) == len(mixed.hosts), gateways
+
+
+def test_containers_on_every_pair_of_hosts_reach_each_other(mixed):
+    ips = parallel(lambda h: start_container(mixed, h), mixed.host_names)
+    for host, ip in ips.items():  # a container's MTU is the bridge's on both docker versions
+        link = mixed.run(host, "docker exec ofl-e2e ip -o link show dev eth0", check=True).stdout
+        assert " mtu 1472 " in link, (host, link)
+    pairs = [(a, b) for a in mixed.host_names for b in mixed.host_names if a != b]
+    results = parallel(lambda pair: ping(mixed, pair[0], ips[pair[1]]), pairs)
+    failures = ["%s (%s) -> %s (%s) %s: %s" % (a, mixed.suite(a), b, mixed.suite(b), ips[b], results[(a, b)].stdout[-300:])
+                for a, b in pairs if results[(a, b)].returncode != 0]
+    assert not failures, "\n".join(failures)
+
+
+def test_second_run_changes_nothing_and_restarts_nothing(mixed):
+    units = ("flannel-forwarder.service", "docker.service")
+    before = {h: {u: service_state(mixed, h, u) for u in units} for h in mixed.host_names}
+    run = run_playbook(mixed, "site.yml")
+    TIMINGS["second_run_s"] = round(run.seconds, 1)
+    assert run.rc == 0, run.tail()
+    assert all(r["changed"] == 0 for r in run.recap.values()), (run.recap, run.changed_tasks())
+    after = {h: {u: service_state(mixed, h, u) for u in units} for h in mixed.host_names}
+    assert after == before
