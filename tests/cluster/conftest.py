@@ -78,3 +78,14 @@ def converged(cluster):
     run = run_playbook(cluster, "site.yml")
     assert run.rc == 0, run.tail()
     return cluster
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """The collection as a user gets it: this checkout's tarball, installed into an empty collections path
+    (flannel_helpers.build_and_install); test_site_galaxy.py checks the tarball, test_site_mixed.py runs
+    site.yml from it."""
+    from cluster.flannel_helpers import ansible_tool, build_and_install
+    if not ansible_tool("ansible-galaxy") or not ansible_tool("ansible-playbook"):
+        pytest.fail("ansible-galaxy/ansible-playbook not installed (make venv)", pytrace=False)
+    return build_and_install(tmp_path_factory.mktemp("galaxy"))

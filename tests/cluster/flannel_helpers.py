@@ -246,3 +246,47 @@ def gateway_of(cluster, host):
 def readyz(cluster, host):
     """What the host's forwarder answers on /readyz (the status code, or the error), read with its python3."""
     return cluster.run(host, ["python3", "-c", READYZ_PY], check=False, timeout=30).stdout.strip()
+
+
+# -- the collection as a user gets it: the built tarball, installed (tests/cluster/conftest.py `built`) --------
+
+
+def clean_env(collections_path):
+    """The environment of a user's shell: no ANSIBLE_* of the test run (which point at the checkout)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_") and k != "PYTHONPATH"}
+    env.update(ANSIBLE_COLLECTIONS_PATH=collections_path, ANSIBLE_COLLECTIONS_SCAN_SYS_PATH="False",
+               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_HOST_KEY_CHECKING="0",
+               ANSIBLE_RETRY_FILES_ENABLED="0")
+    return env
+
+
+def run_checked(cmd, cwd, env, timeout=300):
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout, check=False)
+    assert res.returncode == 0, "%s: rc=%d\n%s%s" % (" ".join(cmd), res.returncode, res.stdout[-4000:],
+                                                     res.stderr[-4000:])
+    return res
+
+
+def build_and_install(base):
+    """`ansible-galaxy collection build` of this checkout, installed into an empty collections path:
+    (tarball, collections path, an empty working directory, the environment to run ansible in)."""
+    galaxy = ansible_tool("ansible-galaxy")
+    dist, collections, work = (os.path.join(str(base), d) for d in ("dist", "collections", "work"))
+    for d in (dist, collections, work):
+        os.makedirs(d)
+    env = clean_env(collections)
+    run_checked([galaxy, "collection", "build", "--output-path", dist, REPO], cwd=work, env=env)
+    tarballs = [os.path.join(dist, f) for f in os.listdir(dist) if f.endswith(".tar.gz")]
+    assert len(tarballs) == 1, tarballs
+    run_checked([galaxy, "collection", "install", "--offline", "-p", collections, tarballs[0]], cwd=work, env=env)
+    return tarballs[0], collections, work, env
+
+
+def site_from_tarball(cluster, built, *args, timeout=900):
+    """ansible-playbook overlay.flannel.site from the installed tarball, cwd outside the checkout."""
+    _tarball, _collections, work, env = built
+    cmd = [ansible_tool("ansible-playbook"), "-i", cluster.inventory_path, "overlay.flannel.site",
+           "-e", "flannel_network=%s" % NETWORK] + list(args)
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=env, timeout=timeout, check=False)
+    return PlaybookRun(proc, time.monotonic() - start)
