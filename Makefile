@@ -77,7 +77,7 @@ lint: venv
 # release-lint does before them.
 test: deps cluster-deps venv venv-min release-lint
 	$(MAKE) --no-print-directory test-min
-	OVERLAY_FLANNEL_MIN_VENV=$(VENV_MIN) $(PY) -m pytest tests/unit tests/integration tests/cluster
+	OVERLAY_FLANNEL_MIN_VENV=$(VENV_MIN) $(PY) -m pytest --durations=40 tests/unit tests/integration tests/cluster
 	VENV=$(VENV) tests/sanity/run.sh
 	VENV=$(VENV) tests/lint/run.sh
 
