@@ -177,15 +177,21 @@ def a_new_lease_reaches_every_forwarder(c, counts, n):
     """A lease for fake host `n` reaches every forwarder (their peer counts were `counts`), and its
     release leaves them as they were: the watches work."""
     store = store_for(c)
+    ip = fake_ip(c, n)
+    released = False
     try:
-        ip = fake_ip(c, n)
         arrival = lease_change_arrival(c, lambda: store.acquire(ip, ttl=FAKE_TTL),
                                        {h: k + 1 for h, k in counts.items()})
         assert all(t is not None and t < 10 for t in arrival.values()), arrival
         store.release(ip)
+        released = True
         wait_for(lambda: peer_counts(c) == counts, timeout=30, what="the fake lease gone everywhere")
     finally:
-        store.client.close()
+        try:
+            if not released:  # a failure above must not leave the fake peer to the tests after this one
+                store.release(ip)
+        finally:
+            store.client.close()
 
 
 def lease_change_arrival(c, change, target_peers, timeout=30):
@@ -410,8 +416,9 @@ def test_leader_killed_while_forwarding(faults):
     assert ec.leader() not in (None, target)
 
     store = store_for(c)
+    ip = fake_ip(c, 1)
+    released = False
     try:
-        ip = fake_ip(c, 1)
         arrival = lease_change_arrival(c, lambda: store.acquire(ip, ttl=FAKE_TTL),
                                        {h: n + 1 for h, n in counts.items()})
         assert all(t is not None and t < 10 for t in arrival.values()), arrival
@@ -420,10 +427,15 @@ def test_leader_killed_while_forwarding(faults):
                              for m in all_metrics(c).values()),
                  timeout=30, what="every lease check on another member")
         store.release(ip)
+        released = True
         wait_for(lambda: peer_counts(c) == counts, timeout=30, what="the fake lease gone everywhere")
     finally:
-        store.client.close()
-        ec.start(target)
+        try:
+            if not released:  # a failure above must not leave the fake peer to the tests after this one
+                store.release(ip)
+        finally:
+            store.client.close()
+            ec.start(target)
     ec.wait_healthy(timeout=60)
 
 
