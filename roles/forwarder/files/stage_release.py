@@ -116,11 +116,10 @@ def platform_tags(machine, glibc):
     """pip --platform values a host with this machine and glibc can load, newest first."""
     if machine not in ("x86_64", "aarch64"):
         raise StageError("no binary wheels are staged for machine %r (x86_64 and aarch64 are)" % machine)
-    match = re.match(r"^2\.(\d+)", glibc or "")
-    if not match:
+    minor = glibc_minor(glibc)
+    if minor < 0:
         raise StageError("the host's C library is %r: the binary wheels need glibc 2.%d or newer"
                          % (glibc, OLDEST_MANYLINUX))
-    minor = int(match.group(1))
     if minor < OLDEST_MANYLINUX:
         raise StageError("the host has glibc %s: the binary wheels need 2.%d or newer" % (glibc, OLDEST_MANYLINUX))
     tags = ["manylinux_2_%d_%s" % (m, machine) for m in range(minor, OLDEST_MANYLINUX - 1, -1)]
@@ -327,7 +326,8 @@ def fill(root, wheelhouse, targets):
     with open(partial, "w", encoding="utf-8") as fh:
         json.dump(out, fh, indent=1, sort_keys=True)
     os.replace(partial, os.path.join(wheelhouse, MANIFEST))
-    return dict(wheelhouse=wheelhouse, targets=merged, added=[t for t in targets if t not in known])
+    return dict(wheelhouse=wheelhouse, targets=merged, target_names=[target_name(t) for t in merged],
+                added=[t for t in targets if t not in known])
 
 
 def main(argv=None):
