@@ -31,7 +31,6 @@ SETUP_SCRIPT = os.path.join(HERE, "image-setup.sh")
 CACHE_ROOT = os.environ.get("OVERLAY_FLANNEL_IMAGE_CACHE", "/var/cache/overlay-flannel/images")
 DEB_CACHE = os.path.join(os.path.dirname(CACHE_ROOT), "debs")
 DEFAULT_SUITE = "bookworm"
-SUITE = DEFAULT_SUITE  # the default cluster's image (kept for callers of the single-suite API)
 # The suites a host image can be built for: Debian's codename -> its release number.
 # bookworm's debootstrap and debian-archive-keyring (2023.3+deb12u2) both know trixie.
 SUITES = {"bookworm": "12", "trixie": "13"}
