@@ -4,8 +4,10 @@
 """Flannel's state in etcd: the config and the subnet leases, read and written atomically.
 
 This is the layer the modules and the forwarder share: it knows the keys
-(subnets.py), the rules (netconfig.py) and the lease choice (leases.py), and
-talks to etcd only through etcd_client.EtcdClient.
+(subnets.py), the rules (netconfig.py), the lease choice (leases.py) and the
+renewal rule (renewal.py, with the decisions of a lease holder that the
+forwarder's lease keeper acts on), and talks to etcd only through
+etcd_client.EtcdClient.
 
 Round trips: a snapshot (config + every lease) is one request; creating a
 lease is a snapshot, a grant and one transaction, whatever the number of
