@@ -35,7 +35,7 @@ from ansible_collections.overlay.flannel.plugins.module_utils.backends import Ba
 from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore, StoreError
 
 from . import __version__
-from .config import SettingsError, parse
+from .config import SettingsError, etcd_client_options, parse
 from .files import write_atomic
 from .health import HealthServer, render_metrics
 from .leasekeeper import LeaseKeeper, LeaseLost, NoLease, udp_peer_of
@@ -158,8 +158,7 @@ class Daemon:
         s = self.settings
         public_ip, iface, underlay_mtu = underlay(s)
         log.info("starting version=%s public_ip=%s iface=%s underlay_mtu=%d", __version__, public_ip, iface, underlay_mtu)
-        client = EtcdClient(s.etcd_endpoints, ca_cert=s.etcd_cafile, client_cert=s.etcd_certfile,
-                            client_key=s.etcd_keyfile, user=s.etcd_username, password=s.etcd_password)
+        client = EtcdClient(**etcd_client_options(s))
         store = FlannelStore(client, s.etcd_prefix)
         self.keeper = keeper = LeaseKeeper(store, public_ip, renew_margin=s.renew_margin_seconds,
                                            ttl=s.subnet_lease_ttl)

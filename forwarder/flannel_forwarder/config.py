@@ -84,8 +84,25 @@ FLAGS = (
 )
 
 
+def setting_name(flag):
+    """'--etcd-cafile / FLANNELD_ETCD_CAFILE': how a message names the setting of `flag`."""
+    return "--%s / %s%s" % (flag, ENV_PREFIX, flag.upper().replace("-", "_"))
+
+
+# The etcd client's settings as this daemon's user names them, for the hints of its errors.
+ETCD_SETTING_NAMES = {"ca_cert": setting_name("etcd-cafile"), "client_cert": setting_name("etcd-certfile"),
+                      "client_key": setting_name("etcd-keyfile")}
+
+
+def etcd_client_options(settings):
+    """The EtcdClient keyword arguments of these settings."""
+    return dict(endpoints=settings.etcd_endpoints, ca_cert=settings.etcd_cafile, client_cert=settings.etcd_certfile,
+                client_key=settings.etcd_keyfile, user=settings.etcd_username, password=settings.etcd_password,
+                setting_names=ETCD_SETTING_NAMES)
+
+
 def _convert(flag, kind, text):
-    where = "--%s / %s%s" % (flag, ENV_PREFIX, flag.upper().replace("-", "_"))
+    where = setting_name(flag)
     text = text.strip()
     if kind == "list":
         items = [item.strip() for item in text.split(",") if item.strip()]

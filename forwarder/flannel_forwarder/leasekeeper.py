@@ -5,7 +5,9 @@
   never picks a random subnet: that is the subnet module's job.
 - Own lease: renewed when less than the renew margin remains; re-created on
   the same subnet if it vanished; if another host took the subnet, the
-  keeper reports a fatal error and the daemon stops forwarding.
+  keeper reports a fatal error and the daemon stops forwarding. Those
+  decisions are module_utils/renewal.py's (pure, unit-tested); the keeper
+  schedules the checks and reads and writes etcd through the store.
 - The kind of the own lease follows etcd: a key turned into a reservation
   (renew.yml -e flannel_subnet_ttl=0) is no longer renewed, a reservation
   turned back into a lease is renewed on its new etcd lease, and a key that
@@ -36,6 +38,7 @@ import time
 
 from ansible_collections.overlay.flannel.plugins.module_utils import backends
 from ansible_collections.overlay.flannel.plugins.module_utils import etcd_client as etcd
+from ansible_collections.overlay.flannel.plugins.module_utils import renewal
 from ansible_collections.overlay.flannel.plugins.module_utils.backends import BackendError
 from ansible_collections.overlay.flannel.plugins.module_utils.leases import LeaseError, read_leases
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import ConfigError, dumps
@@ -224,13 +227,8 @@ class LeaseKeeper:
             self.seen_ttl = granted
 
     def margin(self):
-        """The renew margin, but below the TTL the own etcd lease was granted with: a lease turned to a shorter
-        TTL than the configured margin (renew.yml -e flannel_subnet_ttl=20) is renewed at half its TTL, not on
-        every check."""
-        granted = self.seen_ttl
-        if granted and self.renew_margin >= granted:
-            return max(1, granted // 2)
-        return self.renew_margin
+        """The renew margin in force for the own etcd lease (renewal.effective_margin)."""
+        return renewal.effective_margin(self.renew_margin, self.seen_ttl)
 
     def recreate_ttl(self):
         """The TTL of a lease re-created here: the kind last seen in etcd, else the configured one."""
@@ -244,7 +242,7 @@ class LeaseKeeper:
     def lease_endpoint(self):
         """The URL of the etcd member that answered the last lease request."""
         try:
-            return self.store.client.endpoint
+            return self.store.endpoint
         except AttributeError:
             return None
 
@@ -263,7 +261,7 @@ class LeaseKeeper:
         self._on_fatal = on_fatal
         self._on_config = on_config
         # The watch stream gets connections of its own (see EtcdClient.clone).
-        self._watch_client = self.store.client.clone()
+        self._watch_store = self.store.clone()
         for target, name in ((self._renew_loop, "lease-renew"), (self._watch_loop, "peer-watch")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -277,7 +275,7 @@ class LeaseKeeper:
         for thread in self._threads:
             thread.join(5)
         if self._threads:
-            self._watch_client.close()
+            self._watch_store.close()
 
     def _fail(self, exc):
         if self.fatal is None:
@@ -311,66 +309,47 @@ class LeaseKeeper:
         return max(1.0, min(self.check_interval, left - self.margin() + 1.0))
 
     def check_own_lease(self):
-        """Renew when due; re-create when gone; LeaseLost when another host holds the subnet."""
+        """Renew when due; re-create when gone; LeaseLost when another host holds the subnet (see renewal)."""
         with self._lock:
             own = self.lease
-            kv = self.store.client.get(own.key)
-            if kv is None:
-                self._recreate("vanished")
+            found, ttl = self.store.lease_at(own.key)
+            decision = renewal.check_own_lease(own, found, ttl, self.public_ip, self.renew_margin)
+            if decision.action == renewal.TAKEN:
+                raise LeaseLost(decision.why)
+            if decision.action == renewal.VANISHED:
+                self._recreate(decision)
                 return
-            current = read_leases(self.store.prefix, [(kv.key, kv.value, kv.lease, kv.mod_revision)])[0]
-            if not current or current[0].public_ip != self.public_ip:
-                if current:
-                    raise LeaseLost("subnet %s is now leased to %s" % (own.subnet, current[0].public_ip))
-                # Someone wrote garbage over our key: it is no longer a lease of ours, and the
-                # subnet module treats it as taken, so site.yml gives this host another subnet.
-                raise LeaseLost("subnet %s: the key %s holds an unreadable value now; run playbooks/site.yml "
-                                "for this host (it leases another subnet)" % (own.subnet, own.key))
-            if current[0].lease_id != own.lease_id:
-                log.info("own lease on %s is %s now", own.subnet,
-                         "a reservation (no etcd lease): not renewed" if not current[0].lease_id
-                         else "on etcd lease %x" % current[0].lease_id)
-            self.lease = current[0]
-            if not self.lease.lease_id:
+            lease = decision.lease
+            if lease.lease_id != own.lease_id:
+                log.info("own lease on %s is %s now", own.subnet, decision.why if decision.action == renewal.RESERVED
+                         else "on etcd lease %x" % lease.lease_id)
+            self.lease = lease
+            if decision.action == renewal.RESERVED:
                 self.expires_at = None
                 self.seen_ttl = 0
                 return
-            remaining, granted = self.store.ttls([self.lease]).get(self.lease.lease_id, (-1, 0))
-            if remaining <= 0:
-                self._recreate("expired", dead=self.lease.lease_id)
-                return
-            self.seen_ttl = granted
-            if remaining < self.margin():
-                ttl = self.store.client.keepalive(self.lease.lease_id)
-                if ttl <= 0:
-                    self._recreate("expired", dead=self.lease.lease_id)
+            self.seen_ttl = decision.granted
+            if decision.action == renewal.RENEW:
+                decision = renewal.renewed(lease, self.store.keepalive(lease), decision.granted)
+                if decision.action == renewal.VANISHED:
+                    self._recreate(decision)
                     return
-                log.info("lease renewed subnet=%s ttl=%d", own.subnet, ttl)
-                remaining = ttl
-            self.expires_at = time.monotonic() + remaining
+                log.info("lease renewed subnet=%s ttl=%d", own.subnet, decision.remaining)
+            self.expires_at = time.monotonic() + decision.remaining
 
-    def _recreate(self, why, dead=None):
+    def _recreate(self, vanished):
+        """After a VANISHED decision: a fresh listing decides (renewal.own_lease_gone)."""
         subnet = self.lease.subnet
-        snap = self.store.snapshot()
-        # Re-leased elsewhere (the subnet module with relet, or a new subnet
-        # request)? Then the old subnet must stay free: exit, and let the
-        # service restart on the new lease.
-        mine = snap.leases_of(self.public_ip)
-        moved = [lease for lease in mine if lease.subnet != subnet]
-        if moved:
-            raise LeaseLost("this host's lease moved from %s to %s; exiting to restart on it"
-                            % (subnet, moved[0].subnet))
-        # The key is there again, or was rewritten between our read and the renewal (a lease turned into a
-        # reservation revokes the old etcd lease): take it as it is; re-creating would overwrite it.
-        again = [lease for lease in mine if lease.subnet == subnet and lease.lease_id != dead]
-        if again:
-            self.lease = again[0]
+        decision = renewal.own_lease_gone(subnet, self.store.snapshot().leases_of(self.public_ip), vanished.dead)
+        if decision.action == renewal.MOVED:
+            raise LeaseLost(decision.why)
+        if decision.action == renewal.ADOPT:
+            self.lease = decision.lease
             self._update_expiry()
-            log.info("own lease on %s changed meanwhile (%s): kept as it is", subnet,
-                     "a reservation" if not self.lease.lease_id else "etcd lease %x" % self.lease.lease_id)
+            log.info("own lease on %s %s", subnet, decision.why)
             return
         ttl = self.recreate_ttl()
-        log.warning("own lease %s on %s: re-creating it (%s)", why, subnet,
+        log.warning("own lease %s on %s: re-creating it (%s)", vanished.why, subnet,
                     "a reservation" if not ttl else "ttl %ds" % ttl)
         try:
             out = self.store.acquire(self.public_ip, requested=subnet, ttl=ttl, **self.backend_attrs())
@@ -385,7 +364,7 @@ class LeaseKeeper:
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                self._watch = self._watch_client.watch_prefix(self.store.prefix + "/", self.revision + 1)
+                self._watch = self._watch_store.watch(self.revision + 1)
                 for revision, events in self._watch:
                     backoff = 0.5
                     self.etcd_connected = True
@@ -425,9 +404,11 @@ class LeaseKeeper:
         self.revision = snap.revision
         self.etcd_connected = True
         log.info("peers listed count=%d revision=%d", len(self.peers.snapshot()), snap.revision)
-        own = self._find(snap.leases, self.lease.subnet)
-        if own is not None and own.public_ip != self.public_ip:
-            self._fail(LeaseLost("subnet %s is now leased to %s" % (own.subnet, own.public_ip)))
+        found = self._find(snap.leases, self.lease.subnet)
+        if found is not None:
+            decision = renewal.seen_own_key(self.lease, found, self.public_ip)
+            if decision.action == renewal.TAKEN:
+                self._fail(LeaseLost(decision.why))
 
     def _apply(self, events):
         """Apply one watch response: its peer changes go into the table in one swap (PeerTable.apply), so a
@@ -523,14 +504,15 @@ class LeaseKeeper:
             return
         lease = leases[0]
         if lease.subnet == self.lease.subnet:
-            if lease.public_ip != self.public_ip:
-                self._fail(LeaseLost("subnet %s is now leased to %s" % (lease.subnet, lease.public_ip)))
-            else:
-                if not lease.lease_id and self.lease.lease_id:
-                    # Now a reservation: nothing left to renew (the renewal's next check confirms it).
-                    self.expires_at = None
-                    self.seen_ttl = 0
-                self.lease = lease
+            decision = renewal.seen_own_key(self.lease, lease, self.public_ip)
+            if decision.action == renewal.TAKEN:
+                self._fail(LeaseLost(decision.why))
+                return
+            if not lease.lease_id and self.lease.lease_id:
+                # Now a reservation: nothing left to renew (the renewal's next check confirms it).
+                self.expires_at = None
+                self.seen_ttl = 0
+            self.lease = lease
             return
         if lease.public_ip == self.public_ip:
             return  # a stale second lease of ours; the subnet module cleans those

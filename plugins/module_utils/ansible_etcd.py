@@ -34,6 +34,8 @@ def etcd_argument_spec():
 
 
 ETCD_REQUIRED_TOGETHER = [["etcd_client_cert", "etcd_client_key"], ["etcd_user", "etcd_password"]]
+# The client's settings as a playbook names them, for the hints of its errors.
+ETCD_SETTING_NAMES = {"ca_cert": "etcd_ca_cert", "client_cert": "etcd_client_cert", "client_key": "etcd_client_key"}
 
 
 def connect(module):
@@ -44,7 +46,7 @@ def connect(module):
     try:
         client = EtcdClient(p["etcd_endpoints"], ca_cert=p["etcd_ca_cert"], client_cert=p["etcd_client_cert"],
                             client_key=p["etcd_client_key"], user=p["etcd_user"], password=p["etcd_password"],
-                            timeout=p["etcd_timeout"])
+                            timeout=p["etcd_timeout"], setting_names=ETCD_SETTING_NAMES)
         return FlannelStore(client, p["etcd_prefix"])
     except (EtcdError, SubnetError) as exc:
         module.fail_json(msg=str(exc))

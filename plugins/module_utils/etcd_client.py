@@ -203,8 +203,17 @@ def _connected(channel):
         return None
 
 
-def _cause(err, timeout):
-    """A short, human cause from a gRPC error."""
+def _setting_list(names, *settings):
+    """'A, B and C': how the caller's user names these client settings ("ca_cert", "client_cert",
+    "client_key"); None when the caller gave no names."""
+    if not names:
+        return None
+    words = [names.get(setting, setting) for setting in settings]
+    return words[0] if len(words) == 1 else "%s and %s" % (", ".join(words[:-1]), words[-1])
+
+
+def _cause(err, timeout, names=None):
+    """A short, human cause from a gRPC error; its hints name the settings as `names` spells them."""
     code = err.code().name if hasattr(err, "code") and err.code() is not None else "UNKNOWN"
     details = (err.details() if hasattr(err, "details") else str(err)) or ""
     # "failed to connect to all addresses; last error: UNKNOWN: ipv4:1.2.3.4:2379: <cause>"
@@ -217,11 +226,15 @@ def _cause(err, timeout):
     if "connection refused" in low:
         return "connection refused"
     if "certificate_verify_failed" in low:
-        return "TLS: the server certificate is not trusted (check etcd_ca_cert)"
+        hint = _setting_list(names, "ca_cert")
+        return "TLS: the server certificate is not trusted" + (" (check %s)" % hint if hint else "")
     if "tsi_data_corrupted" in low:
-        return "TLS: the server rejected the connection (it may require a client certificate: etcd_client_cert, etcd_client_key)"
+        hint = _setting_list(names, "client_cert", "client_key")
+        return "TLS: the server rejected the connection (it may require a client certificate%s)" % (
+            ": " + hint if hint else "")
     if "ssl" in low or "handshake" in low or "tsi_" in low or "certificate" in low:
-        return "TLS handshake failed (check etcd_ca_cert, etcd_client_cert and etcd_client_key): %s" % details
+        hint = _setting_list(names, "ca_cert", "client_cert", "client_key")
+        return "TLS handshake failed%s: %s" % (" (check %s)" % hint if hint else "", details)
     if "dns" in low or "resolve" in low or "name or service" in low:
         return "host name could not be resolved"
     if "no route" in low or "unreachable" in low:
@@ -241,6 +254,11 @@ class EtcdClient(object):
     is tried, and the one that answered becomes current. `round_trips` counts
     every request sent (benchmarks read it).
 
+    `setting_names` maps "ca_cert", "client_cert" and "client_key" to the
+    names the caller's user sets them by (a module's options, the daemon's
+    flags): error hints use them ("check etcd_ca_cert"); without it the
+    errors give no hint.
+
     One client may be used by several threads (the forwarder's lease renewal
     and its peer re-listing share one): a failed call drops only the channel
     it used, never one that another thread has opened since, and a call whose
@@ -248,7 +266,7 @@ class EtcdClient(object):
     """
 
     def __init__(self, endpoints=DEFAULT_ENDPOINTS, ca_cert=None, client_cert=None, client_key=None,
-                 user=None, password=None, timeout=DEFAULT_TIMEOUT, retry_window=None):
+                 user=None, password=None, timeout=DEFAULT_TIMEOUT, retry_window=None, setting_names=None):
         if not HAS_ETCD3:
             raise EtcdError("python-etcd3 and grpcio are required: %s" % (ETCD3_IMPORT_ERROR or "").strip().splitlines()[-1])
         if isinstance(endpoints, str):
@@ -274,6 +292,7 @@ class EtcdClient(object):
         self._key = _read_file(client_key, "etcd client key")
         self._user = user
         self._password = password
+        self.setting_names = dict(setting_names or {})
         self._current = 0
         self._channels = {}
         self._tokens = {}
@@ -343,6 +362,9 @@ class EtcdClient(object):
             self._tokens[index] = token
         return (("token", token),)
 
+    def _cause(self, err, timeout):
+        return _cause(err, timeout, self.setting_names)
+
     def _call(self, service, method, request, stream=False):
         """Send one request, failing over across endpoints on transport errors."""
 
@@ -354,8 +376,14 @@ class EtcdClient(object):
             return fn(request, timeout, metadata=metadata)
         return self._failover(attempt)
 
-    def _failover(self, attempt):
+    def _failover(self, attempt, what=None, retry_window=None):
         """attempt(index, channel, metadata, timeout) on the current endpoint, then on the next ones.
+
+        The one fail-over loop: requests (_call), lease TTLs and opening a
+        watch go through it. `what` names the request in an error that is
+        not a fail-over ("etcd <url>: watch failed: <cause>"); `retry_window`
+        (default: the client's) bounds the rounds of a busy or slow cluster,
+        0 for one round (a watch: its caller reconnects with backoff).
 
         A member that cannot be reached is dropped and the next one tried. When
         every member answered but none could serve (an election, an overload:
@@ -371,7 +399,7 @@ class EtcdClient(object):
         eventually waited for, instead of being abandoned and sent again
         (which only adds to the load) until the window closes.
         """
-        deadline = time.monotonic() + self.retry_window
+        deadline = time.monotonic() + (self.retry_window if retry_window is None else retry_window)
         pause = 0.1
         wait = self.timeout
         while True:
@@ -396,20 +424,20 @@ class EtcdClient(object):
                             continue
                         if _busy(err):
                             busy = True
-                            failures.append("%s (%s)" % (ep.url, _cause(err, wait)))
+                            failures.append("%s (%s)" % (ep.url, self._cause(err, wait)))
                             break
                         if _transport_failure(err):
                             # A member that timed out on a connection that is up may only be slow (an
                             # overloaded cluster): the connection is kept (a new one costs it a TLS
                             # handshake, and gRPC's keepalive notices one that died). One that refused
                             # the connection, or never finished setting it up, is gone.
-                            failures.append("%s (%s)" % (ep.url, _cause(err, wait)))
+                            failures.append("%s (%s)" % (ep.url, self._cause(err, wait)))
                             if code == "DEADLINE_EXCEEDED" and _connected(channel) is not False:
                                 busy = slow = True
                             else:
                                 self._discard(index, channel)
                             break
-                        raise EtcdError("etcd %s: %s" % (ep.url, _cause(err, wait)))
+                        raise EtcdError("etcd %s: %s%s" % (ep.url, what + " failed: " if what else "", self._cause(err, wait)))
             if not busy or time.monotonic() + pause > deadline:
                 raise EtcdUnavailable("no etcd endpoint answered: %s" % ", ".join(failures))
             # Jittered over the whole pause, so that many clients of an overloaded or recovering
@@ -606,30 +634,24 @@ class Watch(object):
         self._done.wait()
 
     def _open(self):
+        """The watch's stream and its first response, on the first endpoint that opens it (one round of
+        _failover: the caller reconnects with backoff); (None, None) when cancelled meanwhile."""
         client = self.client
-        failures = []
-        count = len(client.endpoints)
-        for attempt in range(count):
-            index = (client._current + attempt) % count
-            ep = client.endpoints[index]
-            channel = client._channel(index)
+
+        def attempt(index, channel, metadata, _timeout):
+            # No deadline: the stream lives as long as the watch.
+            client.round_trips += 1
+            call = client._stub(index, "Watch", channel).Watch(self._requests(), metadata=metadata)
             try:
-                metadata = client._metadata(index, channel)
-                client.round_trips += 1
-                call = client._stub(index, "Watch", channel).Watch(self._requests(), metadata=metadata)
                 first = next(call)  # the "created" response, or an error
-                client._current = index
-                self._index, self._channel = index, channel
-                self.endpoint = ep.url
-                return call, first
             except grpc.RpcError as err:
                 if err.code().name == "CANCELLED" and self._done.is_set():
                     return None, None
-                if not _transport_failure(err):
-                    raise EtcdError("etcd %s: watch failed: %s" % (ep.url, _cause(err, client.timeout)))
-                failures.append("%s (%s)" % (ep.url, _cause(err, client.timeout)))
-                client._discard(index, channel)
-        raise EtcdUnavailable("no etcd endpoint answered: %s" % ", ".join(failures))
+                raise
+            self._index, self._channel = index, channel
+            self.endpoint = client.endpoints[index].url
+            return call, first
+        return client._failover(attempt, what="watch", retry_window=0)
 
     def _failed(self, drop_channel=False, drop_token=False):
         """The stream on endpoint self._index failed: the next Watch starts at the endpoint after it."""
@@ -669,7 +691,7 @@ class Watch(object):
             if self._done.is_set():
                 return
             self._failed(drop_channel=True)
-            raise EtcdUnavailable("etcd %s: watch broken: %s" % (self.endpoint, _cause(err, self.client.timeout)))
+            raise EtcdUnavailable("etcd %s: watch broken: %s" % (self.endpoint, self.client._cause(err, self.client.timeout)))
 
     def cancel(self):
         self._done.set()

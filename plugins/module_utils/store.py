@@ -4,8 +4,10 @@
 """Flannel's state in etcd: the config and the subnet leases, read and written atomically.
 
 This is the layer the modules and the forwarder share: it knows the keys
-(subnets.py), the rules (netconfig.py) and the lease choice (leases.py), and
-talks to etcd only through etcd_client.EtcdClient.
+(subnets.py), the rules (netconfig.py), the lease choice (leases.py) and the
+renewal rule (renewal.py, with the decisions of a lease holder that the
+forwarder's lease keeper acts on), and talks to etcd only through
+etcd_client.EtcdClient.
 
 Round trips: a snapshot (config + every lease) is one request; creating a
 lease is a snapshot, a grant and one transaction, whatever the number of
@@ -28,6 +30,7 @@ from ansible_collections.overlay.flannel.plugins.module_utils.leases import (
     read_leases,
 )
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import ConfigError, parse
+from ansible_collections.overlay.flannel.plugins.module_utils.renewal import renewal_due
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import (
     config_key,
     lease_key,
@@ -118,6 +121,42 @@ class FlannelStore(object):
         """{lease_id: (remaining, granted)} for the etcd leases behind `leases`, in one round trip."""
         return self.client.time_to_live([lease.lease_id for lease in leases if lease.lease_id])
 
+    def lease_at(self, key):
+        """(found, ttl): what the lease key `key` holds now (a Lease, a BadEntry for an unreadable value,
+        None for no key) and (remaining, granted) of a Lease's etcd lease ((-1, 0) when it is gone; None
+        for a reservation or no lease). The inputs of renewal.check_own_lease."""
+        kv = self.client.get(key)
+        if kv is None:
+            return None, None
+        leases, bad = read_leases(self.prefix, [(kv.key, kv.value, kv.lease, kv.mod_revision)])
+        if not leases:
+            return bad[0], None
+        found = leases[0]
+        return found, (self.ttls([found]).get(found.lease_id, (-1, 0)) if found.lease_id else None)
+
+    def keepalive(self, lease):
+        """Renew the etcd lease of `lease` once: its TTL now (<= 0 when it no longer exists)."""
+        return self.client.keepalive(lease.lease_id)
+
+    # -- watching ------------------------------------------------------------
+
+    def watch(self, start_revision):
+        """An etcd_client.Watch of everything under the prefix (the config and the leases) from
+        `start_revision` on."""
+        return self.client.watch_prefix(self.prefix + "/", start_revision)
+
+    def clone(self):
+        """This store on connections of its own (a long-lived watch stream's: see EtcdClient.clone)."""
+        return FlannelStore(self.client.clone(), self.prefix)
+
+    @property
+    def endpoint(self):
+        """The URL of the etcd member that answered last."""
+        return self.client.endpoint
+
+    def close(self):
+        self.client.close()
+
     # -- config --------------------------------------------------------------
 
     def write_config(self, text, snap):
@@ -171,7 +210,7 @@ class FlannelStore(object):
                 if plan.action == "keep" and not plan.release and self._lease_fits(current, info, ttl):
                     out.lease = current
                     out.ttl = 0 if not ttl else info[0]
-                    if ttl and (renew or info[0] < renew_margin):
+                    if ttl and (renew or renewal_due(info[0], info[1], renew_margin)):
                         out.changed, out.action = True, "renew"
                         out.ttl = ttl if check_mode else self.client.keepalive(current.lease_id)
                     out.expires_at = _expiry(out.ttl)

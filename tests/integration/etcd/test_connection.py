@@ -90,14 +90,35 @@ def test_tls_errors_are_named(tls_server):
                                                     etcd_timeout=3))
     assert no_client_cert["failed"] and server.endpoint in no_client_cert["msg"], no_client_cert
     assert "client certificate" in no_client_cert["msg"]
+    # The hints name the modules' options (the daemon's flags: test_the_daemons_tls_errors_name_its_settings).
+    assert "client certificate: etcd_client_cert and etcd_client_key" in no_client_cert["msg"], no_client_cert["msg"]
     untrusted = run_module("subnet_info", dict(etcd_endpoints=[server.endpoint], etcd_timeout=3))
-    assert untrusted["failed"] and "server certificate is not trusted" in untrusted["msg"], untrusted["msg"]
+    assert untrusted["failed"] and "server certificate is not trusted (check etcd_ca_cert)" in untrusted["msg"], \
+        untrusted["msg"]
     plain = run_module("subnet_info", dict(etcd_endpoints=[server.endpoint.replace("https", "http")], etcd_timeout=3))
     assert plain["failed"] and server.endpoint.replace("https", "http") in plain["msg"]
     missing = run_module("subnet_info", dict(etcd_endpoints=[server.endpoint], etcd_ca_cert="/nonexistent/ca.pem"))
     assert missing["failed"] and "cannot read etcd CA certificate /nonexistent/ca.pem" in missing["msg"]
     half = run_module("subnet_info", dict(etcd_endpoints=[server.endpoint], etcd_client_cert=pki["client.pem"]))
     assert half["failed"] and "etcd_client_key" in half["msg"]
+
+
+def test_the_daemons_tls_errors_name_its_settings(tls_server):
+    from flannel_forwarder.config import etcd_client_options, parse
+
+    server, pki = tls_server
+
+    def failure(argv, environ):
+        settings, _action = parse(["--etcd-endpoints", server.endpoint] + argv, environ)
+        with EtcdClient(timeout=3, **etcd_client_options(settings)) as client:
+            with pytest.raises(EtcdUnavailable) as err:
+                client.get("/nothing")
+        assert "etcd_c" not in str(err.value), str(err.value)
+        return str(err.value)
+
+    assert "server certificate is not trusted (check --etcd-cafile / FLANNELD_ETCD_CAFILE)" in failure([], {})
+    assert "it may require a client certificate: --etcd-certfile / FLANNELD_ETCD_CERTFILE and --etcd-keyfile / " \
+           "FLANNELD_ETCD_KEYFILE" in failure([], {"FLANNELD_ETCD_CAFILE": pki["ca.pem"]})
 
 
 def test_user_password_auth():

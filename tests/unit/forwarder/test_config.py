@@ -66,3 +66,16 @@ def test_previous_subnet_from_subnet_env_else_the_state_file(tmp_path):
     assert str(read_previous(str(env), str(state))) == "10.5.9.0/24"
     env.write_text("garbage")
     assert str(read_previous(str(env), "")) == "None"
+
+
+def test_the_etcd_client_gets_each_setting_and_the_daemons_names_for_its_hints():
+    from flannel_forwarder.config import etcd_client_options
+    env = {"FLANNELD_ETCD_CAFILE": "/ca.pem", "FLANNELD_ETCD_USERNAME": "flannel", "FLANNELD_ETCD_PASSWORD": "pw"}
+    s, _action = parse(["--etcd-endpoints", "https://10.0.0.1:2379,https://10.0.0.2:2379", "--etcd-certfile", "/c.pem",
+                        "--etcd-keyfile", "/k.pem"], env)
+    assert etcd_client_options(s) == dict(
+        endpoints=["https://10.0.0.1:2379", "https://10.0.0.2:2379"], ca_cert="/ca.pem", client_cert="/c.pem",
+        client_key="/k.pem", user="flannel", password="pw",
+        setting_names={"ca_cert": "--etcd-cafile / FLANNELD_ETCD_CAFILE",
+                       "client_cert": "--etcd-certfile / FLANNELD_ETCD_CERTFILE",
+                       "client_key": "--etcd-keyfile / FLANNELD_ETCD_KEYFILE"})

@@ -1,6 +1,8 @@
-"""The forwarder's own-lease decisions when the lease changes kind under it (renew.yml's conversions).
+"""The lease keeper acting on its own-lease decisions when the lease changes kind under it (renew.yml's
+conversions); the decisions themselves are tested in tests/unit/core/test_renewal.py.
 
-A fake etcd in memory stands behind the store the keeper uses: keys with an etcd lease id (0: a
+A fake etcd in memory stands behind the store the keeper uses (the real FlannelStore's reads of one
+key and its renewal, with the listing and acquire() faked): keys with an etcd lease id (0: a
 reservation) and etcd leases with (remaining, granted). Hooks run a conversion at the worst moment,
 between the keeper reading its key and renewing its etcd lease.
 """
@@ -10,6 +12,7 @@ import json
 
 from ansible_collections.overlay.flannel.plugins.module_utils.leases import read_leases
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import parse
+from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore
 
 from flannel_forwarder.leasekeeper import LeaseKeeper, LeaseLost
 
@@ -48,7 +51,7 @@ class FakeEtcd:
         for key in [k for k, kv in self.keys.items() if kv.lease == lease_id]:
             del self.keys[key]
 
-    # what the keeper calls
+    # what the store calls
     def get(self, key):
         return self.keys.get(key)
 
@@ -74,13 +77,9 @@ class Out:
         self.lease = lease
 
 
-class FakeStore:
-    prefix = PREFIX
-    subnets_prefix = PREFIX + "/subnets/"
-    config_key = PREFIX + "/config"
-
+class FakeStore(FlannelStore):
     def __init__(self, fake):
-        self.client = fake
+        super().__init__(fake, PREFIX)
         self.fake = fake
 
     def snapshot(self):
@@ -239,3 +238,15 @@ def test_a_lease_shorter_than_the_margin_is_renewed_at_half_its_ttl_not_on_every
     fake2, _lease_id = leased(86400)
     assert keeper_on(fake2, margin=3600).margin() == 3600
     assert LeaseKeeper(None, IP, renew_margin=3600).margin() == 3600
+
+
+def test_a_key_read_as_gone_that_is_back_as_a_reservation_is_adopted_not_overwritten():
+    fake, _lease_id = leased(600)
+    k = keeper_on(fake)
+    reserve(fake)
+    real = fake.get
+    fake.get = lambda key: None  # the check's read meets the moment between a delete and the new put
+    k.check_own_lease()
+    fake.get = real
+    assert fake.acquired == [] and fake.keys[KEY].lease == 0
+    assert k.lease.lease_id == 0 and k.seconds_left() is None and k.seen_ttl == 0
