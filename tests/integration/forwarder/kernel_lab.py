@@ -21,7 +21,7 @@ from ansible_collections.overlay.flannel.plugins.module_utils.store import Flann
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import lease_key
 from support.etcd_server import EtcdServer
 
-from lab import CONTROLLER, NETWORK, PROBE, Lab, container_ip, host_ip, subnet, wait_for
+from lab import CONTROLLER, NETWORK, PROBE, Lab, container_ip, host_ip, subnet
 
 PREFIX = "/coreos.com/network"
 VNI = 1

@@ -16,7 +16,8 @@ from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import d
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import lease_key
 
 from kernel_lab import (DEVICE, NETWORK, PREFIX, VNI, container_ip, host_ip, ipj, lease, lease_value,
-                        make_env, routes, transfer, wait_for)
+                        make_env, routes, transfer)
+from lab import wait_for
 
 
 @pytest.fixture(scope="module")

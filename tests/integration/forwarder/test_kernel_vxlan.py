@@ -13,7 +13,8 @@ from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import lease_key
 
 from kernel_lab import (DEVICE, PREFIX, PROTO, VNI, container_ip, fdb, host_ip, ipj, lease, lease_value,
-                        make_env, neighbours, routes, subnet, transfer, wait_for)
+                        make_env, neighbours, routes, subnet, transfer)
+from lab import wait_for
 
 
 @pytest.fixture(scope="module")
