@@ -160,6 +160,8 @@ class SendBatch:
     pending, like a wire, counted as SEND_ERROR per datagram.
     """
 
+    __slots__ = ("buf", "view", "fill", "_start", "_seg", "_peer", "_compact_at", "_conn", "_st", "_chunks")
+
     def __init__(self, conn: UdpConn, stats, size: int):
         self.buf = bytearray(size)
         self.view = memoryview(self.buf)

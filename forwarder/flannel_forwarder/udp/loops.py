@@ -67,18 +67,18 @@ def check_datagrams(buf, n: int, seg: int, nets, stats) -> tuple:
     """
     spans = []
     nbytes = 0
-    from_bytes = int.from_bytes
+    from_bytes, check, allowed, ttl = int.from_bytes, check_ipv4, source_allowed, decrement_ttl
     for off in range(0, n, seg):
         ln = n - off if n - off < seg else seg
         try:
-            check_ipv4(buf, off, ln)
+            check(buf, off, ln)
         except PacketError as e:
             stats.drop(e.reason)
             continue
-        if not source_allowed(nets, from_bytes(buf[off + 12 : off + 16], "big")):
+        if not allowed(nets, from_bytes(buf[off + 12 : off + 16], "big")):
             stats.drop(SPOOFED)
             continue
-        if not decrement_ttl(buf, off):
+        if not ttl(buf, off):
             stats.drop(TTL_EXCEEDED)
             continue
         spans.append((off, ln))
@@ -110,6 +110,8 @@ class Device:
         self._threads: list[threading.Thread] = []
         self.failed = False  # a loop died of an unexpected exception (a bug)
         self._icmp_writer = None
+        self._tx_stats = self.stats.tx
+        self._lookup = peers.lookup
         tun.set_nonblocking(True)
 
     # -- lifecycle ------------------------------------------------------------
@@ -232,7 +234,7 @@ class Device:
             did = 0
             while did < budget:
                 try:
-                    plen = read()
+                    plen = read() - base
                 except BlockingIOError:
                     flush()
                     return did > 0
@@ -268,19 +270,18 @@ class Device:
         the TTL is decremented in place (for a super packet: in the header
         every segment copies).
         """
-        st = self.stats.tx
         if length < 20:
-            st.drop(SHORT)
+            self._tx_stats.drop(SHORT)
             return None
         if buf[off] >> 4 != 4:
-            st.drop(NOT_IPV4)  # e.g. IPv6, should the device ever get an address
+            self._tx_stats.drop(NOT_IPV4)  # e.g. IPv6, should the device ever get an address
             return None
-        peer = self.peers.lookup(int.from_bytes(buf[off + 16 : off + 20], "big"))
+        peer = self._lookup(int.from_bytes(buf[off + 16 : off + 20], "big"))
         if peer is None:
             self._unreachable(memoryview(buf)[off : off + length])
             return None
         if not decrement_ttl(buf, off):
-            st.drop(TTL_EXCEEDED)
+            self._tx_stats.drop(TTL_EXCEEDED)
             return None
         return peer
 

@@ -50,7 +50,7 @@ class Run:
     segments' payloads in order.  ``open`` tells whether a following
     segment may still continue the run (the last one was full-sized and
     had no PSH); ``try_extend`` appends another run that does.  A run of
-    one packet (``lone``) is written as it is.
+    one segment is written as it is.
     """
 
     __slots__ = ("hdr", "payloads", "plen", "count", "mss", "seq", "next_seq", "key", "flags", "open")
@@ -66,11 +66,6 @@ class Run:
         self.key = key
         self.flags = flags  # the last segment's TCP flags
         self.open = open_
-
-    @classmethod
-    def lone(cls, packet) -> "Run":
-        """Any packet that merges with nothing (not TCP, options, a fragment, flags...): written alone."""
-        return cls(packet, (), 0, 1, 0, 0, None, 0, False)
 
     def try_extend(self, other: "Run", max_size: int = MAX_IP_PACKET) -> bool:
         """Append *other* if it continues this run (same flow and key, next sequence number, size left)."""
@@ -117,14 +112,15 @@ class Run:
 
 
 def coalesce(buf, spans, max_size: int = MAX_IP_PACKET) -> list:
-    """Group the forwarded packets ``buf[off:off+len]`` (each (off, len) of *spans*, in order) into ``Run``s.
+    """Group the forwarded packets ``buf[off:off+len]`` (each (off, len) of *spans*, in order) into TUN writes.
 
-    Consecutive TCP segments of one flow merge (IPv4 without options, not
-    a fragment, flags ACK or ACK|PSH, a payload, equal ``invariant_key``,
-    contiguous sequence numbers, equal payload sizes but a shorter last
-    one, no PSH before the last, at most *max_size* bytes); anything else
-    is a ``Run.lone``.  The packets' TTLs and header checksums must
-    already be final.
+    Consecutive TCP segments of one flow merge into a ``Run`` (IPv4
+    without options, not a fragment, flags ACK or ACK|PSH, a payload,
+    equal ``invariant_key``, contiguous sequence numbers, equal payload
+    sizes but a shorter last one, no PSH before the last, at most
+    *max_size* bytes); any other packet stays a memoryview of itself, to
+    be written alone (a plain virtio header before it).  The packets'
+    TTLs and header checksums must already be final.
     """
     mv = memoryview(buf)
     runs = []
@@ -156,5 +152,5 @@ def coalesce(buf, spans, max_size: int = MAX_IP_PACKET) -> list:
                 runs.append(run)
                 continue
         run = None
-        runs.append(Run.lone(mv[off : off + ln]))
+        runs.append(mv[off : off + ln])
     return runs

@@ -21,9 +21,10 @@ header (``TunIO``), so the tests run them on a socketpair.
 
 from __future__ import annotations
 
+import functools
 import os
 
-from .coalesce import MAX_IP_PACKET, coalesce
+from .coalesce import MAX_IP_PACKET, Run, coalesce
 from .segment import complete_checksum, segment
 from .virtio import F_NEEDS_CSUM, GSO_NONE, VNET, VNET_HDR_LEN, ZERO_VNET_HDR, VirtioNetHdr
 
@@ -39,18 +40,17 @@ MERGE_SPACE = 4 * 65536
 class TunReader:
     """One TUN read at a time; ``buf[base:base + length]`` is the packet ``read()`` returned the length of."""
 
+    __slots__ = ("vnet", "base", "buf", "read", "_view", "_segment_tcp4")
+
     def __init__(self, fd: int, vnet: bool, segment_tcp4):
         self.vnet = vnet
-        self.base = VNET_HDR_LEN if vnet else 0
+        self.base = VNET_HDR_LEN if vnet else 0  # the packet's offset in buf
         self.buf = bytearray(READ_SIZE)
+        # read(): one packet into buf; returns the bytes read (the packet's length is that less base).
+        # BlockingIOError when none is queued.  (os.readv itself, bound: no Python frame per packet.)
+        self.read = functools.partial(os.readv, fd, (self.buf,))
         self._view = memoryview(self.buf)
-        self._fd = fd
-        self._bufs = (self.buf,)
         self._segment_tcp4 = segment_tcp4
-
-    def read(self) -> int:
-        """Read one packet; returns its length (without the virtio header).  BlockingIOError: none queued."""
-        return os.readv(self._fd, self._bufs) - self.base
 
     def packets_into(self, out, off: int, length: int) -> tuple:
         """The plain packets of the packet just read (*length* bytes), back to back in ``out[off:]``.
@@ -59,7 +59,7 @@ class TunReader:
         Raises ``PacketError`` for a super packet that cannot be cut.
         """
         buf, base = self.buf, self.base
-        if self.vnet:
+        if self.vnet and (buf[1] or buf[0] & F_NEEDS_CSUM):  # (else: a plain packet, complete)
             flags, gso_type, hdr_len, gso_size, csum_start, csum_offset = VNET.unpack_from(buf, 0)
             if gso_type != GSO_NONE:
                 hdr = VirtioNetHdr(flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
@@ -72,6 +72,8 @@ class TunReader:
 
 class TunWriter:
     """Writes checked packets to the TUN, counting the writes (``tun_packets``) and their failures in *stats*."""
+
+    __slots__ = ("vnet", "merged", "_fd", "_st", "_pending", "_end")
 
     def __init__(self, fd: int, vnet: bool, stats):
         self.vnet = vnet
@@ -113,7 +115,7 @@ class TunWriter:
         if self._pending is not None:  # keep the order of writes
             self.flush()
         mv = memoryview(buf)
-        fd, st = self._fd, self._st
+        fd, st, writev = self._fd, self._st, os.writev
         if not self.vnet:
             for off, ln in spans:
                 try:
@@ -124,13 +126,20 @@ class TunWriter:
         elif len(spans) == 1:  # a lone datagram (ACKs, pings, a UDP stream): nothing to merge
             off, ln = spans[0]
             try:
-                os.writev(fd, (ZERO_VNET_HDR, mv[off : off + ln]))
+                writev(fd, (ZERO_VNET_HDR, mv[off : off + ln]))
                 st.tun_packets += 1
             except OSError:
                 st.drop(TUN_WRITE_ERROR)
         else:
             for run in coalesce(buf, spans):
-                self._write(run)
+                if type(run) is Run:  # pylint: disable=unidiomatic-typecheck (the cheapest test per packet)
+                    self._write(run)
+                else:
+                    try:
+                        writev(fd, (ZERO_VNET_HDR, run))
+                        st.tun_packets += 1
+                    except OSError:
+                        st.drop(TUN_WRITE_ERROR)
 
     def write_packet(self, packet) -> bool:
         """Write one packet of our own (an ICMP error), not counted; False when the write failed."""
