@@ -54,7 +54,3 @@ class Stats:
             out["icmp_unreachable"] = self.icmp_unreachable
             out["way"] = self.way
             return out
-
-    def drops_total(self, direction: str | None = None) -> int:
-        dirs = (self.tx, self.rx) if direction is None else (getattr(self, direction),)
-        return sum(sum(dict(d.drops).values()) for d in dirs)

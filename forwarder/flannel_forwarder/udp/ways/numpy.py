@@ -17,7 +17,7 @@ import numpy as np
 
 from ...checksum import pseudo_header_sum, raw_sum
 from ...packet import PROTO_TCP, TCP_ACK, TCP_CWR, TCP_FIN, TCP_PSH, decrement_ttl
-from ..tun.coalesce import Run, invariant_key
+from ..tun.coalesce import VARYING, Run, invariant_key
 from ..tun.segment import segment_tcp4 as _reference_segment_tcp4
 
 NAME = "numpy"
@@ -192,10 +192,9 @@ def _row_ok(buf, o: int, doff: int, net: int, mask: int) -> bool:
 
 
 # Per header length: native 32-bit words of an IPv4+TCP header, with the bytes
-# that may differ between the rows of one run zeroed (identifier, header
-# checksum, sequence number, TCP checksum; tun.coalesce.invariant_offsets and
-# the total length, patched for the compare).  The TCP flags are compared: a
-# row with PSH (or anything but a plain ACK) stops the comparison.
+# in which the rows of one run differ (tun.coalesce.VARYING) zeroed.  The total
+# length is compared too (the last row's is patched for it), and so are the TCP
+# flags: a row with PSH (or anything but a plain ACK) stops the comparison.
 _SAME_MASKS: dict = {}
 # Sequence number offsets of the rows of one run: (k, mss) -> uint32 array.
 _SEQ_STEPS: dict = {}
@@ -239,7 +238,7 @@ def rx_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
     m = _SAME_MASKS.get(hl)
     if m is None:
         mb = bytearray(b"\xff" * hl)
-        for i in (4, 5, 10, 11, 24, 25, 26, 27, 36, 37):
+        for i in VARYING:
             mb[i] = 0
         m = _SAME_MASKS[hl] = np.frombuffer(bytes(mb), _U32)
     mss = seg - hl
