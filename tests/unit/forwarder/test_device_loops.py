@@ -281,3 +281,30 @@ def test_check_datagrams_applies_check_ipv4_and_source_allowed(mutate, reason):
 def test_the_way_is_chosen_once_and_counted(rig):
     dev, tun, conn = rig([], way="python")
     assert dev.way.NAME == "python" and dev.stats.snapshot()["way"] == "python"
+
+
+def test_send_batch_runs_chunks_and_flushes():
+    conn = FakeConn()  # 44 datagrams per send
+    st = DirectionStats()
+    batch = conn.sender(st, 2 * S.MAX_SEGMENTED)
+    other = ("10.213.0.13", 8285)
+
+    def put(peer, sizes):
+        data = b"".join(bytes([len(sizes)]) * n for n in sizes)
+        batch.view[batch.fill : batch.fill + len(data)] = data
+        batch.add(peer, len(data), sizes[0])
+
+    put(PEER, [100] * 30)
+    put(PEER, [100] * 30)  # 60 of one size: one whole send of 44 leaves, 16 wait
+    assert conn.calls == 1 and len(conn.sent) == 44
+    put(other, [100])  # another peer: the 16 leave first
+    assert conn.calls == 2 and [a for _d, a in conn.sent[44:]] == [PEER] * 16
+    put(other, [100, 100, 40])  # a short last datagram: the run cannot grow, it leaves
+    assert conn.calls == 3 and [len(d) for d, a in conn.sent[60:]] == [100, 100, 100, 40]
+    put(PEER, [100] * 3)
+    assert conn.calls == 3
+    batch.flush()
+    assert conn.calls == 4 and len(conn.sent) == 67 and st.batches == 4 and batch.fill == 0
+    conn.fail = errno.ENOBUFS
+    put(PEER, [100] * 50)  # the whole send fails, and the rest is lost with it
+    assert st.drops == {"send_error": 50} and batch.fill == 0
