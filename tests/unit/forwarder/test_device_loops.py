@@ -308,3 +308,18 @@ def test_send_batch_runs_chunks_and_flushes():
     conn.fail = errno.ENOBUFS
     put(PEER, [100] * 50)  # the whole send fails, and the rest is lost with it
     assert st.drops == {"send_error": 50} and batch.fill == 0
+
+
+@pytest.mark.parametrize("way", ["numpy", "python"])
+@pytest.mark.parametrize("split", [2, 3, 40])
+def test_rx_a_run_continues_over_small_receives(rx_rig, way, split):
+    # the per-packet path holds its last run back too (its payloads copied out of the receive buffer);
+    # (a lone datagram, the most common of which is an ACK, is written at once)
+    segs = wire_segments(46 * 1420)
+    batches = [(b"".join(segs[:split]), 1472, PEER), (b"".join(segs[split:split + 3]), 1472, PEER),
+               (b"".join(segs[split + 3:]), 1472, PEER)]
+    dev, tun, conn = rx_rig(batches, way=way)
+    dev._rx_step()(8)
+    assert len(tun.written) == 1
+    w = tun.written[0]
+    assert w[10 + 52 :] == b"".join(s[52:] for s in segs) and V.VirtioNetHdr.decode(w).gso_type == V.GSO_TCPV4

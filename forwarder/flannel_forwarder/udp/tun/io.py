@@ -111,9 +111,12 @@ class TunWriter:
             self._write(last)
 
     def write_packets(self, buf, spans) -> None:
-        """Write the checked packets ``buf[off:off + length]`` of *spans*, in order, merging what merges."""
-        if self._pending is not None:  # keep the order of writes
-            self.flush()
+        """Write the checked packets ``buf[off:off + length]`` of *spans*, in order, merging what merges.
+
+        The first run may continue the held one, and the last is held back
+        if it may continue (its payloads then copied to ``merged``: *buf*
+        is the next receive's).
+        """
         mv = memoryview(buf)
         fd, st, writev = self._fd, self._st, os.writev
         if not self.vnet:
@@ -123,23 +126,59 @@ class TunWriter:
                     st.tun_packets += 1
                 except OSError:
                     st.drop(TUN_WRITE_ERROR)
-        elif len(spans) == 1:  # a lone datagram (ACKs, pings, a UDP stream): nothing to merge
+            return
+        if len(spans) == 1 and self._pending is None:  # a lone datagram (ACKs, pings, a UDP stream)
             off, ln = spans[0]
             try:
                 writev(fd, (ZERO_VNET_HDR, mv[off : off + ln]))
                 st.tun_packets += 1
             except OSError:
                 st.drop(TUN_WRITE_ERROR)
+            return
+        pos = self.room()
+        runs = coalesce(buf, spans)
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            if isinstance(runs[0], Run) and pending.try_extend(runs[0]):
+                runs[0] = pending
+            else:
+                self._write(pending)
+        last = runs.pop()
+        for run in runs:
+            if isinstance(run, Run):
+                self._write(run)
+            else:
+                try:
+                    writev(fd, (ZERO_VNET_HDR, run))
+                    st.tun_packets += 1
+                except OSError:
+                    st.drop(TUN_WRITE_ERROR)
+        if isinstance(last, Run) and last.open:
+            self._hold(last, buf, pos)
+        elif isinstance(last, Run):
+            self._write(last)
         else:
-            for run in coalesce(buf, spans):
-                if isinstance(run, Run):
-                    self._write(run)
-                else:
-                    try:
-                        writev(fd, (ZERO_VNET_HDR, run))
-                        st.tun_packets += 1
-                    except OSError:
-                        st.drop(TUN_WRITE_ERROR)
+            try:
+                writev(fd, (ZERO_VNET_HDR, last))
+                st.tun_packets += 1
+            except OSError:
+                st.drop(TUN_WRITE_ERROR)
+
+    def _hold(self, run, buf, pos: int) -> None:
+        """Hold *run* back, its payloads in *buf* copied to ``merged[pos:]`` (its header too: a view of *buf*)."""
+        merged = memoryview(self.merged)
+        payloads = []
+        for p in run.payloads:
+            if p.obj is buf:
+                n = len(p)
+                merged[pos : pos + n] = p
+                p = merged[pos : pos + n]
+                pos += n
+            payloads.append(p)
+        run.payloads = payloads
+        run.hdr = bytes(run.hdr)
+        self._pending = run
+        self._end = pos
 
     def write_packet(self, packet) -> bool:
         """Write one packet of our own (an ICMP error), not counted; False when the write failed."""
