@@ -178,33 +178,44 @@ class SendBatch:
 
     def add(self, peer, total: int, seg: int) -> None:
         """Queue the *total* bytes of datagrams of *seg* bytes just written at ``view[fill:]`` for *peer*."""
-        start, fill = self._start, self.fill
-        if fill > start and (peer != self._peer or seg != self._seg or (fill - start) % self._seg):
+        start = self._start
+        fill = self.fill
+        if (total == seg and seg == self._seg and peer == self._peer and fill + seg - start < self._chunks[seg]
+                and fill + seg <= self._compact_at):
+            self.fill = fill + seg  # one more datagram of the pending run's size, no send due: the common case
+            return
+        if fill > start and (peer != self._peer or seg != self._seg or (fill - start) % seg):
             self._send(start, fill)
             start = fill
-        self._peer, self._seg = peer, seg
+        self._peer = peer
+        self._seg = seg
         fill += total
-        size = self._chunks.get(seg)
-        if size is None:
-            size = self._chunks[seg] = self._conn.chunk_bytes(seg)
-        while fill - start >= size:
-            if not self._send(start, start + size):
-                rest = fill - start - size  # lost with it
-                if rest:
-                    self._st.drop(SEND_ERROR, -(-rest // seg))
-                start = fill
-                break
-            start += size
+        size = self._chunks.get(seg) or self._chunk(seg)
+        if fill - start >= size:
+            while fill - start >= size:
+                if not self._send(start, start + size):
+                    rest = fill - start - size  # lost with it
+                    if rest:
+                        self._st.drop(SEND_ERROR, -(-rest // seg))
+                    start = fill
+                    break
+                start += size
         if (fill - start) % seg:  # ends with a short datagram: cannot grow
             self._send(start, fill)
             start = fill
         if start == fill:
-            start = fill = 0
+            self._start = self.fill = 0
         elif fill > self._compact_at:
             self.buf[: fill - start] = self.buf[start:fill]
-            fill -= start
-            start = 0
-        self._start, self.fill = start, fill
+            self._start = 0
+            self.fill = fill - start
+        else:
+            self._start = start
+            self.fill = fill
+
+    def _chunk(self, seg: int) -> int:
+        size = self._chunks[seg] = self._conn.chunk_bytes(seg)
+        return size
 
     def flush(self) -> None:
         """Send the pending run."""

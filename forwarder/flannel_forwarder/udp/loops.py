@@ -12,7 +12,7 @@ dropped and counted, never raised.
 The decisions are functions of their own, the ones the unit tests test:
 ``Device.route_tx`` (a packet read from the TUN: its peer, TTL, or an
 ICMP net unreachable) and ``check_datagrams`` (a received batch:
-packet.check_ipv4, routes.source_allowed, the TTL), or, for a batch of
+packet.check_ipv4_rows, routes.source_allowed, the TTL), or, for a batch of
 TCP segments from a sender with one subnet, the way's ``rx_runs`` (the
 same checks over the whole batch, tested against those).
 """
@@ -24,9 +24,10 @@ import logging
 import os
 import select
 import socket
+import struct
 import threading
 
-from ..packet import SHORT, TTL_EXCEEDED, PacketError, check_ipv4, decrement_ttl, icmp_net_unreachable
+from ..packet import SHORT, TTL_EXCEEDED, PacketError, check_ipv4_rows, decrement_ttl, icmp_net_unreachable
 from ..routes import PeerTable, source_allowed
 from ..stats import Stats
 from . import ways
@@ -55,32 +56,28 @@ _SEND_SPACE = 2 * MAX_SEGMENTED
 # One receive: the largest UDP payload, and room for a whole last row in the numpy way's views.
 _RECV_SPACE = 65535 + 8192
 _DONTWAIT = int(socket.MSG_DONTWAIT)
+_SOURCE = struct.Struct(">I")  # an IPv4 address as an int
 
 
 def check_datagrams(buf, n: int, seg: int, nets, stats) -> tuple:
     """The datagrams of ``buf[:n]`` (*seg* bytes each, the last may be shorter) that may go to the TUN.
 
-    Each must be a sound IPv4 packet (packet.check_ipv4) from inside the
-    sender's subnets *nets* (routes.source_allowed) with a TTL left; its
+    Each must be a sound IPv4 packet (packet.check_ipv4_rows) from inside
+    the sender's subnets *nets* (routes.source_allowed) with a TTL left; its
     TTL is decremented in place.  The others are counted as dropped in
     *stats*.  Returns ([(offset, length)...], their bytes).
     """
     spans = []
     nbytes = 0
-    from_bytes, check, allowed, ttl = int.from_bytes, check_ipv4, source_allowed, decrement_ttl
-    for off in range(0, n, seg):
-        ln = n - off if n - off < seg else seg
-        try:
-            check(buf, off, ln)
-        except PacketError as e:
-            stats.drop(e.reason)
-            continue
-        if not allowed(nets, from_bytes(buf[off + 12 : off + 16], "big")):
+    source, allowed, ttl = _SOURCE.unpack_from, source_allowed, decrement_ttl
+    for off in check_ipv4_rows(buf, n, seg, stats.drop):
+        if not allowed(nets, source(buf, off + 12)[0]):
             stats.drop(SPOOFED)
             continue
         if not ttl(buf, off):
             stats.drop(TTL_EXCEEDED)
             continue
+        ln = n - off if n - off < seg else seg
         spans.append((off, ln))
         nbytes += ln
     return spans, nbytes
@@ -347,12 +344,11 @@ class Device:
                         continue
                     if rx_runs is not None and n > seg and len(nets) == 1:
                         ((net, mask),) = nets
-                        pos = room()
-                        runs = rx_runs(buf, n, seg, net, mask, merged, pos)
+                        runs = rx_runs(buf, n, seg, net, mask, merged, room)
                         if runs is not None:
                             st.packets += -(-n // seg)
                             st.bytes += n
-                            write_runs(runs, pos)
+                            write_runs(runs)
                             continue
                     spans, nbytes = check_datagrams(buf, n, seg, nets, st)
                     if spans:

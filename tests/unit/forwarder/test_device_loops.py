@@ -266,7 +266,7 @@ def test_route_tx_decides_and_decrements_the_ttl_once(rig):
     (lambda p: tcp_packet(payload_bytes(100), src=0x0A050302, dst=0x0A050102), D.SPOOFED),  # another subnet
     (lambda p: P.build_ipv4_header(0x0A050202, 0x0A050102, 6, len(p) - 20, ttl=1) + p[20:], P.TTL_EXCEEDED),
 ])
-def test_check_datagrams_applies_check_ipv4_and_source_allowed(mutate, reason):
+def test_check_datagrams_applies_check_ipv4_rows_and_source_allowed(mutate, reason):
     good = tcp_packet(payload_bytes(100), src=0x0A050202, dst=0x0A050102)
     bad = mutate(good)
     assert len(bad) == len(good)

@@ -34,11 +34,17 @@ def test_parse_rejects(mutate, reason):
     with pytest.raises(P.PacketError) as e:
         P.parse_ipv4(mutate(tcp_packet(b"payload")))
     assert e.value.reason == reason
-    # check_ipv4 is the rule parse_ipv4 applies, and the one the RX loop calls (udp.loops.check_datagrams)
+    # check_ipv4 and parse_ipv4 are check_ipv4_rows, the rule the receive loop applies (udp.loops.check_datagrams)
     pkt = b"xx" + mutate(tcp_packet(b"payload"))
     with pytest.raises(P.PacketError) as e:
         P.check_ipv4(pkt, 2, len(pkt) - 2)
     assert e.value.reason == reason
+    good = tcp_packet(b"payload")
+    bad = mutate(good)
+    if len(bad) == len(good):  # (rows of one size: a GRO batch)
+        dropped = []
+        assert P.check_ipv4_rows(good + bad + good, 3 * len(good), len(good), dropped.append) == [0, 2 * len(good)]
+        assert dropped == [reason]
 
 
 @pytest.mark.parametrize("options", [b"", b"\x01\x01\x01\x00", bytes(40)])

@@ -100,7 +100,7 @@ def reference(pkts):
 def batch_step(way, pkts, pos=0):
     buf, n, seg = gro_batch(pkts)
     out = bytearray(4 * 65536)
-    return ways.get_way(way).rx_runs(buf, n, seg, NET, MASK, out, pos)
+    return ways.get_way(way).rx_runs(buf, n, seg, NET, MASK, out, lambda: pos)
 
 
 M = 1420
@@ -184,10 +184,10 @@ def test_a_run_continued_by_the_next_batch_is_one_write():
     out = bytearray(4 * 65536)
     numpy = ways.get_way("numpy")
     b1, n1, seg1 = gro_batch(pkts[:37])
-    r1 = numpy.rx_runs(b1, n1, seg1, NET, MASK, out, 0)
+    r1 = numpy.rx_runs(b1, n1, seg1, NET, MASK, out, lambda: 0)
     assert len(r1) == 1 and r1[0].open
     b2, n2, seg2 = gro_batch(pkts[37:])  # (the last 9: more than SMALL_BATCH)
-    r2 = numpy.rx_runs(b2, n2, seg2, NET, MASK, out, r1[0].plen)
+    r2 = numpy.rx_runs(b2, n2, seg2, NET, MASK, out, lambda: r1[0].plen)
     assert len(r2) == 1 and not r2[0].open  # ends with PSH
     assert r1[0].try_extend(r2[0])
     assert writes(r1) == reference(pkts)
@@ -198,12 +198,12 @@ def test_a_run_is_not_extended_across_gaps_or_other_flows():
     out = bytearray(4 * 65536)
     numpy = ways.get_way("numpy")
     b1, n1, seg1 = gro_batch(pkts[:8])
-    r1 = numpy.rx_runs(b1, n1, seg1, NET, MASK, out, 0)[0]
+    r1 = numpy.rx_runs(b1, n1, seg1, NET, MASK, out, lambda: 0)[0]
     b2, n2, seg2 = gro_batch(pkts[9:])  # pkts[8] lost
-    assert not r1.try_extend(numpy.rx_runs(b2, n2, seg2, NET, MASK, out, r1.plen)[0])
+    assert not r1.try_extend(numpy.rx_runs(b2, n2, seg2, NET, MASK, out, lambda: r1.plen)[0])
     other = segments(8 * M, seq=1000 + 8 * M, flags=P.TCP_ACK, options=TS[:-1] + b"\x09")
     b3, n3, seg3 = gro_batch(other)
-    r3 = numpy.rx_runs(b3, n3, seg3, NET, MASK, out, r1.plen)[0]
+    r3 = numpy.rx_runs(b3, n3, seg3, NET, MASK, out, lambda: r1.plen)[0]
     assert not r1.try_extend(r3)  # contiguous, but other TCP options: GRO would not merge either
 
 

@@ -17,7 +17,7 @@ import struct
 
 from ...checksum import fold, pseudo_header_sum, raw_sum
 from ...packet import PROTO_TCP, TCP_ACK, TCP_PSH
-from .virtio import VNET_HDR_LEN, ZERO_VNET_HDR, gso_tcpv4
+from .virtio import VNET_HDR_LEN, ZERO_VNET_HDR, pack_gso_tcpv4
 
 # Largest IPv4 packet; also the ceiling of one coalesced TUN write.
 MAX_IP_PACKET = 65535
@@ -26,10 +26,11 @@ _SEQ_MASK = 0xFFFFFFFF
 
 # Header bytes (IPv4 without options, then TCP) in which the segments of one run
 # differ: identifier, header checksum, sequence number, TCP checksum.  The total
-# length (2, 3) and the TCP flags (33) have rules of their own: the last segment
-# may be shorter, and PSH ends a run.
+# length (2, 3), the TTL (8) and the TCP flags (33) have rules of their own: the
+# last segment may be shorter, the TTL is compared as forwarded (one less), and
+# PSH ends a run.
 VARYING = (4, 5, 10, 11, 24, 25, 26, 27, 36, 37)
-OWN_RULES = (2, 3, 33)
+OWN_RULES = (2, 3, 8, 33)
 
 
 def invariant_offsets(hl: int) -> list:
@@ -41,8 +42,8 @@ def invariant_offsets(hl: int) -> list:
     return [i for i in range(hl) if i not in VARYING and i not in OWN_RULES]
 
 
-# invariant_offsets(hl)[:29], the fixed IPv4 + TCP part, in one unpack (the options follow on their own).
-_KEY = struct.Struct(">2s4x4s2x12s4x5sx2s2x2s")
+# invariant_offsets(hl)[:28], the fixed IPv4 + TCP part, in one unpack (the options follow on their own).
+_KEY = struct.Struct(">2s4x2sxs2x12s4x5sx2s2x2s")
 
 
 def invariant_key(buf, o: int, hl: int) -> tuple:
@@ -55,7 +56,7 @@ class Run:
 
     ``hdr`` is the first segment's IPv4 + TCP header as it is forwarded
     (TTL already decremented, header checksum valid); ``payloads`` the
-    segments' payloads in order; ``key`` its ``invariant_key``.  ``open`` tells whether a following
+    segments' payloads in order; ``key`` their ``invariant_key``.  ``open`` tells whether a following
     segment may still continue the run (the last one was full-sized and
     had no PSH); ``try_extend`` appends another run that does.  A run of
     one segment is written as it is.
@@ -82,6 +83,7 @@ class Run:
             and other.key == self.key
             and other.mss == self.mss
             and other.seq == self.next_seq
+            and other.hdr[8] == self.hdr[8]
             and len(self.hdr) + self.plen + other.plen <= max_size
         ):
             self.payloads += other.payloads
@@ -99,7 +101,7 @@ class Run:
             return (ZERO_VNET_HDR, self.hdr, *self.payloads)
         hl = len(self.hdr)
         h = bytearray(VNET_HDR_LEN + hl)
-        h[:VNET_HDR_LEN] = gso_tcpv4(hl, self.mss)
+        pack_gso_tcpv4(h, hl, self.mss)
         h[VNET_HDR_LEN:] = self.hdr
         ip = VNET_HDR_LEN
         total = hl + self.plen
@@ -147,6 +149,7 @@ def coalesce(buf, spans, max_size: int = MAX_IP_PACKET) -> list:
                     and seq == run.next_seq
                     and plen <= run.mss
                     and key == run.key
+                    and buf[off + 8] == run.hdr[8]
                     and hl + run.plen + plen <= max_size
                 ):
                     run.payloads.append(mv[off + hl : off + ln])

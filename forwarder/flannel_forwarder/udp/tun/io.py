@@ -73,7 +73,7 @@ class TunReader:
 class TunWriter:
     """Writes checked packets to the TUN, counting the writes (``tun_packets``) and their failures in *stats*."""
 
-    __slots__ = ("vnet", "merged", "_fd", "_st", "_pending", "_end")
+    __slots__ = ("vnet", "merged", "_fd", "_st", "_pending", "_end", "_pos")
 
     def __init__(self, fd: int, vnet: bool, stats):
         self.vnet = vnet
@@ -82,31 +82,37 @@ class TunWriter:
         self._st = stats
         self._pending = None  # the held run
         self._end = 0  # where its payload ends in merged
+        self._pos = 0  # where room() put the last receive's payloads
 
     def room(self) -> int:
         """Where in ``merged`` the next receive's payloads may go (after the held run's, if there is room)."""
         if self._pending is None:
-            return 0
-        if self._end > MERGE_SPACE // 2:
+            self._pos = 0
+        elif self._end > MERGE_SPACE // 2:
             self.flush()
-            return 0
-        return self._end
+            self._pos = 0
+        else:
+            self._pos = self._end
+        return self._pos
 
-    def write_runs(self, runs: list, pos: int) -> None:
-        """Write the runs of one receive (their payloads copied to ``merged[pos:]``, in order), holding the last back
-        if it may continue; the first continues the held run when it can."""
+    def write_runs(self, runs: list) -> None:
+        """Write the runs of one receive (their payloads copied to ``merged`` at ``room()``, in order, back to back),
+        holding the last back if it may continue; the first continues the held run when it can."""
+        end = self._pos
+        for run in runs:
+            end += run.plen
         pending, self._pending = self._pending, None
         if pending is not None:
             if pending.try_extend(runs[0]):
                 runs[0] = pending
             else:
                 self._write(pending)
-        for run in runs[:-1]:
+        last = runs.pop()
+        for run in runs:
             self._write(run)
-        last = runs[-1]
         if last.open:
             self._pending = last
-            self._end = pos + sum(r.plen for r in runs)
+            self._end = end
         else:
             self._write(last)
 
@@ -135,7 +141,7 @@ class TunWriter:
             except OSError:
                 st.drop(TUN_WRITE_ERROR)
             return
-        pos = self.room()
+        pos = 0 if self._pending is None else self.room()
         runs = coalesce(buf, spans)
         pending, self._pending = self._pending, None
         if pending is not None:

@@ -46,6 +46,7 @@ class VirtioNetHdr(NamedTuple):
         return cls._make(VNET.unpack_from(buf, off))
 
 
-def gso_tcpv4(hdr_len: int, mss: int) -> bytes:
-    """The header of a TCP super packet we write: the kernel cuts it at *mss* and finishes the TCP checksums."""
-    return VNET.pack(F_NEEDS_CSUM, GSO_TCPV4, hdr_len, mss, 20, 16)
+def pack_gso_tcpv4(buf, hdr_len: int, mss: int) -> None:
+    """The header of a TCP super packet we write, at the start of *buf*: the kernel cuts it at *mss* and
+    finishes the TCP checksums (the field at 20 + 16: IPv4 without options)."""
+    VNET.pack_into(buf, 0, F_NEEDS_CSUM, GSO_TCPV4, hdr_len, mss, 20, 16)

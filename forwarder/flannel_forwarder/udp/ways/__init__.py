@@ -7,10 +7,11 @@ A way module has:
   (virtio header with TSO, UDP_SEGMENT, UDP_GRO);
 * ``segment_tcp4(pkt, length, iphl, thl, mss, count, last, out) -> bytes``
   (tun.segment: cut a checked TCP super packet);
-* ``rx_runs(buf, n, seg, net, mask, out, pos) -> [Run] | None``, or None
+* ``rx_runs(buf, n, seg, net, mask, out, room) -> [Run] | None``, or None
   when the way has no batch step: check a received GRO batch from a
   sender with one subnet and cut it into runs at once (None: the
-  per-packet path decides).
+  per-packet path decides); ``room()`` gives the offset in *out* where the
+  batch's payloads may go, asked only once the batch is taken.
 
 ``numpy`` (the default), ``python`` (when numpy is missing or
 FLANNEL_FORWARDER_NO_NUMPY is set, the only place that variable is read)

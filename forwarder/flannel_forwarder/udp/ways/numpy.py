@@ -203,16 +203,17 @@ _SEQ_STEPS: dict = {}
 SMALL_BATCH = 6
 
 
-def rx_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
+def rx_runs(buf, n: int, seg: int, net: int, mask: int, out, room):
     """Check a GRO batch of TCP segments from one sender and cut it into ``Run``s, or return None.
 
     ``buf[:n]`` holds datagrams of *seg* bytes (the last may be shorter),
     each one IPv4 packet; *buf* must have room for a full last row.  When
-    every datagram passes what the per-packet path checks (packet.check_ipv4
+    every datagram passes what the per-packet path checks (packet.check_ipv4_rows
     without IP options, TTL > 1, the source inside net/mask) and carries TCP
     with flags ACK or ACK|PSH and one data offset, returns the runs
     tun.coalesce.coalesce would make of them, the payloads copied to
-    ``out[pos:]`` back to back and each header with its TTL decremented.
+    ``out[room():]`` back to back (*room* is asked once the batch is taken)
+    and each header with its TTL decremented.
     Otherwise None: the caller takes the per-packet path, which handles and
     counts every other case.
 
@@ -286,6 +287,7 @@ def rx_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
                         buf[oe + 33] == TCP_ACK | TCP_PSH
                         and from_bytes(buf[oe + 24 : oe + 28], "big") == (seq + i * mss) & 0xFFFFFFFF
                         and invariant_key(buf, oe, hl) == key
+                        and buf[oe + 8] == buf[o + 8]
                     ):
                         e += 1
             bounds.append((r, e, seq, key))
@@ -293,7 +295,7 @@ def rx_runs(buf, n: int, seg: int, net: int, mask: int, out, pos: int = 0):
     finally:
         buf[lo + 2] = last >> 8
         buf[lo + 3] = last & 0xFF
-    return _runs(buf, bounds, k, seg, last, hl, out, pos)  # (after the restore: a run may start at the last row)
+    return _runs(buf, bounds, k, seg, last, hl, out, room())  # (after the restore: a run may start at the last row)
 
 
 def _runs(buf, bounds, k: int, seg: int, last: int, hl: int, out, pos: int) -> list:
@@ -309,7 +311,7 @@ def _runs(buf, bounds, k: int, seg: int, last: int, hl: int, out, pos: int) -> l
     out[p : p + last - hl] = buf[lo + hl : lo + last]
     omv = memoryview(out)
     runs = []
-    for r0, r1, seq, _key in bounds:
+    for r0, r1, seq, key in bounds:
         count = r1 - r0
         rlast = last if r1 == k else seg  # length of the run's last datagram
         plen = (count - 1) * mss + rlast - hl
@@ -318,7 +320,7 @@ def _runs(buf, bounds, k: int, seg: int, last: int, hl: int, out, pos: int) -> l
         hdr = bytearray(buf[o0 : o0 + hl])
         decrement_ttl(hdr)  # (> 1: checked)
         start = pos + r0 * mss
-        # (the key of the header as forwarded, as coalesce makes it: a run may continue in the per-packet path)
-        runs.append(Run(hdr, [omv[start : start + plen]], plen, count, mss, seq, invariant_key(hdr, 0, hl), flags,
+        runs.append(Run(hdr, [omv[start : start + plen]], plen, count, mss, seq, key, flags,
                         rlast == seg and flags == TCP_ACK))
     return runs
+

@@ -3,7 +3,7 @@
 Chosen when numpy is missing or FLANNEL_FORWARDER_NO_NUMPY is set.  Its
 steps are the references the other ways are tested against:
 tun.segment.segment_tcp4 segments, and a received batch always takes the
-per-packet path (packet.check_ipv4, routes.source_allowed, then
+per-packet path (packet.check_ipv4_rows, routes.source_allowed, then
 tun.coalesce.coalesce).
 """
 
