@@ -323,4 +323,3 @@ def _runs(buf, bounds, k: int, seg: int, last: int, hl: int, out, pos: int) -> l
         runs.append(Run(hdr, [omv[start : start + plen]], plen, count, mss, seq, key, flags,
                         rlast == seg and flags == TCP_ACK))
     return runs
-
