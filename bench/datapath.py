@@ -48,7 +48,8 @@ Tears everything down (processes by recorded PID, then the namespaces,
 the root-side veths and the etcd).
 
 The udp forwarder's fast paths need numpy (requirements/forwarder.txt); its
-"h1:" line shows "numpy": true/false for the interpreter given by --python
+"h1:" line shows the way it runs ("way": "numpy", or "python" without numpy)
+for the interpreter given by --python
 (which runs the daemons too: it needs pyroute2).
 """
 

@@ -4,9 +4,8 @@ The ones'-complement sum of big-endian 16-bit words is congruent to the
 whole buffer read as one big-endian integer modulo 0xFFFF (because
 2**16 == 1 mod 0xFFFF).  ``int.from_bytes`` and ``%`` both run in C, which
 makes this the cheapest pure-CPython method measured (see
-bench/checksum_bench.py).  When numpy is importable, ``segment_sums`` sums
-many equal-sized segments in one vectorised call, which is what TSO
-segmentation needs; everything else stays pure Python.
+bench/checksum_bench.py).  Pure Python: the numpy way of the data path
+(udp/ways/numpy.py) sums whole batches with numpy itself.
 
 Conventions: a *sum* is the ones'-complement sum folded to 16 bits, not
 inverted, in the range 0..0xFFFF where 0 only stands for "all words zero".
@@ -14,17 +13,6 @@ A *checksum* is the inverted sum, as it goes on the wire.
 """
 
 from __future__ import annotations
-
-import os
-
-try:  # optional accelerator, see module docstring
-    if os.environ.get("FLANNEL_FORWARDER_NO_NUMPY"):
-        raise ImportError("disabled by FLANNEL_FORWARDER_NO_NUMPY")
-    import numpy as _np
-except ImportError:  # pragma: no cover - depends on the environment
-    _np = None
-
-HAVE_NUMPY = _np is not None
 
 _from_bytes = int.from_bytes
 
@@ -84,46 +72,18 @@ def transport_checksum(src: int, dst: int, proto: int, segment, udp: bool = Fals
     return c
 
 
-def _segment_sums_int(buf, start: int, seg_len: int, count: int) -> list:
-    mv = memoryview(buf)
-    fb = _from_bytes
-    if seg_len & 1:
-        return [
-            (fb(mv[o : o + seg_len], "big") << 8) % 0xFFFF
-            for o in range(start, start + seg_len * count, seg_len)
-        ]
-    return [fb(mv[o : o + seg_len], "big") % 0xFFFF for o in range(start, start + seg_len * count, seg_len)]
-
-
-def _segment_sums_numpy(buf, start: int, seg_len: int, count: int) -> list:
-    # Native-endian 32-bit words summed in 64 bits, then folded: the
-    # ones'-complement sum does not care about byte order except for a
-    # final byte swap (RFC 1071, "byte order independence").
-    a = _np.frombuffer(buf, dtype=_np.uint32, count=(seg_len >> 2) * count, offset=start)
-    s = a.reshape(count, seg_len >> 2).sum(axis=1, dtype=_np.uint64)
-    s = (s & 0xFFFFFFFF) + (s >> 32)
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    s = (s & 0xFFFF) + (s >> 16)
-    if _LITTLE:
-        s = ((s & 0xFF) << 8) | (s >> 8)
-    return s.tolist()
-
-
-_LITTLE = __import__("sys").byteorder == "little"
-
-
 def segment_sums(buf, start: int, seg_len: int, count: int) -> list:
     """Partial sums (congruent mod 0xFFFF) of *count* consecutive segments of *seg_len* bytes.
 
     The segments start at byte *start* of *buf*; the caller sums the shorter
     tail segment itself.  Values are suitable for adding before ``fold``.
     """
-    if count <= 0:
-        return []
-    if _np is not None and count > 2 and not (seg_len & 3):
-        return _segment_sums_numpy(buf, start, seg_len, count)
-    return _segment_sums_int(buf, start, seg_len, count)
+    mv = memoryview(buf)
+    fb = _from_bytes
+    end = start + seg_len * count
+    if seg_len & 1:
+        return [(fb(mv[o : o + seg_len], "big") << 8) % 0xFFFF for o in range(start, end, seg_len)]
+    return [fb(mv[o : o + seg_len], "big") % 0xFFFF for o in range(start, end, seg_len)]
 
 
 def reference_checksum(data) -> int:

@@ -215,12 +215,13 @@ class Daemon:
 
     def _start_udp(self, public_ip, config, lease, mtu):
         """TUN, UDP socket and the data path threads; returns a few words for the status line."""
-        from .conn import UdpConn
-        from .device import Device
         from .kernel import remove_all
         from .routes import PeerTable
         from .stats import Stats
-        from .tun import TunDevice
+        from .udp import ways
+        from .udp.conn import UdpConn
+        from .udp.loops import Device
+        from .udp.tun.device import TunDevice
 
         s = self.settings
         gone = remove_all()  # a vxlan device or host-gw routes of an earlier backend
@@ -229,11 +230,13 @@ class Daemon:
         port = s.port or config.backend_port
         self.peers = PeerTable(self.keeper.initial_peers(udp_peer_of(port)))
         self.stats = Stats()
-        conn = UdpConn(public_ip, port)
+        way = ways.choose()
+        log.info("udp data path: the %s way (%s)", way.NAME, way.DESCRIPTION)
+        conn = UdpConn(public_ip, port, offload=way.OFFLOAD)
         self._closers = [conn.close]
-        tun = TunDevice(s.tun_name, network=str(config.network), subnet=str(lease.subnet), mtu=mtu)
+        tun = TunDevice(s.tun_name, network=str(config.network), subnet=str(lease.subnet), mtu=mtu, offload=way.OFFLOAD)
         self._closers.insert(0, tun.close)
-        self.device = Device(tun, conn, self.peers, self.stats)
+        self.device = Device(tun, conn, self.peers, self.stats, way=way)
         self._set_network = tun.set_network
         self._closers.insert(0, self.device.close)
         self.device.start()

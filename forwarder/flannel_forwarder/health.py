@@ -50,7 +50,10 @@ def render_metrics(stats, keeper=None, ready=False, backend=None):
 
 
 def _data_path(metric, snap):
-    """The udp data path's counters."""
+    """The udp data path's counters, and the way it runs its steps."""
+    if snap.get("way"):
+        metric("datapath_way_info", "gauge", "The way the udp data path runs its steps (numpy, python, single).",
+               [((("way", snap["way"]),), 1)])
     metric("packets_total", "counter", "IP packets forwarded, by direction.",
            [((("direction", DIRECTIONS[d]),), snap[d]["packets"]) for d in ("tx", "rx")])
     metric("bytes_total", "counter", "Bytes of forwarded IP packets, by direction.",

@@ -34,15 +34,20 @@ def _net(n: NetworkLike) -> ipaddress.IPv4Network:
     return net
 
 
+def parse_peer(text: str, default_port: int = 8285) -> Peer:
+    """``IP[:PORT]`` as a Peer (the port 8285 by default); ValueError when it is not one."""
+    host, _colon, port = text.rpartition(":")
+    return _valid(Peer(host, int(port)) if host else Peer(text, default_port))
+
+
 def _peer(p) -> Peer:
-    if isinstance(p, Peer):
-        peer = p
-    elif isinstance(p, str):
-        host, _colon, port = p.rpartition(":")
-        peer = Peer(host, int(port)) if host else Peer(p)
-    else:
-        peer = Peer(str(p[0]), int(p[1]))
-    ipaddress.IPv4Address(peer.public_ip)  # validate
+    if isinstance(p, str):
+        return parse_peer(p)
+    return _valid(p if isinstance(p, Peer) else Peer(str(p[0]), int(p[1])))
+
+
+def _valid(peer: Peer) -> Peer:
+    ipaddress.IPv4Address(peer.public_ip)
     if not 0 < peer.port < 65536:
         raise ValueError(f"bad port {peer.port}")
     return peer
@@ -113,6 +118,15 @@ class _Snapshot:
         return _Snapshot(None, _derived=(peers, tables, senders))
 
 
+def source_allowed(nets, src: int) -> bool:
+    """The anti-spoofing rule: may a sender whose subnets are *nets* ((network, mask) int pairs, from
+    ``PeerTable.sender_subnets``) send packets from the inner source address *src* (a 32-bit int)?"""
+    for net, mask in nets:
+        if src & mask == net:
+            return True
+    return False
+
+
 def _mask(plen: int) -> int:
     return (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
 
@@ -151,11 +165,7 @@ class PeerTable:
         nets = self._snap.senders.get(str(public_ip))
         if nets is None:
             return False
-        src = inner_src if isinstance(inner_src, int) else int(ipaddress.IPv4Address(inner_src))
-        for net, mask in nets:
-            if src & mask == net:
-                return True
-        return False
+        return source_allowed(nets, inner_src if isinstance(inner_src, int) else int(ipaddress.IPv4Address(inner_src)))
 
     def snapshot(self) -> dict[ipaddress.IPv4Network, Peer]:
         return dict(self._snap.peers)

@@ -37,6 +37,7 @@ class Stats:
         self.tx = DirectionStats()
         self.rx = DirectionStats()
         self.icmp_unreachable = 0  # ICMP net unreachable written back into the TUN
+        self.way = None  # the name of the data path's way (udp/ways), set by the loops
         self._lock = threading.Lock()
 
     def snapshot(self) -> dict:
@@ -51,8 +52,5 @@ class Stats:
                     "drops": dict(d.drops),
                 }
             out["icmp_unreachable"] = self.icmp_unreachable
+            out["way"] = self.way
             return out
-
-    def drops_total(self, direction: str | None = None) -> int:
-        dirs = (self.tx, self.rx) if direction is None else (getattr(self, direction),)
-        return sum(sum(dict(d.drops).values()) for d in dirs)

@@ -75,6 +75,7 @@ def test_ping_and_tcp_transfer_between_containers(env):
     srv.wait(10)
     assert got["bytes"] == 8 << 20 and got["sha256"] == sent["sha256"]
     assert lab.metric(1, 'packets_total{direction="tun_to_udp"}') > 1000
+    assert lab.metric(1, 'datapath_way_info{way="numpy"}') == 1  # chosen once at start-up, shown
 
 
 def test_peer_added_and_removed_while_running(env):

@@ -27,6 +27,15 @@ from support.procs import stop_process  # noqa: E402
 
 FORWARDER_DIR = os.path.join(REPO, "forwarder")
 
+
+def debug_module(forwarder_dir: str) -> str:
+    """The data path's debug command line in the build at *forwarder_dir* (bench/datapath_ab.py runs older builds,
+    where it was flannel_forwarder.device)."""
+    if os.path.exists(os.path.join(forwarder_dir, "flannel_forwarder", "udp", "debug.py")):
+        return "flannel_forwarder.udp.debug"
+    return "flannel_forwarder.device"
+
+
 NETWORK = "10.5.0.0/16"
 HOSTS = {
     # name: (underlay ip, subnet, gateway in subnet, container ip)
@@ -105,8 +114,8 @@ class Topology:
                         python: str = sys.executable, extra_args: list[str] = ()) -> "Forwarder":
         under, subnet, _gateway, _container = HOSTS[host]
         other = "h2" if host == "h1" else "h1"
-        cmd = [python, "-m", "flannel_forwarder.device", "--tun-name", "flannel0", "--network", NETWORK,
-               "--subnet", subnet, "--bind", f"{under}:{PORT}",
+        cmd = [python, "-m", debug_module(FORWARDER_DIR), "--tun-name", "flannel0", "--network", NETWORK,
+               "--subnet", subnet, "--bind", f"{under}:{PORT}", "--mtu", str(OVERLAY_MTU),
                "--peer", f"{HOSTS[other][1]}={HOSTS[other][0]}:{PORT}"]
         for p in extra_peers:
             cmd += ["--peer", p]

@@ -34,6 +34,23 @@ def test_parse_rejects(mutate, reason):
     with pytest.raises(P.PacketError) as e:
         P.parse_ipv4(mutate(tcp_packet(b"payload")))
     assert e.value.reason == reason
+    # check_ipv4 and parse_ipv4 are check_ipv4_rows, the rule the receive loop applies (udp.loops.check_datagrams)
+    pkt = b"xx" + mutate(tcp_packet(b"payload"))
+    with pytest.raises(P.PacketError) as e:
+        P.check_ipv4(pkt, 2, len(pkt) - 2)
+    assert e.value.reason == reason
+    good = tcp_packet(b"payload")
+    bad = mutate(good)
+    if len(bad) == len(good):  # (rows of one size: a GRO batch)
+        dropped = []
+        assert P.check_ipv4_rows(good + bad + good, 3 * len(good), len(good), dropped.append) == [0, 2 * len(good)]
+        assert dropped == [reason]
+
+
+@pytest.mark.parametrize("options", [b"", b"\x01\x01\x01\x00", bytes(40)])
+def test_check_returns_the_header_length(options):
+    pkt = b"\0" * 3 + tcp_packet(b"x", ip_options=options)
+    assert P.check_ipv4(pkt, 3, len(pkt) - 3) == 20 + len(options)
 
 
 @pytest.mark.parametrize("ttl", [2, 3, 64, 128, 255])
@@ -44,8 +61,9 @@ def test_decrement_ttl_keeps_checksum_valid(ttl, ident):
     assert buf[8] == ttl - 1
     assert ip_checksum_ok(buf)
     # and equals a full recomputation
-    full = bytearray(buf)
-    P.set_header_checksum(full)
+    full = bytearray(buf[:20])
+    full[10:12] = b"\0\0"
+    full[10:12] = struct.pack(">H", reference_checksum(full))
     assert full[10:12] == buf[10:12] or {bytes(full[10:12]), bytes(buf[10:12])} == {b"\0\0", b"\xff\xff"}
 
 

@@ -1,3 +1,4 @@
+from flannel_forwarder.health import render_metrics
 from flannel_forwarder.stats import Stats
 
 
@@ -14,6 +15,15 @@ def test_counters_and_snapshot():
     assert snap["tx"]["drops"] == {"no_route": 3}
     assert snap["rx"]["drops"] == {"spoofed": 1}
     assert snap["icmp_unreachable"] == 1
-    assert s.drops_total() == 4 and s.drops_total("rx") == 1
+    assert snap["way"] is None
+    s.way = "numpy"
+    assert s.snapshot()["way"] == "numpy"
     snap["tx"]["drops"]["no_route"] = 99  # a copy, not the live dict
     assert s.tx.drops["no_route"] == 3
+
+
+def test_the_way_is_in_the_metrics():
+    s = Stats()
+    assert "datapath_way_info" not in render_metrics(s)
+    s.way = "python"
+    assert 'flannel_forwarder_datapath_way_info{way="python"} 1' in render_metrics(s)

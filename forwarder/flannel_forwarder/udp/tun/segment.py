@@ -1,86 +1,37 @@
-"""virtio_net_hdr, GSO segmentation and GRO-style coalescing (pure).
+"""GSO segmentation: a TCP (or USO) super packet read from the TUN cut into MTU-sized IPv4 packets (pure).
 
-With IFF_VNET_HDR and TUNSETOFFLOAD the TUN hands us TCP "super packets"
-of up to 64 KB (one header, many MSS-sized payloads) whose checksum is left
-for us to finish, and accepts such super packets from us.  The wire format
-of flannel's udp backend is one MTU-sized IPv4 packet per datagram with
-valid checksums, so:
-
-* TUN -> UDP: ``segment`` cuts a super packet into MTU-sized packets laid
-  out back to back in one buffer, every one the same size except the last,
-  which is exactly the layout one UDP_SEGMENT sendmsg wants.
-* UDP -> TUN: ``coalesce`` merges consecutive segments of one TCP flow back
-  into one super packet (virtio header says GSO TCPV4 + NEEDS_CSUM), so one
-  TUN write carries up to 64 KB and the kernel finishes the checksums.
+With IFF_VNET_HDR and TUNSETOFFLOAD the TUN hands over TCP "super
+packets" of up to 64 KB (one header, many MSS-sized payloads) whose
+checksum is left to finish.  The wire format of flannel's udp backend is
+one MTU-sized IPv4 packet per datagram with valid checksums, so
+``segment`` cuts a super packet into packets laid out back to back in one
+buffer, every one the same size except the last: the layout one
+UDP_SEGMENT send wants.  The per-segment TCP work is a way's step
+(``ways``: numpy does it in a fixed number of array operations; this
+module's ``segment_tcp4`` is the plain reference every way is tested
+against).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
-from . import vector
-from .checksum import fold, pseudo_header_sum, raw_sum, segment_sums
-from .packet import BAD_HEADER, BAD_LENGTH, PROTO_TCP, PROTO_UDP, SHORT, PacketError
-
-VNET_HDR_LEN = 10  # struct virtio_net_hdr without num_buffers
-
-F_NEEDS_CSUM = 1
-F_DATA_VALID = 2
-
-GSO_NONE = 0
-GSO_TCPV4 = 1
-GSO_UDP = 3  # legacy UFO: IP fragments, never produced by current kernels
-GSO_TCPV6 = 4
-GSO_UDP_L4 = 5  # USO: every segment is a UDP datagram of its own
-GSO_ECN = 0x80
+from ...checksum import fold, pseudo_header_sum, raw_sum, segment_sums
+from ...packet import BAD_HEADER, BAD_LENGTH, PROTO_TCP, PROTO_UDP, SHORT, TCP_CWR, TCP_FIN, TCP_PSH, PacketError
+from .virtio import F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_UDP_L4, VirtioNetHdr
 
 GSO_UNSUPPORTED = "gso_unsupported"
 BAD_GSO = "bad_gso"
 
-TCP_FIN = 0x01
-TCP_SYN = 0x02
-TCP_RST = 0x04
-TCP_PSH = 0x08
-TCP_ACK = 0x10
-TCP_URG = 0x20
-TCP_ECE = 0x40
-TCP_CWR = 0x80
-
-# Largest IPv4 packet; also the ceiling for one coalesced TUN write.
-MAX_IP_PACKET = 65535
 # Most bytes one super packet may be cut into.  The kernel's gso_size is the
 # MSS of the TUN's MTU, so a 64 KB packet grows by a few percent; a bad
 # virtio header (gso_size 1) would ask for megabytes of headers.
 MAX_SEGMENTED = 4 * 65536
 
-# The TUN is little-endian on every host we run on (legacy virtio is
-# guest-endian and the TUN follows the host unless TUNSETVNETBE is used).
-_VNET = struct.Struct("<BBHHHH")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _TOT_ID = struct.Struct(">HH")
-
-
-class VirtioNetHdr(NamedTuple):
-    flags: int = 0
-    gso_type: int = GSO_NONE
-    hdr_len: int = 0
-    gso_size: int = 0
-    csum_start: int = 0
-    csum_offset: int = 0
-
-    def encode(self) -> bytes:
-        return _VNET.pack(*self)
-
-    @classmethod
-    def decode(cls, buf, off: int = 0) -> "VirtioNetHdr":
-        if len(buf) - off < VNET_HDR_LEN:
-            raise PacketError(SHORT, "virtio_net_hdr")
-        return cls._make(_VNET.unpack_from(buf, off))
-
-
-ZERO_VNET_HDR = bytes(VNET_HDR_LEN)
 
 
 class Segmented(NamedTuple):
@@ -94,7 +45,7 @@ def _split(plen: int, mss: int) -> tuple[int, int]:
     return count, plen - mss * (count - 1)
 
 
-def segment(hdr: VirtioNetHdr, pkt, out: bytearray, length: int | None = None) -> Segmented:
+def segment(hdr: VirtioNetHdr, pkt, out, length: int | None = None, tcp4: Callable | None = None) -> Segmented:
     """Cut the GSO super packet *pkt* (IPv4, no virtio header) into *out*.
 
     Segments are laid out back to back, each ``seg_size`` bytes except the
@@ -109,6 +60,8 @@ def segment(hdr: VirtioNetHdr, pkt, out: bytearray, length: int | None = None) -
     Raises ``PacketError``; *out* must hold the result (len(pkt) plus one
     header per segment) plus one more segment of slack; a packet whose
     segments would take more than MAX_SEGMENTED bytes is refused (BAD_GSO).
+    *tcp4* does the TCP segments' work (a way's ``segment_tcp4``; by default
+    this module's reference).
     """
     if length is None:
         length = len(pkt)
@@ -121,7 +74,7 @@ def segment(hdr: VirtioNetHdr, pkt, out: bytearray, length: int | None = None) -
             complete_checksum(out, 0, length, hdr.csum_start, hdr.csum_offset)
         return Segmented(length, length, 1)
     if gso == GSO_TCPV4:
-        return _segment_tcp4(pkt, length, hdr.gso_size, out)
+        return _segment_tcp4(pkt, length, hdr.gso_size, out, tcp4 or segment_tcp4)
     if gso == GSO_UDP_L4:
         return _segment_udp4(pkt, length, hdr.gso_size, out)
     raise PacketError(GSO_UNSUPPORTED, f"gso_type {hdr.gso_type}")
@@ -143,7 +96,7 @@ def _ip_parts(pkt, length: int, proto: int) -> int:
     return iphl
 
 
-def _segment_tcp4(pkt, length: int, mss: int, out) -> Segmented:
+def _segment_tcp4(pkt, length: int, mss: int, out, tcp4) -> Segmented:
     iphl = _ip_parts(pkt, length, PROTO_TCP)
     if length < iphl + 20:
         raise PacketError(SHORT, "TCP header")
@@ -157,9 +110,15 @@ def _segment_tcp4(pkt, length: int, mss: int, out) -> Segmented:
     count, last = _split(plen, mss)
     seg_size = hl + mss
     _check_room(count, seg_size)
-    if count >= 3 and not mss & 1 and vector.AVAILABLE:
-        return Segmented(vector.segment_tcp4(pkt, length, iphl, thl, mss, count, last, out), seg_size, count)
+    return Segmented(tcp4(pkt, length, iphl, thl, mss, count, last, out), seg_size, count)
 
+
+def segment_tcp4(pkt, length: int, iphl: int, thl: int, mss: int, count: int, last: int, out) -> int:
+    """Cut a checked TCP super packet into *count* segments of *mss* payload bytes (the last *last*) in *out*.
+
+    The reference, one segment at a time; returns the bytes written.
+    """
+    hl = iphl + thl
     tmpl = bytearray(pkt[:hl])
     src = int.from_bytes(tmpl[12:16], "big")
     dst = int.from_bytes(tmpl[16:20], "big")
@@ -210,7 +169,7 @@ def _segment_tcp4(pkt, length: int, mss: int, out) -> Segmented:
         )
         o += tot
         src_off += ln
-    return Segmented(o, seg_size, count)
+    return o
 
 
 def _segment_udp4(pkt, length: int, mss: int, out) -> Segmented:
@@ -271,102 +230,3 @@ def complete_checksum(buf, off: int, length: int, csum_start: int, csum_offset: 
         c = 0xFFFF
     buf[field] = c >> 8
     buf[field + 1] = c & 0xFF
-
-
-# Invariant header fields of a candidate for coalescing (IPv4 without
-# options + TCP): ver/ihl+tos, [skip tot_len, id], frag+ttl+proto, [skip
-# csum], addresses+ports, seq, ack, data offset, flags, window, [skip
-# csum], urgent pointer.
-_GRO = struct.Struct(">2s4x4s2x12sI4sBB2s2x2s")
-_COALESCE_FLAGS_OK = (TCP_ACK, TCP_ACK | TCP_PSH)
-
-
-class _Run:
-    __slots__ = ("off", "hl", "key", "opts", "next_seq", "gso", "total", "payloads", "closed", "psh")
-
-
-def coalesce(buf, spans, max_size: int = MAX_IP_PACKET) -> list:
-    """Group the packets ``buf[off:off+len]`` for each (off, len) in *spans* into TUN writes.
-
-    Returns a list of iovecs (lists of bytes-like objects), each one TUN
-    write beginning with a virtio header.  Consecutive TCP segments of one
-    flow (IPv4 without options, equal invariant header fields and TCP
-    options, contiguous sequence numbers, flags ACK or ACK|PSH, equal
-    payload sizes except a shorter last one, no PSH before the last) become
-    one GSO TCPV4 super packet with NEEDS_CSUM; anything else is passed
-    through alone with an all-zero virtio header.  The packets' own TTLs and
-    IP checksums must already be final; a merged packet gets a fresh IP
-    header checksum.
-    """
-    mv = memoryview(buf)
-    writes = []
-    run = None
-    unpack = _GRO.unpack_from
-    for off, ln in spans:
-        if ln >= 40 and buf[off] == 0x45 and buf[off + 9] == PROTO_TCP and not (buf[off + 6] & 0x3F or buf[off + 7]):
-            a, b, c, seq, ack, doff, flags, win, urg = unpack(buf, off)
-            hl = 20 + ((doff >> 4) << 2)
-            plen = ln - hl
-            if plen > 0 and hl >= 40 and flags in _COALESCE_FLAGS_OK:
-                key = (a, b, c, ack, doff, win, urg)
-                opts = buf[off + 40 : off + hl] if hl > 40 else b""
-                if (
-                    run is not None
-                    and not run.closed
-                    and seq == run.next_seq
-                    and plen <= run.gso
-                    and key == run.key
-                    and opts == run.opts
-                    and run.total + plen <= max_size
-                ):
-                    run.payloads.append(mv[off + hl : off + ln])
-                    run.total += plen
-                    run.next_seq = (seq + plen) & 0xFFFFFFFF
-                    if plen < run.gso or flags & TCP_PSH:
-                        run.closed = True
-                        run.psh = bool(flags & TCP_PSH)
-                    continue
-                if run is not None:
-                    writes.append(_emit(mv, run))
-                run = _Run()
-                run.off = off
-                run.hl = hl
-                run.key = key
-                run.opts = opts
-                run.next_seq = (seq + plen) & 0xFFFFFFFF
-                run.gso = plen
-                run.total = hl + plen
-                run.payloads = [mv[off + hl : off + ln]]
-                run.closed = bool(flags & TCP_PSH)
-                run.psh = run.closed
-                continue
-        if run is not None:
-            writes.append(_emit(mv, run))
-            run = None
-        writes.append([ZERO_VNET_HDR, mv[off : off + ln]])
-    if run is not None:
-        writes.append(_emit(mv, run))
-    return writes
-
-
-def _emit(mv, run: _Run) -> list:
-    off, hl = run.off, run.hl
-    payloads = run.payloads
-    if len(payloads) == 1:
-        return [ZERO_VNET_HDR, mv[off : off + hl + run.gso]]
-    h = bytearray(VNET_HDR_LEN + hl)
-    _VNET.pack_into(h, 0, F_NEEDS_CSUM, GSO_TCPV4, hl, run.gso, 20, 16)
-    h[VNET_HDR_LEN:] = mv[off : off + hl]
-    ip = VNET_HDR_LEN
-    total = run.total
-    _U16.pack_into(h, ip + 2, total)
-    h[ip + 10] = 0
-    h[ip + 11] = 0
-    _U16.pack_into(h, ip + 10, ~fold(raw_sum(h[ip : ip + 20])) & 0xFFFF)
-    if run.psh:
-        h[ip + 33] |= TCP_PSH
-    src = int.from_bytes(h[ip + 12 : ip + 16], "big")
-    dst = int.from_bytes(h[ip + 16 : ip + 20], "big")
-    # CHECKSUM_PARTIAL convention: the field holds the folded pseudo-header sum, not inverted.
-    _U16.pack_into(h, ip + 36, fold(pseudo_header_sum(src, dst, PROTO_TCP, total - 20)))
-    return [h, *payloads]

@@ -1,4 +1,4 @@
-"""The TUN device: open with python-pytun, offloads via ioctl, addressing via pyroute2."""
+"""The TUN device: opened with python-pytun, offloads asked for by ioctl, addressed and routed with pyroute2."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import struct
 import pytun
 from pyroute2 import IPRoute
 
-from .offload import VNET_HDR_LEN
+from .io import TunIO
+from .virtio import VNET_HDR_LEN
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ OFFLOAD_CHOICES = (
 )
 
 
-class TunDevice:
+class TunDevice(TunIO):
     """A configured TUN device for the overlay.
 
     ``TunDevice(name, network="10.5.0.0/16", subnet="10.5.1.0/24", mtu=1472)``
@@ -47,7 +48,8 @@ class TunDevice:
     route to a changed network).  ``close()`` undoes all that.
 
     ``vnet_hdr`` tells whether every read and write carries a 10-byte
-    virtio_net_hdr in front of the packet.
+    virtio_net_hdr in front of the packet; ``reader()`` and ``writer()``
+    (tun.io) hide it, and the offloads behind it, from the loops.
     """
 
     def __init__(self, name: str, *, network, subnet, mtu: int, offload: bool = True):
@@ -138,26 +140,12 @@ class TunDevice:
         return True
 
     @property
-    def offloads(self) -> bool:
-        return self.vnet_hdr and bool(self.offload_flags & TUN_F_TSO4)
-
-    @property
     def address_int(self) -> int:
         return int(self.address)
 
     def set_nonblocking(self, on: bool = True) -> None:
         fl = fcntl.fcntl(self.fd, fcntl.F_GETFL)
         fcntl.fcntl(self.fd, fcntl.F_SETFL, (fl | os.O_NONBLOCK) if on else (fl & ~os.O_NONBLOCK))
-
-    def read_into(self, buf) -> int:
-        """One packet (with its virtio header when ``vnet_hdr``) into *buf*; returns its length."""
-        return os.readv(self.fd, (buf,))
-
-    def write(self, data) -> int:
-        return os.write(self.fd, data)
-
-    def writev(self, buffers) -> int:
-        return os.writev(self.fd, buffers)
 
     def fileno(self) -> int:
         return self.fd

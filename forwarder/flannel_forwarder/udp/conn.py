@@ -1,11 +1,12 @@
-"""The underlay UDP socket, with batched send (UDP_SEGMENT) and receive (UDP_GRO).
+"""The underlay UDP socket behind a batch API: ``SendBatch`` (UDP_SEGMENT) and ``UdpConn.recv_batch`` (UDP_GRO).
 
 UDP_SEGMENT lets one sendmsg carry many equal-sized datagrams (the last
 may be shorter) to one destination; the kernel cuts them, often as late as
 the driver.  UDP_GRO is the receive-side twin: one recvmsg returns many
 datagrams of one sender back to back, with their size in a control
 message.  Either is switched off (with a plain sendto/recvfrom per
-datagram) when the kernel does not have it.
+datagram) when the kernel does not have it or the way runs without
+offloads.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _U16_NATIVE = struct.Struct("=H")
 _I32_NATIVE = struct.Struct("=i")
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 _MSG_TRUNC = int(socket.MSG_TRUNC)  # plain int: IntFlag arithmetic is slow in a hot loop
+SEND_ERROR = "send_error"
 
 
 class UdpConn:
@@ -67,8 +69,9 @@ class UdpConn:
 
     # -- send ---------------------------------------------------------------
 
-    def sendto(self, data, addr) -> None:
-        self.sock.sendto(data, addr)
+    def sender(self, stats, size: int) -> "SendBatch":
+        """A batch of datagrams to send (see SendBatch), counted in *stats*; room for *size* bytes."""
+        return SendBatch(self, stats, size)
 
     def chunk_bytes(self, seg_size: int) -> int:
         """How many bytes of *seg_size* datagrams one send carries at most."""
@@ -118,8 +121,8 @@ class UdpConn:
 
     # -- receive ------------------------------------------------------------
 
-    def recv_into(self, buf, flags: int = 0):
-        """Receive into *buf*; returns (nbytes, seg_size, (ip, port)).
+    def recv_batch(self, buf, flags: int = 0):
+        """Receive datagrams into *buf*; returns (nbytes, seg_size, (ip, port)).
 
         With GRO, ``buf[:nbytes]`` holds datagrams of *seg_size* bytes back to
         back (the last may be shorter); without, one datagram and seg_size ==
@@ -137,3 +140,93 @@ class UdpConn:
             return n, seg, addr
         n, addr = self.sock.recvfrom_into(buf, 0, flags)
         return n, n, addr
+
+
+class SendBatch:
+    """Datagrams to send, written by the caller back to back into ``view``, sent in as few sends as possible.
+
+    The caller writes *count* datagrams of *seg* bytes (the last may be
+    shorter) at ``view[fill:]`` and calls ``add(peer, total, seg)``.
+    Consecutive datagrams of one size to one peer form the pending run: a
+    64 KB TSO packet is 46 MTU-sized datagrams but one UDP_SEGMENT send
+    only takes ~44, so sending per TUN read would cost two sends (and two
+    receives and TUN writes on the peer) per super packet.  Whole sends
+    leave as soon as the run holds them; the rest leaves when the run can
+    no longer grow (other peer or size, a short datagram) or on
+    ``flush()`` (the caller: the TUN has nothing more to read now).  A lone
+    packet is a run of one, so a burst of equal-sized small packets to one
+    peer also leaves in one send.  Sends count in ``stats.batches``; a
+    send that fails (ENOBUFS, EHOSTUNREACH, ECONNREFUSED...) loses what was
+    pending, like a wire, counted as SEND_ERROR per datagram.
+    """
+
+    __slots__ = ("buf", "view", "fill", "_start", "_seg", "_peer", "_compact_at", "_conn", "_st", "_chunks")
+
+    def __init__(self, conn: UdpConn, stats, size: int):
+        self.buf = bytearray(size)
+        self.view = memoryview(self.buf)
+        self.fill = 0  # where the caller writes the next datagrams
+        self._start = 0  # the pending run: view[_start:fill]
+        self._seg = 0
+        self._peer = None
+        # Past half the buffer the pending run (less than one send) moves to the front, so whatever is
+        # added next (at most MAX_SEGMENTED bytes, with size >= 2 * MAX_SEGMENTED) always fits behind it.
+        self._compact_at = size // 2
+        self._conn = conn
+        self._st = stats
+        self._chunks: dict = {}  # seg size -> bytes per send (conn.gso does not come back once off)
+
+    def add(self, peer, total: int, seg: int) -> None:
+        """Queue the *total* bytes of datagrams of *seg* bytes just written at ``view[fill:]`` for *peer*."""
+        start = self._start
+        fill = self.fill
+        if (total == seg and seg == self._seg and peer == self._peer and fill + seg - start < self._chunks[seg]
+                and fill + seg <= self._compact_at):
+            self.fill = fill + seg  # one more datagram of the pending run's size, no send due: the common case
+            return
+        if fill > start and (peer != self._peer or seg != self._seg or (fill - start) % seg):
+            self._send(start, fill)
+            start = fill
+        self._peer = peer
+        self._seg = seg
+        fill += total
+        size = self._chunks.get(seg) or self._chunk(seg)
+        if fill - start >= size:
+            while fill - start >= size:
+                if not self._send(start, start + size):
+                    rest = fill - start - size  # lost with it
+                    if rest:
+                        self._st.drop(SEND_ERROR, -(-rest // seg))
+                    start = fill
+                    break
+                start += size
+        if (fill - start) % seg:  # ends with a short datagram: cannot grow
+            self._send(start, fill)
+            start = fill
+        if start == fill:
+            self._start = self.fill = 0
+        elif fill > self._compact_at:
+            self.buf[: fill - start] = self.buf[start:fill]
+            self._start = 0
+            self.fill = fill - start
+        else:
+            self._start = start
+            self.fill = fill
+
+    def _chunk(self, seg: int) -> int:
+        size = self._chunks[seg] = self._conn.chunk_bytes(seg)
+        return size
+
+    def flush(self) -> None:
+        """Send the pending run."""
+        if self.fill > self._start:
+            self._send(self._start, self.fill)
+        self._start = self.fill = 0
+
+    def _send(self, start: int, end: int) -> bool:
+        try:
+            self._st.batches += self._conn.send_segments(self.view[start:end], end - start, self._seg, self._peer)
+            return True
+        except OSError:
+            self._st.drop(SEND_ERROR, -(-(end - start) // self._seg))
+            return False
