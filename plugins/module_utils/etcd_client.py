@@ -55,6 +55,14 @@ DEFAULT_TIMEOUT = 5.0
 # How long, at least, a cluster that answers but cannot serve now (an election, an overload) is asked again:
 # longer than the requests themselves, since a busy cluster is not a dead one.
 BUSY_WINDOW = 60.0
+# A watch stream that has been quiet this long asks its member for progress (etcd answers with its current
+# revision once the watch has caught up); one that has heard nothing at all, neither an event nor an answer,
+# for WATCH_STALL_AFTER progress intervals is given up (see Watch).
+WATCH_PROGRESS_INTERVAL = 10.0
+WATCH_STALL_AFTER = 3
+# WatchRequest{progress_request: {}} (field 3, an empty message; etcd >= 3.4), as bytes: python-etcd3's
+# generated messages predate the field, and protobuf keeps an unknown field when it serializes again.
+_PROGRESS_REQUEST = b"\x1a\x00"
 
 KV = collections.namedtuple("KV", "key value lease mod_revision create_revision version")
 
@@ -438,6 +446,15 @@ class EtcdClient(object):
                                 self._discard(index, channel)
                             break
                         raise EtcdError("etcd %s: %s%s" % (ep.url, what + " failed: " if what else "", self._cause(err, wait)))
+                    except ValueError as err:
+                        # Another thread's call failed on this member and closed the channel after this one
+                        # took it ("Cannot invoke RPC on closed channel!"): once more, on a new channel.
+                        if "closed channel" not in str(err).lower():
+                            raise
+                        if _auth_retry == 0:
+                            continue
+                        failures.append("%s (%s)" % (ep.url, "its connection was closed"))
+                        break
             if not busy or time.monotonic() + pause > deadline:
                 raise EtcdUnavailable("no etcd endpoint answered: %s" % ", ".join(failures))
             # Jittered over the whole pause, so that many clients of an overloaded or recovering
@@ -602,9 +619,9 @@ class EtcdClient(object):
 
     # -- watch ---------------------------------------------------------------
 
-    def watch_prefix(self, prefix, start_revision):
+    def watch_prefix(self, prefix, start_revision, progress_interval=WATCH_PROGRESS_INTERVAL):
         """A Watch of every key under `prefix` from `start_revision` on (see Watch)."""
-        return Watch(self, prefix, start_revision)
+        return Watch(self, prefix, start_revision, progress_interval)
 
 
 class Watch(object):
@@ -614,24 +631,57 @@ class Watch(object):
     EtcdUnavailable (the caller reconnects with backoff: a new Watch tries the
     endpoints in order from the one after the failed one); a compacted start
     revision raises EtcdCompacted.
+
+    A stream can also go quiet without breaking: a member that lost its
+    leader keeps it open and sends nothing (etcd only ends it when asked to,
+    with the "hasleader" metadata this sends), and one that cannot catch up
+    never delivers. So a stream that has been quiet for `progress_interval`
+    seconds asks for progress (a response of no events at the member's
+    revision, which also moves the caller's resume revision on), and one
+    that has heard nothing at all for WATCH_STALL_AFTER intervals is
+    cancelled and raises EtcdUnavailable ("silent"), so that the caller
+    lists again and watches from another member. gRPC's keepalive covers a
+    dead connection; this covers a live one that does not deliver.
     """
 
-    def __init__(self, client, prefix, start_revision):
+    def __init__(self, client, prefix, start_revision, progress_interval=WATCH_PROGRESS_INTERVAL):
         self.client = client
         self.prefix = _b(prefix)
         self.start_revision = start_revision
-        self._done = threading.Event()
+        self.progress_interval = progress_interval
+        self._done = threading.Event()    # cancel() was called
+        self._over = threading.Event()    # the stream is over: its request side ends
         self._call = None
         self._index = None
         self._channel = None
+        self._heard = time.monotonic()   # when the member last sent anything
+        self.silent = None                # seconds heard nothing, when the stream was given up for it
         self.endpoint = None
 
-    def _requests(self):
+    def _requests(self, holder):
+        """The request side of one stream (`holder[0]` its call): the create request, then a progress
+        request whenever the stream has been quiet for a progress interval; it cancels the call when
+        nothing at all was heard for WATCH_STALL_AFTER intervals, and ends with the stream."""
         create = etcdrpc.WatchCreateRequest(key=self.prefix, range_end=_prefix_end(self.prefix),
                                             start_revision=self.start_revision, progress_notify=True)
         yield etcdrpc.WatchRequest(create_request=create)
-        # Keep the request side open until cancelled; etcd ends the watch when it closes.
-        self._done.wait()
+        interval = self.progress_interval
+        # Keep the request side open until the stream is over; etcd ends the watch when it closes.
+        while not self._over.wait(interval / 2.0 if interval else None):
+            call = holder[0]
+            if call is not None and call.done():
+                return  # (a stream that failed while another attempt took over)
+            quiet = time.monotonic() - self._heard
+            if quiet >= WATCH_STALL_AFTER * interval and call is not None:
+                self.silent = quiet
+                call.cancel()
+                return
+            if quiet >= interval:
+                yield etcdrpc.WatchRequest.FromString(_PROGRESS_REQUEST)
+
+    def _silent_error(self):
+        return EtcdUnavailable("etcd %s: watch silent for %.0fs (no event, no answer to progress requests)"
+                               % (self.endpoint or "member", self.silent))
 
     def _open(self):
         """The watch's stream and its first response, on the first endpoint that opens it (one round of
@@ -639,15 +689,26 @@ class Watch(object):
         client = self.client
 
         def attempt(index, channel, metadata, _timeout):
-            # No deadline: the stream lives as long as the watch.
+            # No deadline: the stream lives as long as the watch (the request side watches for silence).
+            # "hasleader": a member without a leader refuses the watch, and ends it when it loses its leader.
             client.round_trips += 1
-            call = client._stub(index, "Watch", channel).Watch(self._requests(), metadata=metadata)
+            holder = [None]
+            self._heard = time.monotonic()
+            call = client._stub(index, "Watch", channel).Watch(
+                self._requests(holder), metadata=tuple(metadata or ()) + (("hasleader", "true"),))
+            holder[0] = self._call = call
             try:
                 first = next(call)  # the "created" response, or an error
             except grpc.RpcError as err:
                 if err.code().name == "CANCELLED" and self._done.is_set():
                     return None, None
+                if err.code().name == "CANCELLED" and self.silent is not None:
+                    self._index, self._channel = index, channel
+                    self.endpoint = client.endpoints[index].url
+                    self._failed(drop_channel=True)  # (the next watch starts at the next member)
+                    raise self._silent_error()
                 raise
+            self._heard = time.monotonic()
             self._index, self._channel = index, channel
             self.endpoint = client.endpoints[index].url
             return call, first
@@ -668,6 +729,13 @@ class Watch(object):
             client._current = (index + 1) % len(client.endpoints)
 
     def __iter__(self):
+        try:
+            for item in self._stream():
+                yield item
+        finally:
+            self._over.set()
+
+    def _stream(self):
         call, response = self._open()
         self._call = call
         try:
@@ -684,6 +752,7 @@ class Watch(object):
                 if events or not response.created:
                     yield response.header.revision, events
                 response = next(call, None)
+                self._heard = time.monotonic()
             if response is None and not self._done.is_set():
                 self._failed(drop_channel=True)
                 raise EtcdUnavailable("etcd %s: watch stream ended" % self.endpoint)
@@ -691,9 +760,12 @@ class Watch(object):
             if self._done.is_set():
                 return
             self._failed(drop_channel=True)
+            if self.silent is not None and err.code().name == "CANCELLED":
+                raise self._silent_error()
             raise EtcdUnavailable("etcd %s: watch broken: %s" % (self.endpoint, self.client._cause(err, self.client.timeout)))
 
     def cancel(self):
         self._done.set()
+        self._over.set()
         if self._call is not None:
             self._call.cancel()

@@ -4,6 +4,7 @@ Fake gRPC stubs stand for the members: each endpoint index answers a Watch
 (or a Range) with a scripted error or a stream.
 """
 
+import threading
 import time
 
 import grpc
@@ -96,7 +97,7 @@ def open_watch(client):
     try:
         call, first = watch._open()
     finally:
-        watch._done.set()  # (ends the request generator)
+        watch._over.set()  # (ends the request generator)
     return watch, call, first
 
 
@@ -179,3 +180,67 @@ def test_tls_hints_name_the_settings_as_the_caller_names_them(answer, plain, hin
     finally:
         client.close()
     assert "%s (%s" % (ENDPOINTS[0], hinted.format(**names)) in str(err.value), str(err.value)
+
+
+class SilentCall:
+    """A gRPC streaming call whose member sent "created" and then nothing: it consumes the request side
+    in a thread of its own (as gRPC does), records every request, and ends with CANCELLED when cancelled."""
+
+    def __init__(self, requests):
+        self.requests = []
+        self._cancelled = threading.Event()
+        self._first = True
+        threading.Thread(target=self._consume, args=(requests,), daemon=True).start()
+
+    def _consume(self, requests):
+        for r in requests:
+            self.requests.append(r.WhichOneof("request_union") or r.SerializeToString())
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._first:
+            self._first = False
+            return Created()
+        self._cancelled.wait()
+        raise Answer(grpc.StatusCode.CANCELLED, "Locally cancelled by application!")
+
+    def cancel(self):
+        self._cancelled.set()
+
+    def done(self):
+        return self._cancelled.is_set()
+
+
+def test_a_silent_watch_asks_for_progress_then_gives_up_and_the_next_watch_starts_at_the_next_member():
+    """A stream that stays open and sends nothing (a member without its leader, or one that never catches
+    up) is asked for progress after an interval and given up after three: the caller lists again."""
+    client = client_with({0: [], 1: [], 2: []})
+    calls = []
+
+    def watch_call(requests, metadata=None):
+        calls.append((client._stub._index, dict(metadata)))
+        calls[-1] += (SilentCall(requests),)
+        return calls[-1][2]
+    client._stub.Watch = watch_call
+    try:
+        watch = client.watch_prefix("/p/subnets/", 7, progress_interval=0.2)
+        start = time.monotonic()
+        with pytest.raises(etcd.EtcdUnavailable) as err:
+            for _item in watch:
+                pytest.fail("a silent stream yielded %r" % (_item,))
+        took = time.monotonic() - start
+        assert str(err.value).startswith("etcd %s: watch silent for " % ENDPOINTS[0]), err.value
+        assert "no answer to progress requests" in str(err.value)
+        assert 0.6 <= took < 3, took
+        (index, metadata, call), = calls
+        assert index == 0 and metadata["hasleader"] == "true"
+        assert call.requests[0] == "create_request" and set(call.requests[1:]) == {b"\x1a\x00"}  # WatchRequest{progress_request: {}}
+        assert len(call.requests) >= 2
+        assert client._current == 1 and 0 not in client._channels
+        time.sleep(0.3)
+        assert not any(t.name.startswith("Thread") and t.is_alive() and "SilentCall" in str(t._target)
+                       for t in threading.enumerate())
+    finally:
+        client.close()
