@@ -730,8 +730,7 @@ class Watch(object):
 
     def __iter__(self):
         try:
-            for item in self._stream():
-                yield item
+            yield from self._stream()
         finally:
             self._over.set()
 
