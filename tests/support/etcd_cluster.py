@@ -211,6 +211,15 @@ class EtcdCluster:
                     etcd_ca_cert=self.ca_cert, etcd_client_cert=self.client_cert, etcd_client_key=self.client_key,
                     etcd_user=user, etcd_password=self.state["passwords"][user])
 
+    def client(self, only=None):
+        """The collection's etcd adapter (EtcdClient) on this cluster over loopback, as the flannel user;
+        with `only` (a member's name), on that member alone."""
+        from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient
+        a = self.module_args()
+        endpoints = [self.local_url(only)] if only else a["etcd_endpoints"]
+        return EtcdClient(endpoints, ca_cert=a["etcd_ca_cert"], client_cert=a["etcd_client_cert"],
+                          client_key=a["etcd_client_key"], user=a["etcd_user"], password=a["etcd_password"])
+
     # ------------------------------------------------------------------ processes
     def alive(self, name):
         m = self.member(name)

@@ -30,14 +30,8 @@ def ec(tmp_path_factory):
     assert c.destroy() == []
 
 
-def client_of(ec):
-    a = ec.module_args()
-    return etcd.EtcdClient(a["etcd_endpoints"], ca_cert=a["etcd_ca_cert"], client_cert=a["etcd_client_cert"],
-                           client_key=a["etcd_client_key"], user=a["etcd_user"], password=a["etcd_password"])
-
-
 def test_threads_sharing_a_client_see_no_error_while_one_member_dies_at_a_time(ec):
-    client = client_of(ec)
+    client = ec.client()
     client.get(PREFIX + "/config")
     errors, calls, stop = collections.Counter(), [0], threading.Event()
 
@@ -71,7 +65,7 @@ def test_threads_sharing_a_client_see_no_error_while_one_member_dies_at_a_time(e
 
 
 def test_a_broken_watch_names_the_cause_and_resumes_on_the_next_member(ec):
-    client = client_of(ec)
+    client = ec.client()
     try:
         watch = client.watch_prefix(PREFIX + "/subnets/", 1)
         it = iter(watch)

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from ansible_collections.overlay.flannel.plugins.module_utils import etcd_client as etcd
-from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient, put
+from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import put
 
 from support.etcd_cluster import EtcdCluster
 
@@ -74,16 +74,9 @@ def ec(tmp_path_factory):
     assert c.destroy() == []
 
 
-def client_of(ec, only=None):
-    a = ec.module_args()
-    endpoints = [a["etcd_endpoints"][ec.names.index(only)]] if only else a["etcd_endpoints"]
-    return EtcdClient(endpoints, ca_cert=a["etcd_ca_cert"], client_cert=a["etcd_client_cert"],
-                      client_key=a["etcd_client_key"], user=a["etcd_user"], password=a["etcd_password"])
-
-
 def test_a_member_without_a_leader_ends_its_watch_and_refuses_a_new_one(ec):
     lone = ec.names[0]
-    client = client_of(ec, only=lone)
+    client = ec.client(only=lone)
     try:
         watch = client.watch_prefix(PREFIX + "/subnets/", client.get_prefix(PREFIX + "/none")[0] + 1)
         c = Collector(watch)
@@ -109,7 +102,7 @@ def test_a_member_without_a_leader_ends_its_watch_and_refuses_a_new_one(ec):
 
 
 def test_broken_streams_leave_no_thread_behind(ec):
-    client = client_of(ec)
+    client = ec.client()
     try:
         base = threading.active_count()
         for _round in range(4):

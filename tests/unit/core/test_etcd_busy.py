@@ -4,18 +4,7 @@ import grpc
 import pytest
 
 from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import _busy, _transport_failure
-
-
-class Answer(grpc.RpcError):
-    def __init__(self, code, details):
-        super().__init__()
-        self._code, self._details = code, details
-
-    def code(self):
-        return self._code
-
-    def details(self):
-        return self._details
+from support.grpc_answers import Answer
 
 
 @pytest.mark.parametrize("code, details", [

@@ -12,20 +12,9 @@ import pytest
 
 from ansible_collections.overlay.flannel.plugins.module_utils import etcd_client as etcd
 from ansible_collections.overlay.flannel.plugins.module_utils.ansible_etcd import ETCD_SETTING_NAMES
+from support.grpc_answers import Answer
 
 ENDPOINTS = ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"]
-
-
-class Answer(grpc.RpcError):
-    def __init__(self, code, details):
-        super().__init__()
-        self._code, self._details = code, details
-
-    def code(self):
-        return self._code
-
-    def details(self):
-        return self._details
 
 
 REFUSED = Answer(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses; last error: connection refused")
