@@ -19,7 +19,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-1
 VENV_MIN ?= $(CURDIR)/.venv-min
 STAMP_MIN := $(VENV_MIN)/.installed-$(shell sha1sum requirements/controller-min.txt | cut -c1-12)
 
-.PHONY: all deps venv venv-min demo test test-min test-unit test-integration sanity lint bench clean \
+.PHONY: all deps venv venv-min demo test ledger test-min test-unit test-integration sanity lint bench clean \
 	cluster-deps cluster-up cluster-down cluster-demo test-cluster release-lint docs wheelhouse
 
 all: test
@@ -74,12 +74,31 @@ lint: venv
 # Every test: first (test-min) with the oldest claimed ansible-core, then with
 # the newest. Each pytest run prints a closing "N passed" line; CI reads the
 # last, the whole suite's. Sanity and lint fail the run on any finding, as
-# release-lint does before them.
-test: deps cluster-deps venv venv-min release-lint
-	$(MAKE) --no-print-directory test-min
-	OVERLAY_FLANNEL_MIN_VENV=$(VENV_MIN) $(PY) -m pytest --durations=40 tests/unit tests/integration tests/cluster
-	VENV=$(VENV) tests/sanity/run.sh
-	VENV=$(VENV) tests/lint/run.sh
+# release-lint does before them. Every step runs even when one before it
+# failed, each recorded with its time in the ledger (tests/support/ledger.py:
+# build/ledger.jsonl, with every test, playbook run, bring-up, reboot and
+# deliberate wait inside them); its summary ends the run, which fails if any
+# step did.
+LEDGER_FILE := $(CURDIR)/build/ledger.jsonl
+LEDGER := OVERLAY_FLANNEL_LEDGER=$(LEDGER_FILE) $(PYTHON) tests/support/ledger.py
+test:
+	@mkdir -p build && rm -f $(LEDGER_FILE)
+	@rc=0; \
+	$(LEDGER) phase "setup (apt, venvs)" -- $(MAKE) --no-print-directory deps cluster-deps venv venv-min || rc=1; \
+	$(LEDGER) phase "release-lint (changelog, docs)" -- $(MAKE) --no-print-directory release-lint || rc=1; \
+	OVERLAY_FLANNEL_LEDGER_PHASE=test-min $(LEDGER) phase "test-min (oldest ansible-core)" -- \
+	  env OVERLAY_FLANNEL_ANSIBLE_VENV=$(VENV_MIN) $(PY) -m pytest $(MIN_TESTS) || rc=1; \
+	$(LEDGER) phase "sanity (oldest ansible-core)" -- env VENV=$(VENV_MIN) tests/sanity/run.sh || rc=1; \
+	$(LEDGER) phase "pytest (unit, integration, cluster)" -- \
+	  env OVERLAY_FLANNEL_MIN_VENV=$(VENV_MIN) $(PY) -m pytest tests/unit tests/integration tests/cluster || rc=1; \
+	$(LEDGER) phase "sanity (newest ansible-core)" -- env VENV=$(VENV) tests/sanity/run.sh || rc=1; \
+	$(LEDGER) phase "ansible-lint" -- env VENV=$(VENV) tests/lint/run.sh || rc=1; \
+	$(LEDGER) summary; \
+	exit $$rc
+
+# The time ledger of the last `make test` (or pytest run) again.
+ledger:
+	@$(LEDGER) summary
 
 # The oldest claimed ansible-core (.venv-min), before the newest (.venv): the tests
 # that run the modules against a real etcd, with that venv's python and

@@ -29,3 +29,21 @@ os.environ["ANSIBLE_COLLECTIONS_PATH"] = COLLECTIONS
 for path in (os.path.join(REPO, "forwarder"), os.path.join(REPO, "tests")):
     if path not in sys.path:
         sys.path.insert(0, path)
+
+
+# --- the time ledger (tests/support/ledger.py): one entry per test, setup and teardown included -----------
+_DURATIONS = {}
+
+
+def pytest_runtest_logreport(report):
+    from support import ledger
+    seconds, outcome = _DURATIONS.get(report.nodeid, (0.0, "ok"))
+    seconds += report.duration
+    if report.failed:
+        outcome = "failed in %s" % report.when
+    elif report.skipped and outcome == "ok":
+        outcome = "skipped"
+    _DURATIONS[report.nodeid] = (seconds, outcome)
+    if report.when == "teardown":
+        del _DURATIONS[report.nodeid]
+        ledger.record("test", report.nodeid, seconds, test=report.nodeid, outcome=outcome)

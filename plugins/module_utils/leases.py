@@ -13,6 +13,7 @@ __metaclass__ = type
 
 import json
 import random
+import time
 
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import (
     SubnetError,
@@ -124,6 +125,22 @@ def read_leases(prefix, kvs):
         leases.append(Lease(key, subnet, attrs, lease_id, mod_revision))
     leases.sort(key=lambda lease: int(lease.subnet.network_address))
     return leases, bad
+
+
+def lease_entries(leases, ttls, now):
+    """The leases as subnet_info returns them (and the tests read them): one dict per lease, with the time
+    its etcd lease has left. `ttls` maps etcd lease IDs to (remaining seconds, granted seconds); `now` is
+    the epoch time the TTLs were read at."""
+    entries = []
+    for lease in leases:
+        entry = dict(subnet=str(lease.subnet), public_ip=lease.public_ip, backend_type=lease.attrs["BackendType"],
+                     key=lease.key, reservation=lease.reservation, expires_at=None, ttl_remaining=None)
+        if lease.lease_id:
+            remaining = max(ttls.get(lease.lease_id, (-1, 0))[0], 0)
+            entry["ttl_remaining"] = remaining
+            entry["expires_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + remaining))
+        entries.append(entry)
+    return entries
 
 
 def taken_networks(leases, bad=()):

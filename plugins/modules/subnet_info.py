@@ -124,6 +124,7 @@ from ansible_collections.overlay.flannel.plugins.module_utils.ansible_etcd impor
     etcd_argument_spec,
 )
 from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdError
+from ansible_collections.overlay.flannel.plugins.module_utils.leases import lease_entries
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError, parse_cidr, parse_ipv4
 
 
@@ -153,15 +154,7 @@ def main():
     except EtcdError as exc:
         module.fail_json(msg=str(exc), **result)
 
-    now = time.time()
-    for lease in leases:
-        entry = dict(subnet=str(lease.subnet), public_ip=lease.public_ip, backend_type=lease.attrs["BackendType"],
-                     key=lease.key, reservation=lease.reservation, expires_at=None, ttl_remaining=None)
-        if lease.lease_id:
-            remaining = ttls.get(lease.lease_id, (-1, 0))[0]
-            entry["ttl_remaining"] = max(remaining, 0)
-            entry["expires_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + max(remaining, 0)))
-        result["leases"].append(entry)
+    result["leases"] = lease_entries(leases, ttls, time.time())
     result["invalid"] = [dict(key=entry.key, error=entry.error) for entry in snap.bad]
     result["config"] = snap.config.to_dict() if snap.config is not None else None
     result["config_error"] = snap.config_error

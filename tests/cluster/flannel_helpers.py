@@ -8,7 +8,11 @@ import re
 import subprocess
 import time
 
-from support import ansible_under_test
+from support import ansible_under_test, ledger
+
+from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient
+from ansible_collections.overlay.flannel.plugins.module_utils.leases import lease_entries
+from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NETWORK = "10.5.0.0/16"
@@ -16,6 +20,9 @@ PREFIX = "/coreos.com/network"
 IMAGE = "busybox"
 CONTAINER = "ofl-e2e"
 PING_INTERVAL = 0.2
+# busybox's sleep as a container's PID 1 ignores SIGTERM: without this, every docker restart and host
+# shutdown waits docker's default 10 s per test container before it kills it
+STOP_FAST = "--stop-timeout 1"
 # The forwarder's health server, on in the tests that read /readyz or /metrics (-e flannel_forwarder_healthz_port).
 HEALTHZ_PORT = 9090
 HEALTHZ = ["-e", "flannel_forwarder_healthz_port=%d" % HEALTHZ_PORT]
@@ -61,9 +68,25 @@ class PlaybookRun:
         return found
 
 
-def run_playbook(cluster, playbook, *args, network=NETWORK, timeout=900, env=None):
+def describe(playbook, args, network=NETWORK):
+    """A playbook run in the ledger's words: 'site.yml -e flannel_mtu=1400 --limit flh1'."""
+    words = [os.path.basename(playbook)] + (["network=%s" % network] if network != NETWORK else [])
+    words += [a for a in args if a != "-e"]
+    return " ".join(words)
+
+
+def record_run(what, run):
+    ledger.record("playbook", what, run.seconds, rc=run.rc,
+                  changed=sum(r["changed"] for r in run.recap.values()) if run.recap else None)
+
+
+def run_playbook(cluster, playbook, *args, network=NETWORK, timeout=900, env=None, converges=None):
     """ansible-playbook playbooks/<playbook> against the cluster's inventory; `env` adds to (a value of None:
-    removes from) the environment it runs in."""
+    removes from) the environment it runs in.
+
+    A run that leaves the cluster converged on the defaults (site.yml with no other argument, or
+    `converges=True`) notes the state it leaves (converged_state), so that the `converged` fixture
+    of the next test module runs site.yml only when something changed since."""
     tool = ansible_tool("ansible-playbook")
     extra = env or {}
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_HOST_KEY_CHECKING="0",
@@ -77,7 +100,39 @@ def run_playbook(cluster, playbook, *args, network=NETWORK, timeout=900, env=Non
            "-e", "flannel_network=%s" % network] + list(args)
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO, check=False)
-    return PlaybookRun(proc, time.monotonic() - start)
+    run = PlaybookRun(proc, time.monotonic() - start)
+    record_run(describe(playbook, args, network), run)
+    if converges is None:
+        converges = playbook == "site.yml" and not args and network == NETWORK
+    if converges and run.rc == 0:
+        note_converged(cluster)
+    return run
+
+
+# -- "is the cluster still converged?": the state a default site.yml run left, compared by content -------------
+
+_CONVERGED = {}  # state dir -> the fingerprint a default site.yml run left
+
+
+def fingerprint(cluster):
+    """What a default site.yml run decides, on every host and in etcd: flannel's files, the services' PIDs, the
+    overlay's rules, docker0, docker's own settings and drop-ins, and the config and leases in etcd."""
+    extra = ("; sha256sum /etc/docker/daemon.json 2>&1; ls /etc/systemd/system/docker.service.d 2>&1; "
+             "systemctl is-active flannel-forwarder docker 2>&1")
+
+    def host(name):
+        return host_snapshot(cluster, name) + cluster.run(name, extra, check=False).stdout
+    return dict(etcd=etcd_dump(cluster), hosts=parallel(host, cluster.host_names))
+
+
+def note_converged(cluster):
+    _CONVERGED[cluster.state_dir] = fingerprint(cluster)
+
+
+def still_converged(cluster):
+    """True when the cluster is exactly as the last default site.yml run left it (whatever ran since)."""
+    noted = _CONVERGED.get(cluster.state_dir)
+    return noted is not None and fingerprint(cluster) == noted
 
 
 def subnet_env(cluster, host):
@@ -116,8 +171,8 @@ def host_snapshot(cluster, host):
 
 def start_container(cluster, host, name=CONTAINER):
     """A long-running busybox container; returns its overlay address."""
-    cluster.run(host, "docker rm -f %s >/dev/null 2>&1; docker run -d --name %s %s sleep 3600" % (name, name, IMAGE),
-                check=True, timeout=60)
+    cluster.run(host, "docker rm -f %s >/dev/null 2>&1; docker run -d %s --name %s %s sleep 3600"
+                % (name, STOP_FAST, name, IMAGE), check=True, timeout=60)
     res = cluster.run(host, ["docker", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", name], check=True)
     return res.stdout.strip()
 
@@ -149,8 +204,26 @@ def tcp_transfer(cluster, sender, receiver, receiver_ip, port, size=3000000, nam
     return sent, out[0], int(out[2])
 
 
+def leases_in_etcd(cluster, prefix=PREFIX):
+    """The config and leases, read from etcd in the test process, in the shape of subnet_info's result
+    (config, leases, invalid): for the tests that need the leases, not the module's own output."""
+    a = cluster.etcd_module_args()
+    client = EtcdClient(a["etcd_endpoints"], ca_cert=a.get("etcd_ca_cert"), client_cert=a.get("etcd_client_cert"),
+                        client_key=a.get("etcd_client_key"), user=a.get("etcd_user"),
+                        password=a.get("etcd_password"))
+    store = FlannelStore(client, prefix)
+    try:
+        snap = store.snapshot()
+        entries = lease_entries(snap.leases, store.ttls(snap.leases), time.time())
+    finally:
+        client.close()
+    return dict(config=snap.config.to_dict() if snap.config is not None else None, leases=entries,
+                invalid=[dict(key=bad.key, error=bad.error) for bad in snap.bad])
+
+
 def subnet_info(cluster, tmpdir, prefix=PREFIX):
-    """The overlay.flannel.subnet_info module's result, run on the controller."""
+    """The overlay.flannel.subnet_info module's result, run on the controller (where the module's output is
+    what a test checks; leases_in_etcd reads the same without a module run)."""
     tree = os.path.join(str(tmpdir), "subnet_info")
     # as the flannel user, with the cluster's CA and client certificate (what the roles use)
     args = json.dumps(dict(cluster.etcd_module_args(), etcd_prefix=prefix))
@@ -163,13 +236,15 @@ def subnet_info(cluster, tmpdir, prefix=PREFIX):
 
 
 def wait_for(predicate, timeout=60, interval=1.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
+    """Poll predicate() until it returns something true (returned), at most `timeout` seconds."""
+    with ledger.timed("wait", what):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = predicate()
+            if last:
+                return last
+            time.sleep(interval)
     raise AssertionError("timed out after %ds waiting for %s (last: %r)" % (timeout, what, last))
 
 
@@ -188,25 +263,61 @@ def containers(c):
     return parallel(lambda h: start_container(c, h), c.host_names)
 
 
-class Pings:
-    """A continuous ping from each host's container to the next host's container (or along `pairs` of host
-    names), for `seconds`."""
+# A ping that runs until its stdin ends (the controller closes it), then stops with SIGINT and prints its
+# replies and statistics. MAX_PING_S bounds it if the controller never does.
+MAX_PING_S = 600
+STOPPABLE_PING = "sh -c 'ping -i %s -c %d -W 1 %s & p=$!; read x; kill -INT $p 2>/dev/null; wait $p'"
+REPLY_SEQ = re.compile(r"\b(?:icmp_)?seq=(\d+)\b.*time=")
 
-    def __init__(self, c, ips, seconds, pairs=None):
+
+def ping_losses(stdout):
+    """(sent, received) of a stopped ping's output (busybox's or iputils'), leaving out the last request:
+    it may have been in flight when the ping was stopped, which is no loss of the overlay's."""
+    m = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", stdout)
+    if not m:
+        return None
+    sent = int(m.group(1))
+    seqs = {int(s) for s in REPLY_SEQ.findall(stdout)}
+    base = 1 if "icmp_seq=" in stdout else 0  # iputils counts from 1, busybox from 0
+    counted = range(base, base + max(sent - 1, 0))
+    return len(counted), len([s for s in counted if s in seqs])
+
+
+class Pings:
+    """A continuous ping from each host's container (or, with `on_host`, the host itself) to the next host's
+    (or along `pairs` of host names), running for at least `seconds` and until results() stops it."""
+
+    def __init__(self, c, ips, seconds, pairs=None, on_host=False):
         names = c.host_names
         self.pairs = pairs or [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]
-        count = int(seconds / PING_INTERVAL)
-        self.procs = {(a, b): ssh_popen(c, a, "docker exec ofl-e2e ping -i %s -c %d -W 1 %s"
-                                        % (PING_INTERVAL, count, ips[b])) for a, b in self.pairs}
+        self.min_seconds = seconds
+        self.started = time.monotonic()
+        ping = STOPPABLE_PING % (PING_INTERVAL, int(MAX_PING_S / PING_INTERVAL), "%s")
+        wrap = "%s" if on_host else "docker exec -i ofl-e2e %s"
+        self.procs = {(a, b): subprocess.Popen(["ssh", "-F", c.ssh_config_path, a, wrap % (ping % ips[b])],
+                                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                               stderr=subprocess.PIPE, text=True)
+                      for a, b in self.pairs}
+
+    def stop(self):
+        """Stop the pings once they have run their `seconds` (a wait recorded in the ledger)."""
+        rest = self.started + self.min_seconds - time.monotonic()
+        if rest > 0:
+            ledger.sleep(rest, "pings run their %.0f s" % self.min_seconds)
+        for proc in self.procs.values():
+            if proc.stdin:
+                proc.stdin.close()
+                proc.stdin = None  # closed: communicate() must not flush it
 
     def results(self, timeout):
-        """{(a, b): (sent, received)}."""
+        """{(a, b): (sent, received)}, the last request of each left out (ping_losses)."""
+        self.stop()
         out = {}
         for pair, proc in self.procs.items():
             stdout, stderr = proc.communicate(timeout=timeout)
-            m = re.search(r"(\d+) packets transmitted, (\d+) packets received", stdout)
-            assert m, "ping %s -> %s: %s %s" % (pair[0], pair[1], stdout[-500:], stderr[-500:])
-            out[pair] = (int(m.group(1)), int(m.group(2)))
+            counts = ping_losses(stdout)
+            assert counts, "ping %s -> %s: %s %s" % (pair[0], pair[1], stdout[-500:], stderr[-500:])
+            out[pair] = counts
         return out
 
     def kill(self):
@@ -216,13 +327,13 @@ class Pings:
                 proc.wait()
 
 
-def pings_during(cluster, ips, seconds, action, pairs=None):
-    """Run action() while the containers ping each other (Pings, for `seconds`).
+def pings_during(cluster, ips, action, pairs=None, seconds=0):
+    """Run action() while the containers ping each other (Pings, stopped when the action returns).
     -> (what action returned, {(a, b): (sent, received)})."""
     pings = Pings(cluster, ips, seconds, pairs=pairs)
     try:
         result = action()
-        return result, pings.results(timeout=seconds + 60)
+        return result, pings.results(timeout=60)
     finally:
         pings.kill()
 
@@ -289,4 +400,6 @@ def site_from_tarball(cluster, built, *args, timeout=900):
            "-e", "flannel_network=%s" % NETWORK] + list(args)
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=env, timeout=timeout, check=False)
-    return PlaybookRun(proc, time.monotonic() - start)
+    run = PlaybookRun(proc, time.monotonic() - start)
+    record_run("overlay.flannel.site (tarball) " + describe("", args).strip(), run)
+    return run

@@ -149,7 +149,7 @@ def test_etcd_cluster_reachable_from_hosts_over_tls_only(smoke):
 
 def test_reboot_brings_host_back_with_fresh_run(smoke):
     host = smoke.hosts[1]
-    smoke.run(host.name, "touch /run/before-reboot /root/before-reboot; docker run -d busybox sleep 600",
+    smoke.run(host.name, "touch /run/before-reboot /root/before-reboot; docker run -d --stop-timeout 1 busybox sleep 600",
               check=True)
     mid = smoke.run(host.name, "cat /etc/machine-id", check=True).stdout
     launches = smoke.supervisor_info(host.name)["launches"]

@@ -12,23 +12,23 @@ way (the vxlan device and its routes go).
 """
 
 import json
-import re
 
 import pytest
 
 from cluster.flannel_helpers import (
+    PING_INTERVAL,
+    Pings,
     containers,
     etcd_dump,
     pings_all,
     run_playbook,
-    ssh_popen,
     subnet_env,
     tcp_transfer,
 )
 
 pytestmark = pytest.mark.cluster
 
-INTERVAL = 0.2
+INTERVAL = PING_INTERVAL
 LEASES = "/coreos.com/network/subnets/"
 
 
@@ -37,38 +37,18 @@ def vtep_mac(ip, vni=1):
     return ":".join("%02x" % b for b in [0x0E, vni] + [int(x) for x in ip.split(".")])
 
 
-def host_pings(c, seconds):
-    """Each host pings the next host's docker0 gateway over the overlay (no container: docker restarts)."""
-    names = c.host_names
-    gateways = {h: subnet_env(c, h)["FLANNEL_SUBNET"].split("/")[0] for h in names}
-    count = int(seconds / INTERVAL)
-    return {(a, b): ssh_popen(c, a, "ping -i %s -c %d -W 1 %s" % (INTERVAL, count, gateways[b]))
-            for a, b in ((names[i], names[(i + 1) % len(names)]) for i in range(len(names)))}
-
-
-def lost(procs):
-    """{(a, b): pings unanswered}."""
-    out = {}
-    for pair, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=300)
-        m = re.search(r"(\d+) packets transmitted, (\d+) received", stdout)
-        assert m, "ping %s -> %s: %s %s" % (pair[0], pair[1], stdout[-500:], stderr[-500:])
-        out[pair] = int(m.group(1)) - int(m.group(2))
-    return out
-
-
-def switch(c, btype, seconds=90):
-    procs = host_pings(c, seconds)
+def switch(c, btype):
+    """site.yml onto `btype` while each host pings the next host's docker0 gateway over the overlay (no
+    container: docker restarts), from before the run until it returns -> {(a, b): pings unanswered}."""
+    gateways = {h: subnet_env(c, h)["FLANNEL_SUBNET"].split("/")[0] for h in c.host_names}
+    pings = Pings(c, gateways, 0, on_host=True)
     try:
-        args = ("-e", "flannel_backend_type=%s" % btype)
-        run = run_playbook(c, "site.yml", *args)
+        # back on udp, the defaults: the cluster is converged as a default run leaves it
+        run = run_playbook(c, "site.yml", "-e", "flannel_backend_type=%s" % btype, converges=btype == "udp")
         assert run.rc == 0, run.tail()
-        return lost(procs)
+        return {pair: sent - received for pair, (sent, received) in pings.results(timeout=60).items()}
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        pings.kill()
 
 
 def lease_values(c):

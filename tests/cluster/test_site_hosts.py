@@ -28,6 +28,7 @@ from cluster.flannel_helpers import (
     run_playbook,
     service_state,
     start_container,
+    leases_in_etcd,
     subnet_env,
     subnet_info,
     wait_for,
@@ -51,8 +52,8 @@ def module(cluster, tmpdir, name, **args):
         return json.load(fh)
 
 
-def lease_of(cluster, tmpdir, ip):
-    return {lease["public_ip"]: lease for lease in subnet_info(cluster, tmpdir)["leases"]}.get(ip)
+def lease_of(cluster, _tmpdir, ip):
+    return {lease["public_ip"]: lease for lease in leases_in_etcd(cluster)["leases"]}.get(ip)
 
 
 def granted_ttl(cluster, key):
@@ -223,13 +224,13 @@ def test_host_back_past_its_ttl_with_its_subnet_taken_converges_in_one_run(conve
     try:
         c.start(host.name)
         c.run(host.name, "docker rm -f ofl-keep >/dev/null 2>&1; "
-                         "docker run -d --restart=always --name ofl-keep busybox sleep 3600", check=True, timeout=60)
+                         "docker run -d --restart=always --stop-timeout 1 --name ofl-keep busybox sleep 3600", check=True, timeout=60)
         run = run_playbook(c, "site.yml")
         assert run.rc == 0, run.tail()
         new = subnet_env(c, host.name)["FLANNEL_SUBNET"]
         assert new != old
         assert bridge_address(c, host.name) == new
-        leases = subnet_info(c, tmp_path)["leases"]
+        leases = leases_in_etcd(c)["leases"]
         assert len(set(lease["subnet"] for lease in leases)) == len(leases), leases
         assert {lease["public_ip"]: lease["subnet"] for lease in leases}[squatter] == old_subnet
         keep_ip = c.run(host.name, ["docker", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", "ofl-keep"],

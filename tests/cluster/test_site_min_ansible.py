@@ -24,7 +24,18 @@ import time
 
 import pytest
 
-from cluster.flannel_helpers import NETWORK, REPO, PlaybookRun, parallel, ping, start_container, subnet_env
+from cluster.flannel_helpers import (
+    NETWORK,
+    REPO,
+    PlaybookRun,
+    describe,
+    note_converged,
+    parallel,
+    ping,
+    record_run,
+    start_container,
+    subnet_env,
+)
 from support.ansible_under_test import core_version, tool
 from support.requires_ansible import claimed_range
 
@@ -40,7 +51,11 @@ def play(cluster, playbook_tool, playbook="site.yml", *args):
            "-e", "flannel_network=%s" % NETWORK] + list(args)
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=REPO, check=False)
-    return PlaybookRun(proc, time.monotonic() - start)
+    run = PlaybookRun(proc, time.monotonic() - start)
+    record_run("%s (oldest ansible-core)" % describe(playbook, args), run)
+    if playbook == "site.yml" and not args and run.rc == 0:
+        note_converged(cluster)
+    return run
 
 
 def assert_ok(run, cluster):

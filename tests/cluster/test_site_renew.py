@@ -24,11 +24,12 @@ from cluster.flannel_helpers import (
     readyz,
     run_playbook,
     service_state,
+    leases_in_etcd,
     start_container,
     subnet_env,
-    subnet_info,
     wait_for,
 )
+from support import ledger
 
 pytestmark = pytest.mark.cluster
 
@@ -52,9 +53,9 @@ def printed(run):
     return {m.group(1): (m.group(2), m.group(3), m.group(4), bool(m.group(5))) for m in LINE.finditer(run.stdout)}
 
 
-def leases(c, tmp_path):
-    """{public_ip: lease} from subnet_info."""
-    return {lease["public_ip"]: lease for lease in subnet_info(c, tmp_path)["leases"]}
+def leases(c, _tmp_path=None):
+    """{public_ip: lease} read from etcd (subnet_info's shape)."""
+    return {lease["public_ip"]: lease for lease in leases_in_etcd(c)["leases"]}
 
 
 def etcd_leases(c):
@@ -100,7 +101,7 @@ def renewing(converged):
 def test_renew_extends_every_lease_to_a_full_ttl_and_prints_it(renewing, tmp_path):
     c = renewing
     ips = {h.name: h.ip for h in c.hosts}
-    time.sleep(3)
+    ledger.sleep(3, "the leases age, so that a renewal shows as more time left")
     before = leases(c, tmp_path)
     run = renew(c)
     after = leases(c, tmp_path)
@@ -134,7 +135,7 @@ def test_leases_reservations_and_back_with_the_running_forwarders(renewing, tmp_
     assert all(0 < lease["ttl_remaining"] <= SHORT_TTL for lease in short.values()), short
     ids = {key: lid for key, (lid, _rev) in etcd_leases(c).items()}
     assert all(ids.values())
-    time.sleep(SHORT_TTL + 10)
+    ledger.sleep(SHORT_TTL + 10, "past the short TTL: no lease may expire")
     now = leases(c, tmp_path)
     assert {ip: lease["subnet"] for ip, lease in now.items()} == subnets, "a lease expired: the forwarder did not renew"
     assert {key: lid for key, (lid, _rev) in etcd_leases(c).items()} == ids
@@ -170,7 +171,7 @@ def test_leases_reservations_and_back_with_the_running_forwarders(renewing, tmp_
     assert all(v == 0 for v in changed(check).values()), (check.recap, check.changed_tasks())
 
     # The forwarders follow: no renewal, nothing written over the reservations, no errors, ready, forwarding.
-    time.sleep(SHORT_TTL + 5)
+    ledger.sleep(SHORT_TTL + 5, "past the short TTL: nothing written over the reservations")
     assert etcd_leases(c) == state, "a forwarder rewrote its reserved key"
     assert pids(c) == started, "a forwarder was restarted"
     for h in c.host_names:
@@ -182,14 +183,14 @@ def test_leases_reservations_and_back_with_the_running_forwarders(renewing, tmp_
     first = c.host_names[0]
     c.run(first, "systemctl restart flannel-forwarder", check=True, timeout=60)
     wait_for(lambda: readyz(c, first) == "200", timeout=60, what="%s ready after the restart" % first)
-    time.sleep(CHECK_WINDOW)
+    ledger.sleep(CHECK_WINDOW, "one lease check of the restarted forwarder: it keeps the reservation")
     assert etcd_leases(c) == state, "the restarted forwarder rewrote its reservation"
 
     # A host powered off longer than the TTL keeps its reserved subnet.
     last = c.hosts[-1]
     c.stop(last.name)
     try:
-        time.sleep(SHORT_TTL + 10)
+        ledger.sleep(SHORT_TTL + 10, "a host off past the short TTL keeps its reserved subnet")
         away = leases(c, tmp_path)
         assert away[last.ip]["subnet"] == subnets[last.ip] and away[last.ip]["reservation"] is True
     finally:
@@ -217,13 +218,13 @@ def test_leases_reservations_and_back_with_the_running_forwarders(renewing, tmp_
     rose = set()
     deadline = time.monotonic() + 2 * SHORT_TTL
     while time.monotonic() < deadline and len(rose) < len(low):
-        time.sleep(2)
+        time.sleep(1)
         for ip, lease in leases(c, tmp_path).items():
             if lease["ttl_remaining"] is not None and lease["ttl_remaining"] > low[ip]:
                 rose.add(ip)
             low[ip] = min(low[ip], lease["ttl_remaining"] or 0)
     assert rose == set(low), "no renewal seen for %s" % (set(low) - rose)
-    time.sleep(SHORT_TTL)
+    ledger.sleep(SHORT_TTL, "the renewed keys outlive the short TTL")
     assert {key: lid for key, (lid, _rev) in etcd_leases(c).items()} == ids
     for h in c.host_names:
         assert journal_problems(c, h, since) == [], (h, journal_problems(c, h, since))

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cluster.flannel_helpers import PREFIX, run_playbook, subnet_env, subnet_info, wait_for
+from cluster.flannel_helpers import PREFIX, leases_in_etcd, run_playbook, subnet_env, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -50,7 +50,7 @@ def test_healthy_overlay_reports_every_host_and_no_findings(converged, tmp_path)
     assert unchanged(run), (run.recap, run.changed_tasks())
     assert data["findings"] == [] and data["ok"] is True, data["findings"]
     assert '"no findings"' in run.stdout
-    info = subnet_info(c, tmp_path)
+    info = leases_in_etcd(c)
     assert data["network"] == info["config"]["Network"]
     rows = {row["host"]: row for row in data["rows"]}
     assert sorted(rows) == sorted(h.name for h in c.hosts)
@@ -90,7 +90,7 @@ def test_bad_warn_hours_is_refused_before_anything(converged):
 
 def test_planted_problems_are_found(converged, tmp_path):
     c = converged
-    taken = [lease["subnet"] for lease in subnet_info(c, tmp_path)["leases"]]
+    taken = [lease["subnet"] for lease in leases_in_etcd(c)["leases"]]
     assert ORPHAN[0] not in taken and RESERVATION[0] not in taken
     stopped, moved, edited = c.hosts[1].name, c.hosts[2].name, c.hosts[0].name
     env_before = c.run(edited, "cat /run/flannel/subnet.env", check=True).stdout

@@ -32,6 +32,7 @@ only signals PIDs recorded there (checked against their recorded start time).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -53,6 +54,7 @@ else:  # run as a script: tests/cluster/harness/cluster.py
     import image as image_mod  # type: ignore  # noqa: E402
 if TESTS_DIR not in sys.path:  # tests/support: the etcd cluster launcher (stdlib too)
     sys.path.insert(0, TESTS_DIR)
+from support import ledger  # noqa: E402
 from support.etcd_cluster import EtcdCluster  # noqa: E402
 from support.procs import pid_alive, proc_start_time, signal_recorded  # noqa: E402,F401 (the API uses them)
 
@@ -265,6 +267,9 @@ class Cluster:
         self.inventory_path = os.path.join(self.state_dir, "inventory.ini")
         self.ssh_config_path = os.path.join(self.state_dir, "ssh_config")
         self.key_path = os.path.join(self.state_dir, "id_ed25519")
+        self.mux_dir = os.path.join(self.state_dir, "ssh-mux")
+        self._mux_locks = {}
+        self._mux_guard = threading.Lock()
         self.secrets_path = os.path.join(self.state_dir, "group_vars", "flannel.yml")
         self._etcd = None
         self.state = read_json(self.state_path)
@@ -470,6 +475,10 @@ class Cluster:
     # ---- up
     def up(self, timeout=240, image=None):
         """Build/reuse the image, create the network, boot every host, start etcd, wait."""
+        with ledger.timed("bringup", "%d hosts (%s)" % (len(self.host_names), self.state_dir)):
+            return self._up(timeout, image)
+
+    def _up(self, timeout, image):
         if os.geteuid() != 0:
             raise PermissionError("the cluster harness needs root")
         if self.state.get("phase") not in ("new", "down"):
@@ -763,7 +772,10 @@ class Cluster:
                       "  IdentityFile %s" % self.key_path, "  IdentitiesOnly yes",
                       "  StrictHostKeyChecking no", "  UserKnownHostsFile /dev/null",
                       "  GlobalKnownHostsFile /dev/null", "  LogLevel ERROR", "  BatchMode yes",
-                      "  ConnectTimeout 5", "  ServerAliveInterval 5", "  ServerAliveCountMax 3", ""]
+                      "  ConnectTimeout 5", "  ServerAliveInterval 5", "  ServerAliveCountMax 3",
+                      # one shared connection per host (run() starts it): a call that finds no live
+                      # master socket connects on its own instead of waiting for one
+                      "  ControlMaster no", "  ControlPath %s/%%h" % self.mux_dir, ""]
         with open(self.ssh_config_path, "w") as fh:
             fh.write("\n".join(lines))
         inv = ["[flannel]"]
@@ -810,11 +822,58 @@ class Cluster:
             argv.append(cmd if isinstance(cmd, str) else shlex.join(cmd))
         return argv
 
+    # ---- ssh connection sharing: one master per host, started here, dropped when the host goes down
+    def _mux_socket(self, name):
+        return os.path.join(self.mux_dir, self.host(name).ip)
+
+    def _mux_lock(self, name):
+        with self._mux_guard:
+            return self._mux_locks.setdefault(name, threading.Lock())
+
+    def ensure_master(self, name):
+        """Start the host's shared ssh connection unless one is up (its socket answers). A master
+        that died (the host rebooted or stopped) is replaced; one that cannot start leaves the calls
+        to connect on their own."""
+        sock = self._mux_socket(name)
+        with self._mux_lock(name):
+            if os.path.exists(sock):
+                alive = subprocess.run(["ssh", "-F", self.ssh_config_path, "-O", "check", name],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, timeout=10, check=False).returncode == 0
+                if alive:
+                    return True
+                with contextlib.suppress(OSError):
+                    os.unlink(sock)
+            os.makedirs(self.mux_dir, mode=0o700, exist_ok=True)
+            try:
+                # -f: into the background once authenticated; no pipe of ours stays open in it
+                res = subprocess.run(["ssh", "-F", self.ssh_config_path, "-o", "ControlMaster=yes",
+                                      "-o", "ControlPersist=600", "-f", "-N", name],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, timeout=20, check=False)
+                return res.returncode == 0
+            except subprocess.TimeoutExpired:
+                return False
+
+    def drop_master(self, name):
+        """End the host's shared connection (before it reboots or stops, so no call waits on a dead one)."""
+        sock = self._mux_socket(name)
+        with self._mux_lock(name):
+            if os.path.exists(sock):
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    subprocess.run(["ssh", "-F", self.ssh_config_path, "-O", "exit", name],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, timeout=10, check=False)
+                with contextlib.suppress(OSError):
+                    os.unlink(sock)
+
     def run(self, host, cmd, check=False, timeout=120, input=None, via="ssh"):
         """Run `cmd` (a shell string, or an argv list) on `host`.  Returns CompletedProcess(text)."""
         if host not in self.state["hosts"]:
             raise KeyError("no host %r (hosts: %s)" % (host, self.host_names))
         if via == "ssh":
+            if not os.path.exists(self._mux_socket(host)):
+                self.ensure_master(host)
             argv = self.ssh_argv(host, cmd)
         elif via == "nsenter":
             leader = self.leader_pid(host)
@@ -828,6 +887,8 @@ class Cluster:
             raise ValueError("via must be ssh or nsenter")
         res = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout,
                              stdin=None if input is not None else subprocess.DEVNULL, check=False)
+        if via == "ssh" and res.returncode == 255:
+            self.drop_master(host)  # ssh's own failure: the next call starts a new shared connection
         if check and res.returncode != 0:
             raise subprocess.CalledProcessError(res.returncode, argv, res.stdout, res.stderr)
         return res
@@ -868,11 +929,16 @@ class Cluster:
 
     def reboot(self, name, timeout=180):
         """`systemctl reboot` inside the host; its supervisor relaunches nspawn (exit 133)."""
+        with ledger.timed("reboot", name):
+            self._reboot(name, timeout)
+
+    def _reboot(self, name, timeout):
         before = self.supervisor_info(name).get("launches", 0)
         try:
             self.run(name, "systemctl reboot", timeout=15)
         except subprocess.TimeoutExpired:
             pass
+        self.drop_master(name)
         deadline = time.monotonic() + timeout
         while self.supervisor_info(name).get("launches", 0) <= before:
             if time.monotonic() > deadline:
@@ -883,8 +949,13 @@ class Cluster:
 
     def stop(self, name, timeout=40):
         """Power one host off (containers first); its overlay, netns and cgroups stay."""
+        with ledger.timed("stop", name):
+            self._stop(name, timeout)
+
+    def _stop(self, name, timeout):
         if self.leader_pid(name):
             self.run(name, "ids=$(docker ps -aq); [ -z \"$ids\" ] || docker rm -f $ids", timeout=30)
+        self.drop_master(name)
         sup = self.state["hosts"][name].get("supervisor") or {}
         info = self.supervisor_info(name)
         waits = [(sup.get("pid"), sup.get("start_time"))]
@@ -897,6 +968,10 @@ class Cluster:
 
     def start(self, name, timeout=180):
         """Boot a host that was stopped (same overlay, netns and /var/lib/docker)."""
+        with ledger.timed("start", name):
+            self._start(name, timeout)
+
+    def _start(self, name, timeout):
         sup = self.state["hosts"][name].get("supervisor") or {}
         if pid_alive(sup.get("pid"), sup.get("start_time")):
             raise RuntimeError("host %s is already running" % name)
@@ -970,6 +1045,10 @@ class Cluster:
     # ---- down
     def down(self, keep_data=False, stop_timeout=40, force=False):
         """Tear down everything recorded in the state file.  Idempotent."""
+        with ledger.timed("teardown", self.state_dir):
+            return self._down(keep_data, stop_timeout, force)
+
+    def _down(self, keep_data, stop_timeout, force):
         t0 = time.monotonic()
         problems = []
         if self.state.get("phase") in ("new", "down") and not force:
@@ -983,6 +1062,8 @@ class Cluster:
         # 1. test containers first (else dockerd waits 10 s per container at shutdown)
         self._parallel(lambda n: self.run(n, "ids=$(docker ps -aq); [ -z \"$ids\" ] || docker rm -f $ids",
                                           timeout=30), running)
+        for n in self.host_names:
+            self.drop_master(n)
         # 2. hosts: ask each supervisor to stop (it forwards SIGTERM to nspawn -> poweroff)
         waits = []
         for n in self.host_names:

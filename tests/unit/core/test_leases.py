@@ -107,3 +107,15 @@ def test_plan_exhaustion_message():
 
 def test_json_value_key_order():
     assert list(json.loads(L.encode_value("1.2.3.4"))) == ["PublicIP", "PublicIPv6", "BackendType", "BackendData"]
+
+
+def test_lease_entries_as_subnet_info_returns_them():
+    held, reserved, gone = lease("10.5.3.0/24", "192.0.2.3", 7), lease("10.5.4.0/24", "192.0.2.4", 0), \
+        lease("10.5.5.0/24", "192.0.2.5", 9)
+    # lease 9 expired between the listing and the TTL request: etcd answers -1
+    got = L.lease_entries([held, reserved, gone], {7: (120, 86400), 9: (-1, 0)}, 1700000000)
+    assert got[0] == dict(subnet="10.5.3.0/24", public_ip="192.0.2.3", backend_type="udp",
+                          key="/coreos.com/network/subnets/10.5.3.0-24", reservation=False,
+                          expires_at="2023-11-14T22:15:20Z", ttl_remaining=120)
+    assert (got[1]["reservation"], got[1]["expires_at"], got[1]["ttl_remaining"]) == (True, None, None)
+    assert (got[2]["ttl_remaining"], got[2]["expires_at"]) == (0, "2023-11-14T22:13:20Z")
