@@ -129,9 +129,9 @@ def summary(entries):
         by_test_phase.setdefault(e.get("phase") or "?", []).append(e["seconds"])
     for e in phases:
         status = "ok" if e.get("rc") == 0 else "FAILED rc=%s" % e.get("rc")
-        lines.append("  %-22s %s  %s" % (e["what"], _fmt(e["seconds"]), status))
+        lines.append("  %-38s %s  %s" % (e["what"], _fmt(e["seconds"]), status))
     for name, secs in sorted(by_test_phase.items(), key=lambda kv: -sum(kv[1])):
-        lines.append("    tests in %-13s %s  (%d tests)" % (name, _fmt(sum(secs)), len(secs)))
+        lines.append("    tests in %-29s %s  (%d tests)" % (name, _fmt(sum(secs)), len(secs)))
 
     lines.append("-- per kind (inside the tests) --")
     kinds = {}
