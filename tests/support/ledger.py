@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """The suite's time ledger: where `make test` spends its minutes (stdlib only).
 
 Every phase of `make test` (apt and venvs, test-min, the main pytest run,
