@@ -1,0 +1,303 @@
+# -*- coding: utf-8 -*-
+# Copyright: overlay.flannel contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What a host's files and commands say, and what the roles must do about it.
+
+Pure text in, decisions out: the host_probe module reads a host once (files,
+command output) and calls these; the roles act on the decisions; the report
+and the daemon use the same parsers (hostfiles.py holds the flannel files').
+No regex over a host file or a command's output lives in YAML.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import re
+import shlex
+
+from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_subnet_env
+from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError, parse_cidr
+
+# What flannel sets on dockerd, and what docker refuses to have twice.
+DAEMON_JSON_CONFLICTS = ("bip", "mtu", "bridge")
+DOCKERD_FLAGS = ("--bip", "--mtu", "--bridge", "-b")
+# The dockerd options the forwarder writes in DOCKER_NETWORK_OPTIONS.
+NETWORK_OPTIONS = ("--bip", "--ip-masq", "--mtu")
+# The comment every iptables rule of the overlay carries (docker role, vars/main.yml).
+RULE_COMMENT = "overlay.flannel"
+
+
+# --- docker's own settings: what would clash with flannel's --bip/--mtu ----------------------------------
+
+
+def daemon_json_conflicts(text):
+    """(conflicting keys, error) of daemon.json's text: the keys flannel sets itself, or an error (str)
+    when the file is not a JSON object (docker would not start either)."""
+    if text is None:
+        return [], None
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except ValueError as exc:
+        return [], "not valid JSON (%s)" % exc
+    if not isinstance(data, dict):
+        return [], "not a JSON object"
+    return [key for key in DAEMON_JSON_CONFLICTS if key in data], None
+
+
+def unit_sections(systemctl_cat):
+    """`systemctl cat` output -> [(path, text)]: the unit file and each drop-in, as "# /path" headers
+    split them."""
+    sections, path, lines = [], None, []
+    for line in systemctl_cat.splitlines():
+        if line.startswith("# /"):
+            if path is not None:
+                sections.append((path, "\n".join(lines)))
+            path, lines = line[2:].strip(), []
+        elif path is not None:
+            lines.append(line)
+    if path is not None:
+        sections.append((path, "\n".join(lines)))
+    return sections
+
+
+def dockerd_flags(text):
+    """The flags of DOCKERD_FLAGS (`--bip`, `-b`, ...) that non-comment lines of `text` pass (also first in a
+    quoted DOCKER_OPTS="-b br0")."""
+    found = []
+    for line in text.splitlines():
+        if line.strip().startswith("#"):
+            continue
+        for flag in re.findall(r"(?:^|[\s\"'])(--bip|--mtu|--bridge|-b)(?=[=\s\"']|$)", line):
+            if flag not in found:
+                found.append(flag)
+    return found
+
+
+def unit_conflicts(systemctl_cat, default_text, own_dropin):
+    """The flannel flags that docker's unit, its drop-ins other than our own, or /etc/default/docker
+    already pass to dockerd."""
+    texts = [text for path, text in unit_sections(systemctl_cat) if path != own_dropin]
+    return dockerd_flags("\n".join(texts + [default_text or ""]))
+
+
+# --- dockerd: the options it runs with, those flannel wants, and whether to restart it --------------------
+
+
+def wanted_options(docker_opts_text):
+    """DOCKER_NETWORK_OPTIONS of /run/flannel/docker, split and sorted ([] when absent)."""
+    if not docker_opts_text:
+        return []
+    return sorted(parse_subnet_env(docker_opts_text).get("DOCKER_NETWORK_OPTIONS", "").split())
+
+
+def running_options(cmdline):
+    """The --bip/--ip-masq/--mtu arguments of /proc/PID/cmdline (NUL-separated bytes or text), sorted."""
+    if isinstance(cmdline, bytes):
+        cmdline = cmdline.decode("utf-8", "replace")
+    args = [arg for arg in (cmdline or "").split("\x00") if arg]
+    return sorted(arg for arg in args if arg.split("=", 1)[0] in NETWORK_OPTIONS and "=" in arg)
+
+
+def ipv4_addresses(ip_o_addr):
+    """`ip -4 -o addr show dev X` output -> ["10.5.3.1/24", ...]."""
+    return re.findall(r"\binet (\d+\.\d+\.\d+\.\d+/\d+)", ip_o_addr or "")
+
+
+def docker_decision(subnet_env_text, docker_opts_text, cmdline, bridge_addresses):
+    """What the docker role must do about dockerd, from what the host shows:
+
+    - `restart`: dockerd runs with other --bip/--ip-masq/--mtu than /run/flannel/docker says, or docker0
+      is on another address than subnet.env's FLANNEL_SUBNET;
+    - `renumber`: docker0 exists with addresses, none of them the gateway (dockerd keeps an address the
+      bridge already has, so the bridge is removed while docker is stopped);
+    - `reason`: one line for the play's output.
+    Nothing is due while the forwarder has not written its files (check mode before its first run)."""
+    env = parse_subnet_env(subnet_env_text or "")
+    gateway = env.get("FLANNEL_SUBNET", "")
+    wanted = wanted_options(docker_opts_text)
+    running = running_options(cmdline)
+    renumber = bool(gateway) and bool(bridge_addresses) and gateway not in bridge_addresses
+    restart = bool(wanted) and (wanted != running or renumber)
+    reason = ""
+    if restart:
+        reason = "dockerd runs with [%s], flannel's options are [%s]%s" % (
+            " ".join(running), " ".join(wanted), "; docker0 moves to %s" % gateway if renumber else "")
+    return dict(restart=restart, renumber=renumber, wanted=wanted, running=running, gateway=gateway or None,
+                reason=reason)
+
+
+def bridge_mtu(network_inspect_json):
+    """The MTU docker gives its bridge network (`docker network inspect bridge`), 1500 when it sets none;
+    None when the output is not docker's."""
+    try:
+        data = json.loads(network_inspect_json)
+        options = data[0].get("Options") or {}
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError):
+        return None
+    try:
+        return int(options.get("com.docker.network.driver.mtu", 1500))
+    except (TypeError, ValueError):
+        return None
+
+
+def docker0_problem(subnet_env_text, addresses, mtu):
+    """None when docker0 carries subnet.env's gateway and docker's bridge network its MTU; else what is
+    wrong, in the words the docker role fails with."""
+    env = parse_subnet_env(subnet_env_text or "")
+    gateway, want = env.get("FLANNEL_SUBNET"), env.get("FLANNEL_MTU")
+    if not gateway:
+        return None
+    if gateway in addresses and want is not None and str(mtu) == str(want):
+        return None
+    return "docker0 should carry %s with MTU %s, but has [%s] and MTU %s" % (
+        gateway, want, " ".join(addresses), mtu)
+
+
+# --- the subnet the host held before (flanneld reads it back from subnet.env) -----------------------------
+
+
+def previous_subnets(subnet_env_text, state_text):
+    """The subnets the host held before, in the order the lease asks for them: subnet.env's FLANNEL_SUBNET
+    (as its network), then the forwarder's state file (one CIDR, which survives a reboot where /run does
+    not). Garbage in either is ignored."""
+    found = []
+    gateway = parse_subnet_env(subnet_env_text or "").get("FLANNEL_SUBNET")
+    candidates = [gateway] if gateway else []
+    candidates += [(state_text or "").strip()] if (state_text or "").strip() else []
+    for text in candidates:
+        try:
+            net = str(parse_cidr(text, "previous subnet", strict=False))
+        except SubnetError:
+            continue
+        if net not in found:
+            found.append(net)
+    return found
+
+
+# --- the overlay's iptables rules ---------------------------------------------------------------------------
+
+
+def parse_rule(line):
+    """One `iptables -S` line of the overlay ("-A FORWARD -s 10.5.0.0/16 -m comment --comment
+    "overlay.flannel forward" -j ACCEPT") -> {chain, source, destination, jump, comment}; None for
+    another line (another program's rules are never touched)."""
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        return None
+    if len(words) < 2 or words[0] != "-A":
+        return None
+    rule = dict(chain=words[1], source=None, destination=None, jump=None, comment=None)
+    negate = False
+    for i, word in enumerate(words[2:], start=2):
+        value = words[i + 1] if i + 1 < len(words) else None
+        if word == "!":
+            negate = True
+            continue
+        if word == "-s":
+            rule["source"] = ("!" if negate else "") + value
+        elif word == "-d":
+            rule["destination"] = ("!" if negate else "") + value
+        elif word == "-j":
+            rule["jump"] = value
+        elif word == "--comment":
+            rule["comment"] = value
+        negate = False
+    if not (rule["comment"] or "").startswith(RULE_COMMENT):
+        return None
+    return rule
+
+
+def _key(table, rule):
+    return (table, rule["chain"], rule.get("source") or None, rule.get("destination") or None, rule["jump"],
+            rule["comment"])
+
+
+def iptables_plan(listed, rules, keep_network):
+    """What the docker role must change in the overlay's rules.
+
+    `listed`: {table: `iptables -t table -S` output}; `rules`: the role's rules ({table, chain, source,
+    destination, jump, comment, present}); `keep_network`: the overlay's network now.
+    -> {apply: the rules that are missing (present) or still there (absent), stale: [[table, line]] of
+    the overlay's rules of another network (grown or moved, or every one when keep_network is "")}."""
+    have, listing = set(), []
+    for table in sorted(listed or {}):
+        for line in (listed[table] or "").splitlines():
+            rule = parse_rule(line)
+            if rule is not None:
+                have.add(_key(table, rule))
+                listing.append([table, line])
+    apply_ = []
+    for rule in rules:
+        present = str(rule.get("present", True)).lower() in ("true", "1", "yes")
+        if (_key(rule["table"], rule) in have) != present:
+            apply_.append(rule)
+    stale = [[table, line] for table, line in listing
+             if keep_network == "" or (" %s " % keep_network) not in " %s " % line]
+    return dict(apply=apply_, stale=stale)
+
+
+# --- the host itself: can it run the forwarder, and which release does it need -----------------------------
+
+# Run by the forwarder's python3 when it is not the interpreter of the probe itself: its own facts, as JSON.
+FACTS_SCRIPT = ("import json, os, platform, sys; "
+                "print(json.dumps({'version': list(sys.version_info[:2]), 'machine': platform.machine(), "
+                "'libc': list(platform.libc_ver()), 'executable': sys.executable}))")
+
+
+def host_check(version, machine, libc, tun_exists, executable):
+    """The forwarder's needs on a host: Python 3.9+, the GNU C library and /dev/net/tun.
+    -> {python, machine, glibc, executable, missing} (the target a release is staged for)."""
+    missing = []
+    version = tuple(version)[:2]
+    if version < (3, 9):
+        missing.append("Python 3.9 or newer (this is %d.%d)" % version)
+    if not tun_exists:
+        missing.append("/dev/net/tun (the tun kernel module)")
+    name, libc_version = (list(libc) + ["", ""])[:2]
+    if name != "glibc":
+        missing.append("the GNU C library (found %r)" % (name or "none"))
+    return dict(python="%d.%d" % version, machine=machine, glibc=libc_version, executable=executable,
+                missing=missing)
+
+
+def route_source(ip_route_get):
+    """The source address of `ip -4 route get <address>` ("... dev eth0 src 10.213.0.11 uid 0"): the address
+    Ansible's facts call default_ipv4 (None without a route)."""
+    m = re.search(r"\bsrc (\d+\.\d+\.\d+\.\d+)\b", ip_route_get or "")
+    return m.group(1) if m else None
+
+
+def unit_states(systemctl_show):
+    """`systemctl show -p Id,ActiveState,UnitFileState,MainPID,StatusText A B ...` -> {Id: {active,
+    enabled, main_pid, status_text}} (blocks separated by blank lines)."""
+    units = {}
+    for block in re.split(r"\n\s*\n", systemctl_show or ""):
+        props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if props.get("Id"):
+            units[props["Id"]] = dict(active=props.get("ActiveState", ""), enabled=props.get("UnitFileState", ""),
+                                      main_pid=int(props.get("MainPID") or 0), status_text=props.get("StatusText", ""))
+    return units
+
+
+# --- the files the roles write: which of them are not as they should be ------------------------------------
+
+
+def files_due(found, wanted):
+    """The paths of `wanted` that the host does not have as wanted.
+
+    `found`: the probe's {path: {exists, isdir, sha1, mode, owner, group}}; `wanted`: [{path, mode, and sha1
+    (a file's SHA-1) or dir: true, owner and group (default root)}]. A path the probe did not look at is due."""
+    due = []
+    for want in wanted:
+        have = (found or {}).get(want["path"]) or {}
+        is_dir = bool(want.get("dir"))
+        ok = (have.get("exists") and bool(have.get("isdir")) == is_dir
+              and have.get("mode") == want.get("mode", have.get("mode"))
+              and have.get("owner") == want.get("owner", "root") and have.get("group") == want.get("group", "root")
+              and (is_dir or have.get("sha1") == want.get("sha1")))
+        if not ok:
+            due.append(want["path"])
+    return due

@@ -1,0 +1,359 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: overlay.flannel contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: host_probe
+short_description: Read everything the overlay.flannel roles need to know about a host, in one round trip
+version_added: 0.3.0
+description:
+  - Reads a Docker host of the overlay once and returns what the C(forwarder) and C(docker) roles decide from,
+    with the decisions that need nothing but the host (docker's restart, the subnet the host held before).
+  - "What it reads: whether the host can run the forwarder (Python, machine, C library, C(/dev/net/tun)); the
+    commands the roles run; docker's C(daemon.json), unit, drop-ins and C(/etc/default/docker); C(subnet.env),
+    C(/run/flannel/docker) and the forwarder's state file; the options dockerd runs with; the bridge's addresses
+    and MTU; the overlay's iptables rules; the forwarder releases; the state of the units; and the checksum, mode
+    and owner of the files the roles write (never their content)."
+  - Changes nothing, also outside check mode.
+author:
+  - overlay.flannel maintainers (@overlay-flannel)
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Nothing is changed, so there is no diff.
+options:
+  python:
+    description:
+      - The python3 that runs the forwarder. When it is not the interpreter running this module, it is asked for
+        its own version, machine and C library.
+    type: str
+    default: /usr/bin/python3
+  files:
+    description: Files and directories to report the checksum (SHA-1), mode, owner and group of.
+    type: list
+    elements: str
+    default: []
+  subnet_file:
+    description: flannel's C(subnet.env).
+    type: str
+    default: /run/flannel/subnet.env
+  docker_opts_file:
+    description: The dockerd options the forwarder writes (C(DOCKER_NETWORK_OPTIONS)).
+    type: str
+    default: /run/flannel/docker
+  lease_state_file:
+    description: The forwarder's state file (the subnet it held last, kept across reboots).
+    type: str
+    default: /var/lib/flannel-forwarder/subnet
+  daemon_json:
+    description: docker's C(daemon.json).
+    type: str
+    default: /etc/docker/daemon.json
+  docker_dropin:
+    description: The systemd drop-in of the C(docker) role (left out when looking for flags in docker's unit).
+    type: str
+    default: /etc/systemd/system/docker.service.d/flannel.conf
+  bridge:
+    description: docker's bridge.
+    type: str
+    default: docker0
+  forwarder_prefix:
+    description: The forwarder's install directory (C(releases/), C(current)).
+    type: str
+    default: /opt/flannel-forwarder
+  units:
+    description: The systemd units to report the state of.
+    type: list
+    elements: str
+    default: [flannel-forwarder.service, docker.service, flannel-iptables.service]
+  parts:
+    description:
+      - What to read. V(host) the forwarder's needs and the commands; V(docker) docker's settings, dockerd's
+        options and the bridge; V(flannel) the files the forwarder writes; V(release) the releases; V(iptables)
+        the overlay's rules; V(files) the checksums; V(units) the units' state.
+      - V(bridge_mtu) asks docker for its bridge network's MTU (a C(docker) command; only when docker is active).
+    type: list
+    elements: str
+    choices: [host, docker, flannel, release, iptables, files, units, bridge_mtu]
+    default: [host, docker, flannel, release, iptables, files, units]
+notes:
+  - Runs as root on the host: C(/proc/<dockerd>/cmdline), C(iptables) and the forwarder's state need it.
+"""
+
+EXAMPLES = r"""
+- name: Read the host once
+  overlay.flannel.host_probe:
+    files:
+      - /etc/systemd/system/flannel-forwarder.service
+      - /etc/flannel/forwarder.env
+  register: flannel_host_probe
+
+- name: Docker must restart
+  ansible.builtin.debug:
+    msg: "{{ flannel_host_probe.docker.reason }}"
+  when: flannel_host_probe.docker.restart
+"""
+
+RETURN = r"""
+host:
+  description: Whether the host can run the forwarder, and the kind of host a release is staged for.
+  returned: when O(parts) has V(host)
+  type: dict
+  contains:
+    python: {description: The forwarder python's version (C(3.11)), type: str}
+    machine: {description: The machine (C(x86_64)), type: str}
+    glibc: {description: The GNU C library's version, type: str}
+    executable: {description: The forwarder's python, type: str}
+    missing: {description: What the host lacks to run the forwarder, type: list, elements: str}
+    python_error: {description: Why the forwarder's python could not be asked (null when it could), type: str}
+    commands_missing: {description: Which of docker, dockerd, ip and iptables are not on the PATH, type: list,
+                       elements: str}
+    default_ipv4: {description: The source address of the default route (what Ansible's facts call
+                   C(ansible_default_ipv4.address)), null without one, type: str}
+    service_mgr: {description: C(systemd) when systemd runs the host, else C(other), type: str}
+docker:
+  description: docker's settings and what the docker role must do.
+  returned: when O(parts) has V(docker)
+  type: dict
+  contains:
+    daemon_json_exists: {description: Whether daemon.json exists, type: bool}
+    daemon_json_conflicts: {description: Keys of daemon.json that flannel sets itself (bip, mtu, bridge), type: list,
+                            elements: str}
+    daemon_json_error: {description: Why daemon.json could not be read as a JSON object, type: str}
+    unit_conflicts: {description: Flags flannel sets that docker's unit or /etc/default/docker pass already,
+                     type: list, elements: str}
+    wanted: {description: The options of /run/flannel/docker, type: list, elements: str}
+    running: {description: The --bip/--ip-masq/--mtu options dockerd runs with, type: list, elements: str}
+    bridge_addresses: {description: The bridge's IPv4 addresses (CIDR), type: list, elements: str}
+    bridge_mtu: {description: The MTU of docker's bridge network (with V(bridge_mtu) in O(parts)), type: int}
+    gateway: {description: FLANNEL_SUBNET of subnet.env, type: str}
+    restart: {description: dockerd must restart (other options, or the bridge on another address), type: bool}
+    renumber: {description: The bridge is on another subnet and must be removed while docker is stopped,
+               type: bool}
+    reason: {description: Why docker must restart, type: str}
+    problem: {description: What is wrong with the bridge (null when it carries the gateway and MTU), type: str}
+flannel:
+  description: The files the forwarder writes.
+  returned: when O(parts) has V(flannel)
+  type: dict
+  contains:
+    subnet_env: {description: subnet.env's values (null when it is missing), type: dict}
+    subnet_env_text: {description: subnet.env as it is (null when it is missing), type: str}
+    docker_opts: {description: Whether /run/flannel/docker exists, type: bool}
+    previous_subnets: {description: The subnets the host held before (subnet.env, then the state file), type: list,
+                       elements: str}
+release:
+  description: The forwarder releases on the host.
+  returned: when O(parts) has V(release)
+  type: dict
+  contains:
+    current: {description: The path the C(current) symlink points at (null when none), type: str}
+    releases: {description: The release directories, type: list, elements: str}
+    legacy: {description: Directories of the virtualenv layout of collection 0.1.0 still present, type: list,
+             elements: str}
+iptables:
+  description: The overlay's iptables rules, as C(iptables -S) prints them, per table.
+  returned: when O(parts) has V(iptables)
+  type: dict
+files:
+  description: Per path of O(files), C(exists), C(isdir), C(sha1) (regular files), C(mode), C(owner) and C(group).
+  returned: when O(parts) has V(files)
+  type: dict
+units:
+  description: Per unit of O(units), C(active), C(enabled), C(main_pid) and C(status_text).
+  returned: when O(parts) has V(units)
+  type: dict
+"""
+
+import grp
+import hashlib
+import json
+import os
+import platform
+import pwd
+import shutil
+import stat
+import sys
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_subnet_env
+from ansible_collections.overlay.flannel.plugins.module_utils import hoststate
+
+COMMANDS = ("docker", "dockerd", "ip", "iptables")
+LEGACY = ("venv", "wheels", "installed-wheels")
+
+
+def read_text(path):
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().decode("utf-8", "replace")
+    except (IOError, OSError):
+        return None
+
+
+def run(module, argv):
+    """stdout of a command, or "" when it fails or is missing (a probe reports, it does not fail)."""
+    if shutil.which(argv[0]) is None:
+        return ""
+    rc, out, _err = module.run_command(argv, check_rc=False)
+    return out if rc == 0 else ""
+
+
+def file_facts(path):
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return dict(exists=False, isdir=False, sha1=None, mode=None, owner=None, group=None)
+    facts = dict(exists=True, isdir=stat.S_ISDIR(st.st_mode), sha1=None, mode="%04o" % stat.S_IMODE(st.st_mode))
+    try:
+        facts["owner"] = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        facts["owner"] = str(st.st_uid)
+    try:
+        facts["group"] = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        facts["group"] = str(st.st_gid)
+    if stat.S_ISREG(st.st_mode):
+        digest = hashlib.sha1()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(65536), b""):
+                digest.update(chunk)
+        facts["sha1"] = digest.hexdigest()
+    return facts
+
+
+def probe_host(module, python):
+    error = None
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        facts = dict(version=sys.version_info[:2], machine=platform.machine(), libc=platform.libc_ver(),
+                     executable=sys.executable)
+    else:
+        facts, out, err, rc = None, "", "", 0
+        if not os.access(python, os.X_OK):
+            err = "%s: no such executable" % python
+        else:
+            rc, out, err = module.run_command([python, "-c", hoststate.FACTS_SCRIPT], check_rc=False)
+            try:
+                facts = json.loads(out) if rc == 0 else None
+            except ValueError:
+                facts = None
+        if facts is None:
+            error = (err or out or "rc=%d" % rc).strip()
+            facts = dict(version=(0, 0), machine=platform.machine(), libc=("", ""), executable=python)
+    result = hoststate.host_check(facts["version"], facts["machine"], facts["libc"], os.path.exists("/dev/net/tun"),
+                                  facts["executable"])
+    result["python_error"] = error
+    result["commands_missing"] = [c for c in COMMANDS if shutil.which(c) is None]
+    # What site.yml would otherwise gather facts for: the default route's source address (ansible_default_ipv4)
+    # and the service manager.
+    result["default_ipv4"] = hoststate.route_source(run(module, ["ip", "-4", "route", "get", "192.0.2.1"]))
+    result["service_mgr"] = "systemd" if os.path.isdir("/run/systemd/system") else "other"
+    return result
+
+
+def probe_docker(module, p, units, flannel_texts):
+    daemon_text = read_text(p["daemon_json"])
+    conflicts, error = hoststate.daemon_json_conflicts(daemon_text)
+    unit_text = run(module, ["systemctl", "cat", "docker.service"])
+    default_text = read_text("/etc/default/docker")
+    pid = (units.get("docker.service") or {}).get("main_pid") or 0
+    if not pid and "docker.service" not in units:
+        show = run(module, ["systemctl", "show", "-p", "MainPID", "--value", "docker.service"]).strip()
+        pid = int(show) if show.isdigit() else 0
+    cmdline = b""
+    if pid > 0:
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as fh:
+                cmdline = fh.read()
+        except (IOError, OSError):
+            cmdline = b""
+    addresses = hoststate.ipv4_addresses(run(module, ["ip", "-4", "-o", "addr", "show", "dev", p["bridge"]]))
+    subnet_env_text, docker_opts_text = flannel_texts
+    result = dict(daemon_json_exists=daemon_text is not None, daemon_json_conflicts=conflicts,
+                  daemon_json_error=error,
+                  unit_conflicts=hoststate.unit_conflicts(unit_text, default_text, p["docker_dropin"]),
+                  bridge_addresses=addresses, bridge_mtu=None)
+    result.update(hoststate.docker_decision(subnet_env_text, docker_opts_text, cmdline, addresses))
+    if "bridge_mtu" in p["parts"] and pid > 0:
+        result["bridge_mtu"] = hoststate.bridge_mtu(run(module, ["docker", "network", "inspect", "bridge"]))
+    result["problem"] = hoststate.docker0_problem(subnet_env_text, addresses, result["bridge_mtu"]) \
+        if "bridge_mtu" in p["parts"] else None
+    return result
+
+
+def probe_release(prefix):
+    releases_dir = os.path.join(prefix, "releases")
+    try:
+        releases = sorted(os.path.join(releases_dir, name) for name in os.listdir(releases_dir)
+                          if os.path.isdir(os.path.join(releases_dir, name)) and not name.startswith("."))
+    except OSError:
+        releases = []
+    current = os.path.join(prefix, "current")
+    target = os.readlink(current) if os.path.islink(current) else None
+    legacy = [os.path.join(prefix, name) for name in LEGACY if os.path.lexists(os.path.join(prefix, name))]
+    return dict(current=target, releases=releases, legacy=legacy)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            python=dict(type="str", default="/usr/bin/python3"),
+            files=dict(type="list", elements="str", default=[]),
+            subnet_file=dict(type="str", default="/run/flannel/subnet.env"),
+            docker_opts_file=dict(type="str", default="/run/flannel/docker"),
+            lease_state_file=dict(type="str", default="/var/lib/flannel-forwarder/subnet"),
+            daemon_json=dict(type="str", default="/etc/docker/daemon.json"),
+            docker_dropin=dict(type="str", default="/etc/systemd/system/docker.service.d/flannel.conf"),
+            bridge=dict(type="str", default="docker0"),
+            forwarder_prefix=dict(type="str", default="/opt/flannel-forwarder"),
+            units=dict(type="list", elements="str",
+                       default=["flannel-forwarder.service", "docker.service", "flannel-iptables.service"]),
+            parts=dict(type="list", elements="str",
+                       choices=["host", "docker", "flannel", "release", "iptables", "files", "units", "bridge_mtu"],
+                       default=["host", "docker", "flannel", "release", "iptables", "files", "units"]),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    parts = set(p["parts"])
+    result = dict(changed=False)
+    units = {}
+    if "units" in parts or "docker" in parts:
+        units = hoststate.unit_states(run(module, ["systemctl", "show", "-p",
+                                                   "Id,ActiveState,UnitFileState,MainPID,StatusText"]
+                                          + p["units"]))
+    if "units" in parts:
+        result["units"] = units
+    subnet_env_text = read_text(p["subnet_file"])
+    docker_opts_text = read_text(p["docker_opts_file"])
+    if "host" in parts:
+        result["host"] = probe_host(module, p["python"])
+    if "flannel" in parts:
+        result["flannel"] = dict(
+            subnet_env=parse_subnet_env(subnet_env_text) if subnet_env_text is not None else None,
+            subnet_env_text=subnet_env_text, docker_opts=docker_opts_text is not None,
+            previous_subnets=hoststate.previous_subnets(subnet_env_text, read_text(p["lease_state_file"])))
+    if "docker" in parts:
+        result["docker"] = probe_docker(module, p, units, (subnet_env_text, docker_opts_text))
+    if "release" in parts:
+        result["release"] = probe_release(p["forwarder_prefix"])
+    if "iptables" in parts:
+        result["iptables"] = dict((table, run(module, ["iptables", "-w", "-t", table, "-S"]))
+                                  for table in ("filter", "nat"))
+    if "files" in parts:
+        result["files"] = dict((path, file_facts(path)) for path in p["files"])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

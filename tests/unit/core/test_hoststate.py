@@ -1,0 +1,217 @@
+"""The host_probe's parsers and decisions (plugins/module_utils/hoststate.py): pure, on texts as hosts print them."""
+
+import pytest
+
+from ansible_collections.overlay.flannel.plugins.module_utils import hoststate as H
+
+DROPIN = "/etc/systemd/system/docker.service.d/flannel.conf"
+CAT = """# /lib/systemd/system/docker.service
+[Unit]
+Description=Docker Application Container Engine
+
+[Service]
+EnvironmentFile=-/etc/default/docker
+ExecStart=/usr/sbin/dockerd -H fd:// $DOCKER_OPTS
+
+# /etc/systemd/system/docker.service.d/flannel.conf
+[Service]
+EnvironmentFile=-/run/flannel/docker
+ExecStart=
+ExecStart=/usr/sbin/dockerd -H fd:// $DOCKER_OPTS $DOCKER_NETWORK_OPTIONS --bip=10.5.3.1/24
+"""
+SUBNET_ENV = "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.3.1/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n"
+DOCKER_OPTS = ('DOCKER_OPT_BIP="--bip=10.5.3.1/24"\nDOCKER_OPT_IPMASQ="--ip-masq=true"\nDOCKER_OPT_MTU="--mtu=1472"\n'
+               'DOCKER_NETWORK_OPTIONS=" --bip=10.5.3.1/24 --ip-masq=true --mtu=1472 "\n')
+CMDLINE = b"/usr/sbin/dockerd\x00-H\x00fd://\x00--bip=10.5.3.1/24\x00--ip-masq=true\x00--mtu=1472\x00"
+IP_ADDR = "5: docker0    inet 10.5.3.1/24 brd 10.5.3.255 scope global docker0\\       valid_lft forever\n"
+
+
+@pytest.mark.parametrize("text, conflicts, error", [
+    (None, [], None),
+    ("", [], None),
+    ('{"cgroup-parent": "flh1-docker"}', [], None),
+    ('{"bip": "172.30.0.1/16", "mtu": 1400, "bridge": "br0", "debug": true}', ["bip", "mtu", "bridge"], None),
+    ('{"bip": ', [], "not valid JSON"),
+    ('["bip"]', [], "not a JSON object"),
+])
+def test_daemon_json_conflicts(text, conflicts, error):
+    got, err = H.daemon_json_conflicts(text)
+    assert got == conflicts
+    assert (err is None) == (error is None) and (error is None or error in err)
+
+
+def test_unit_conflicts_leave_our_own_dropin_out():
+    assert H.unit_conflicts(CAT, "", DROPIN) == []
+    other = CAT + "\n# /etc/systemd/system/docker.service.d/zz.conf\n[Service]\nExecStart=/usr/sbin/dockerd --mtu 1400\n"
+    assert H.unit_conflicts(other, "", DROPIN) == ["--mtu"]
+    # our drop-in under another path is someone else's
+    assert H.unit_conflicts(CAT, "", "/etc/systemd/system/docker.service.d/other.conf") == ["--bip"]
+
+
+def test_unit_conflicts_in_etc_default_docker_and_comments():
+    assert H.unit_conflicts(CAT, 'DOCKER_OPTS="-b br0 --dns 1.1.1.1"\n', DROPIN) == ["-b"]
+    assert H.unit_conflicts(CAT, '# DOCKER_OPTS="--bip=1.2.3.4/24"\n', DROPIN) == []
+    # a word that only starts like a flag is none
+    assert H.unit_conflicts(CAT, 'DOCKER_OPTS="--bridge-nf --mtux=3 -bx"\n', DROPIN) == []
+    assert H.unit_conflicts(CAT, 'DOCKER_OPTS="--bridge=none --bip=1.2.3.1/24"\n', DROPIN) == ["--bridge", "--bip"]
+
+
+def test_unit_sections():
+    assert [path for path, _text in H.unit_sections(CAT)] == ["/lib/systemd/system/docker.service", DROPIN]
+    assert H.unit_sections("") == []
+
+
+def test_options_wanted_and_running():
+    assert H.wanted_options(DOCKER_OPTS) == ["--bip=10.5.3.1/24", "--ip-masq=true", "--mtu=1472"]
+    assert H.wanted_options(None) == [] and H.wanted_options("") == []
+    assert H.running_options(CMDLINE) == ["--bip=10.5.3.1/24", "--ip-masq=true", "--mtu=1472"]
+    assert H.running_options(b"/usr/sbin/dockerd\x00-H\x00fd://\x00") == []
+    assert H.running_options("") == [] and H.running_options(None) == []
+    # only the options flannel sets, with their value
+    assert H.running_options(b"dockerd\x00--bip\x00--mtu=1450\x00--bridge=x\x00") == ["--mtu=1450"]
+
+
+def test_ipv4_addresses():
+    assert H.ipv4_addresses(IP_ADDR) == ["10.5.3.1/24"]
+    assert H.ipv4_addresses(IP_ADDR + IP_ADDR.replace("10.5.3.1", "172.17.0.1").replace("/24", "/16")) == \
+        ["10.5.3.1/24", "172.17.0.1/16"]
+    assert H.ipv4_addresses("") == [] and H.ipv4_addresses(None) == []
+
+
+def test_docker_runs_as_flannel_wants_it():
+    got = H.docker_decision(SUBNET_ENV, DOCKER_OPTS, CMDLINE, ["10.5.3.1/24"])
+    assert (got["restart"], got["renumber"], got["reason"]) == (False, False, "")
+    assert got["gateway"] == "10.5.3.1/24"
+
+
+def test_docker_restarts_on_other_options():
+    got = H.docker_decision(SUBNET_ENV, DOCKER_OPTS.replace("1472", "1400"), CMDLINE, ["10.5.3.1/24"])
+    assert got["restart"] and not got["renumber"]
+    assert got["reason"] == ("dockerd runs with [--bip=10.5.3.1/24 --ip-masq=true --mtu=1472], flannel's options "
+                             "are [--bip=10.5.3.1/24 --ip-masq=true --mtu=1400]")
+    # a first run: dockerd on docker's defaults, docker0 on docker's subnet
+    got = H.docker_decision(SUBNET_ENV, DOCKER_OPTS, b"/usr/sbin/dockerd\x00-H\x00fd://\x00", ["172.17.0.1/16"])
+    assert got["restart"] and got["renumber"] and got["reason"].endswith("; docker0 moves to 10.5.3.1/24")
+
+
+def test_docker_renumbers_a_bridge_left_on_another_subnet():
+    got = H.docker_decision(SUBNET_ENV, DOCKER_OPTS, CMDLINE, ["10.5.9.1/24"])
+    assert got["restart"] and got["renumber"]
+    # no bridge yet (docker stopped): nothing to remove
+    got = H.docker_decision(SUBNET_ENV, DOCKER_OPTS, b"", [])
+    assert got["restart"] and not got["renumber"]
+
+
+def test_nothing_is_due_before_the_forwarder_wrote_its_files():
+    got = H.docker_decision(None, None, CMDLINE, ["172.17.0.1/16"])
+    assert (got["restart"], got["renumber"], got["wanted"], got["gateway"]) == (False, False, [], None)
+
+
+def test_bridge_mtu_and_problem():
+    inspect = '[{"Name": "bridge", "Options": {"com.docker.network.driver.mtu": "1472"}}]'
+    assert H.bridge_mtu(inspect) == 1472
+    assert H.bridge_mtu('[{"Name": "bridge", "Options": {}}]') == 1500
+    assert H.bridge_mtu("Error: No such network") is None and H.bridge_mtu("[]") is None
+    assert H.docker0_problem(SUBNET_ENV, ["10.5.3.1/24"], 1472) is None
+    assert H.docker0_problem(SUBNET_ENV, ["10.5.3.1/24"], 1500) == \
+        "docker0 should carry 10.5.3.1/24 with MTU 1472, but has [10.5.3.1/24] and MTU 1500"
+    assert "but has [172.17.0.1/16]" in H.docker0_problem(SUBNET_ENV, ["172.17.0.1/16"], 1472)
+    assert H.docker0_problem(None, [], None) is None
+
+
+@pytest.mark.parametrize("env, state, want", [
+    (SUBNET_ENV, "10.5.3.0/24\n", ["10.5.3.0/24"]),
+    (None, "10.5.3.0/24\n", ["10.5.3.0/24"]),
+    (SUBNET_ENV, "10.5.8.0/24", ["10.5.3.0/24", "10.5.8.0/24"]),
+    ('FLANNEL_SUBNET="10.5.4.1/24"\n', None, ["10.5.4.0/24"]),
+    ("FLANNEL_SUBNET=garbage\n", "also garbage", []),
+    (None, None, []),
+])
+def test_previous_subnets(env, state, want):
+    assert H.previous_subnets(env, state) == want
+
+
+RULES = [
+    {"table": "filter", "chain": "FORWARD", "source": "10.5.0.0/16", "jump": "ACCEPT",
+     "comment": "overlay.flannel forward", "present": True},
+    {"table": "filter", "chain": "FORWARD", "destination": "10.5.0.0/16", "jump": "ACCEPT",
+     "comment": "overlay.flannel forward", "present": True},
+    {"table": "nat", "chain": "POSTROUTING", "source": "10.5.0.0/16", "destination": "!10.5.0.0/16",
+     "jump": "MASQUERADE", "comment": "overlay.flannel ip-masq", "present": False},
+]
+FILTER = """-P INPUT ACCEPT
+-P FORWARD DROP
+-N DOCKER
+-A FORWARD -j DOCKER-USER
+-A FORWARD -s 10.5.0.0/16 -m comment --comment "overlay.flannel forward" -j ACCEPT
+-A FORWARD -d 10.5.0.0/16 -m comment --comment "overlay.flannel forward" -j ACCEPT
+-A FORWARD -o docker0 -j DOCKER
+"""
+NAT = """-P POSTROUTING ACCEPT
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+"""
+MASQ = '-A POSTROUTING -s 10.5.0.0/16 ! -d 10.5.0.0/16 -m comment --comment "overlay.flannel ip-masq" -j MASQUERADE\n'
+
+
+def test_parse_rule():
+    assert H.parse_rule(MASQ.strip()) == dict(chain="POSTROUTING", source="10.5.0.0/16", destination="!10.5.0.0/16",
+                                              jump="MASQUERADE", comment="overlay.flannel ip-masq")
+    assert H.parse_rule("-A FORWARD -j DOCKER-USER") is None  # not ours
+    assert H.parse_rule('-A X -m comment --comment "someone else" -j ACCEPT') is None
+    assert H.parse_rule("-P FORWARD DROP") is None and H.parse_rule('-A "unclosed') is None
+
+
+def test_iptables_in_place_need_nothing():
+    assert H.iptables_plan({"filter": FILTER, "nat": NAT}, RULES, "10.5.0.0/16") == dict(apply=[], stale=[])
+
+
+def test_iptables_missing_and_unwanted_rules_are_applied():
+    masq_on = [dict(r, present=True) if r["jump"] == "MASQUERADE" else r for r in RULES]
+    plan = H.iptables_plan({"filter": FILTER, "nat": NAT}, masq_on, "10.5.0.0/16")
+    assert plan["apply"] == [masq_on[2]] and plan["stale"] == []
+    plan = H.iptables_plan({"filter": FILTER, "nat": NAT + MASQ}, RULES, "10.5.0.0/16")
+    assert plan["apply"] == [RULES[2]]  # present, but flannel_ip_masq is off: removed
+    plan = H.iptables_plan({"filter": "", "nat": ""}, RULES, "10.5.0.0/16")
+    assert plan["apply"] == RULES[:2]
+    # the templated "True"/"False" of older ansible-core
+    assert H.iptables_plan({"filter": FILTER, "nat": NAT}, [dict(r, present=str(r["present"])) for r in RULES],
+                           "10.5.0.0/16")["apply"] == []
+
+
+def test_iptables_rules_of_another_network_are_stale():
+    grown = [dict(r, **{k: v.replace("10.5.0.0/16", "10.4.0.0/15") for k, v in r.items()
+                        if k in ("source", "destination")}) for r in RULES]
+    plan = H.iptables_plan({"filter": FILTER, "nat": NAT + MASQ}, grown, "10.4.0.0/15")
+    assert plan["apply"] == grown[:2]
+    assert [table for table, _line in plan["stale"]] == ["filter", "filter", "nat"]
+    assert all("10.5.0.0/16" in line and line.startswith("-A ") for _table, line in plan["stale"])
+    # retire: every rule of the overlay, none of docker's
+    plan = H.iptables_plan({"filter": FILTER, "nat": NAT + MASQ}, [], "")
+    assert len(plan["stale"]) == 3 and not [line for _t, line in plan["stale"] if "overlay.flannel" not in line]
+
+
+def test_host_check():
+    ok = H.host_check((3, 11), "x86_64", ("glibc", "2.36"), True, "/usr/bin/python3")
+    assert ok == dict(python="3.11", machine="x86_64", glibc="2.36", executable="/usr/bin/python3", missing=[])
+    bad = H.host_check([3, 7, 3], "aarch64", ("", ""), False, "/usr/bin/python3")
+    assert bad["missing"] == ["Python 3.9 or newer (this is 3.7)", "/dev/net/tun (the tun kernel module)",
+                              "the GNU C library (found 'none')"]
+    assert H.host_check((3, 12), "x86_64", ("musl", "1.2"), True, "x")["missing"] == \
+        ["the GNU C library (found 'musl')"]
+
+
+def test_unit_states():
+    out = ("Id=flannel-forwarder.service\nActiveState=active\nUnitFileState=enabled\nMainPID=812\n"
+           "StatusText=udp: 2 peers\n\nId=docker.service\nActiveState=inactive\nUnitFileState=enabled\nMainPID=0\n"
+           "StatusText=\n\nId=flannel-iptables.service\nActiveState=inactive\nUnitFileState=\nMainPID=0\n"
+           "StatusText=\n")
+    got = H.unit_states(out)
+    assert got["flannel-forwarder.service"] == dict(active="active", enabled="enabled", main_pid=812,
+                                                    status_text="udp: 2 peers")
+    assert got["docker.service"]["main_pid"] == 0 and got["flannel-iptables.service"]["enabled"] == ""
+    assert H.unit_states("") == {}
+
+
+def test_route_source():
+    assert H.route_source("192.0.2.1 via 10.213.0.254 dev eth0 src 10.213.0.11 uid 0 \n    cache \n") == "10.213.0.11"
+    assert H.route_source("") is None and H.route_source("RTNETLINK answers: Network is unreachable") is None
