@@ -7,10 +7,12 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible_collections.overlay.flannel.plugins.module_utils import hoststate
+from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_subnet_env
 
 
 class FilterModule(object):
     """The roles' decisions from what overlay.flannel.host_probe read (module_utils/hoststate.py)."""
 
     def filters(self):
-        return {"files_due": hoststate.files_due, "iptables_plan": hoststate.iptables_plan}
+        return {"files_due": hoststate.files_due, "iptables_plan": hoststate.iptables_plan,
+                "subnet_env": parse_subnet_env}

@@ -3,8 +3,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The files flannel leaves on each host: /run/flannel/subnet.env and /run/flannel/docker.
 
-Pure text in, text out; shared by the docker role (through a module) and the
-forwarder (which re-creates them after a reboot), so both write the same bytes.
+Pure text in, text out; shared by the forwarder (which writes them, and
+re-creates them after a reboot), the host probe (hoststate.py: what the roles
+decide from), the report and the subnet_env filter, so all read them one way.
 """
 
 from __future__ import absolute_import, division, print_function

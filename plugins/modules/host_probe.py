@@ -86,7 +86,7 @@ options:
     choices: [host, docker, flannel, release, iptables, files, units, bridge_mtu]
     default: [host, docker, flannel, release, iptables, files, units]
 notes:
-  - Runs as root on the host: C(/proc/<dockerd>/cmdline), C(iptables) and the forwarder's state need it.
+  - "Runs as root on the host: C(/proc/<dockerd>/cmdline), C(iptables) and the forwarder's state need it."
 """
 
 EXAMPLES = r"""
@@ -109,59 +109,121 @@ host:
   returned: when O(parts) has V(host)
   type: dict
   contains:
-    python: {description: The forwarder python's version (C(3.11)), type: str}
-    machine: {description: The machine (C(x86_64)), type: str}
-    glibc: {description: The GNU C library's version, type: str}
-    executable: {description: The forwarder's python, type: str}
-    missing: {description: What the host lacks to run the forwarder, type: list, elements: str}
-    python_error: {description: Why the forwarder's python could not be asked (null when it could), type: str}
-    commands_missing: {description: Which of docker, dockerd, ip and iptables are not on the PATH, type: list,
-                       elements: str}
-    default_ipv4: {description: The source address of the default route (what Ansible's facts call
-                   C(ansible_default_ipv4.address)), null without one, type: str}
-    service_mgr: {description: C(systemd) when systemd runs the host, else C(other), type: str}
+    python:
+      description: The forwarder python's version, for example C(3.11).
+      type: str
+    machine:
+      description: The machine, for example C(x86_64).
+      type: str
+    glibc:
+      description: The version of the GNU C library.
+      type: str
+    executable:
+      description: The forwarder's python.
+      type: str
+    missing:
+      description: What the host lacks to run the forwarder.
+      type: list
+      elements: str
+    python_error:
+      description: Why the forwarder's python could not be asked (null when it could).
+      type: str
+    commands_missing:
+      description: The commands of C(docker), C(dockerd), C(ip) and C(iptables) that are not on the PATH.
+      type: list
+      elements: str
+    default_ipv4:
+      description: The source address of the default route (what Ansible's facts call C(ansible_default_ipv4.address));
+        null without a default route.
+      type: str
+    service_mgr:
+      description: C(systemd) when systemd runs the host, else C(other).
+      type: str
 docker:
   description: docker's settings and what the docker role must do.
   returned: when O(parts) has V(docker)
   type: dict
   contains:
-    daemon_json_exists: {description: Whether daemon.json exists, type: bool}
-    daemon_json_conflicts: {description: Keys of daemon.json that flannel sets itself (bip, mtu, bridge), type: list,
-                            elements: str}
-    daemon_json_error: {description: Why daemon.json could not be read as a JSON object, type: str}
-    unit_conflicts: {description: Flags flannel sets that docker's unit or /etc/default/docker pass already,
-                     type: list, elements: str}
-    wanted: {description: The options of /run/flannel/docker, type: list, elements: str}
-    running: {description: The --bip/--ip-masq/--mtu options dockerd runs with, type: list, elements: str}
-    bridge_addresses: {description: The bridge's IPv4 addresses (CIDR), type: list, elements: str}
-    bridge_mtu: {description: The MTU of docker's bridge network (with V(bridge_mtu) in O(parts)), type: int}
-    gateway: {description: FLANNEL_SUBNET of subnet.env, type: str}
-    restart: {description: dockerd must restart (other options, or the bridge on another address), type: bool}
-    renumber: {description: The bridge is on another subnet and must be removed while docker is stopped,
-               type: bool}
-    reason: {description: Why docker must restart, type: str}
-    problem: {description: What is wrong with the bridge (null when it carries the gateway and MTU), type: str}
+    daemon_json_exists:
+      description: Whether daemon.json exists.
+      type: bool
+    daemon_json_conflicts:
+      description: The keys of daemon.json that flannel sets itself (C(bip), C(mtu), C(bridge)).
+      type: list
+      elements: str
+    daemon_json_error:
+      description: Why daemon.json is not a JSON object (null when it is, or is missing).
+      type: str
+    unit_conflicts:
+      description: The flags flannel sets that docker's unit, its other drop-ins or /etc/default/docker pass already.
+      type: list
+      elements: str
+    wanted:
+      description: The options of /run/flannel/docker.
+      type: list
+      elements: str
+    running:
+      description: The C(--bip), C(--ip-masq) and C(--mtu) options dockerd runs with.
+      type: list
+      elements: str
+    bridge_addresses:
+      description: The bridge's IPv4 addresses (CIDR).
+      type: list
+      elements: str
+    bridge_mtu:
+      description: The MTU of docker's bridge network (with V(bridge_mtu) in O(parts); null otherwise).
+      type: int
+    gateway:
+      description: C(FLANNEL_SUBNET) of subnet.env.
+      type: str
+    restart:
+      description: Whether dockerd must restart (it runs with other options, or the bridge is on another address).
+      type: bool
+    renumber:
+      description: Whether the bridge is on another subnet and must be removed while docker is stopped.
+      type: bool
+    reason:
+      description: Why docker must restart.
+      type: str
+    problem:
+      description: What is wrong with the bridge (null when it carries the gateway and the MTU).
+      type: str
 flannel:
   description: The files the forwarder writes.
   returned: when O(parts) has V(flannel)
   type: dict
   contains:
-    subnet_env: {description: subnet.env's values (null when it is missing), type: dict}
-    subnet_env_text: {description: subnet.env as it is (null when it is missing), type: str}
-    docker_opts: {description: Whether /run/flannel/docker exists, type: bool}
-    previous_subnets: {description: The subnets the host held before (subnet.env, then the state file), type: list,
-                       elements: str}
+    subnet_env:
+      description: The values of subnet.env (null when it is missing).
+      type: dict
+    subnet_env_text:
+      description: subnet.env as it is (null when it is missing).
+      type: str
+    docker_opts:
+      description: Whether /run/flannel/docker exists.
+      type: bool
+    previous_subnets:
+      description: The subnets the host held before, from subnet.env and then the forwarder's state file.
+      type: list
+      elements: str
 release:
   description: The forwarder releases on the host.
   returned: when O(parts) has V(release)
   type: dict
   contains:
-    current: {description: The path the C(current) symlink points at (null when none), type: str}
-    releases: {description: The release directories, type: list, elements: str}
-    legacy: {description: Directories of the virtualenv layout of collection 0.1.0 still present, type: list,
-             elements: str}
+    current:
+      description: The path the C(current) symlink points at (null when there is none).
+      type: str
+    releases:
+      description: The release directories.
+      type: list
+      elements: str
+    legacy:
+      description: The directories of the virtualenv layout of collection 0.1.0 that are still present.
+      type: list
+      elements: str
 iptables:
-  description: The overlay's iptables rules, as C(iptables -S) prints them, per table.
+  description: The iptables rules, as C(iptables -S) prints them, per table (C(filter), C(nat)).
   returned: when O(parts) has V(iptables)
   type: dict
 files:

@@ -23,6 +23,7 @@ import math
 import time
 
 from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_subnet_env
+from ansible_collections.overlay.flannel.plugins.module_utils.hoststate import ipv4_addresses
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import gateway
 
 DEFAULT_WARN_HOURS = 72
@@ -88,16 +89,6 @@ def _network(text):
 def _subnet_order(lease):
     net = _network(lease.get("subnet"))
     return (0, int(net.network_address), net.prefixlen, "") if net is not None else (1, 0, 0, str(lease.get("subnet")))
-
-
-def _docker0_addresses(text):
-    """'ip -4 -o addr show dev docker0' output -> ['10.5.34.1/24', ...]."""
-    found = []
-    for line in (text or "").splitlines():
-        words = line.split()
-        if "inet" in words and words.index("inet") + 1 < len(words):
-            found.append(words[words.index("inet") + 1])
-    return found
 
 
 def _forwarder_state(host):
@@ -198,7 +189,7 @@ def build_report(info, hosts, warn_hours=DEFAULT_WARN_HOURS, now=None, inventory
         if reachable:
             env = parse_subnet_env(host["subnet_env"]) if host.get("subnet_env") is not None else {}
             base["subnet_env"] = env.get("FLANNEL_SUBNET")
-            base["docker0"] = _docker0_addresses(host.get("docker0")) if host.get("docker0") is not None else []
+            base["docker0"] = ipv4_addresses(host.get("docker0")) if host.get("docker0") is not None else []
         if not mine:
             row = dict(base, subnet=None, backend=None, expires_at=None, ttl_remaining=None, reservation=False,
                        key=None, expiry="-")
