@@ -220,22 +220,23 @@ def iptables_plan(listed, rules, keep_network):
 
     `listed`: {table: `iptables -t table -S` output}; `rules`: the role's rules ({table, chain, source,
     destination, jump, comment, present}); `keep_network`: the overlay's network now.
-    -> {apply: the rules that are missing (present) or still there (absent), stale: [[table, line]] of
-    the overlay's rules of another network (grown or moved, or every one when keep_network is "")}."""
+    -> {apply: the rules that are missing (present) or still there (absent), stale: the overlay's rules of
+    another network (grown or moved, or every one when keep_network is ""), each as parse_rule gives it with
+    its `table` and its `line` as `iptables -S` printed it}."""
     have, listing = set(), []
     for table in sorted(listed or {}):
         for line in (listed[table] or "").splitlines():
             rule = parse_rule(line)
             if rule is not None:
                 have.add(_key(table, rule))
-                listing.append([table, line])
+                listing.append(dict(rule, table=table, line=line))
     apply_ = []
     for rule in rules:
         present = str(rule.get("present", True)).lower() in ("true", "1", "yes")
         if (_key(rule["table"], rule) in have) != present:
             apply_.append(rule)
-    stale = [[table, line] for table, line in listing
-             if keep_network == "" or (" %s " % keep_network) not in " %s " % line]
+    stale = [rule for rule in listing
+             if keep_network == "" or keep_network not in (rule["source"] or "", (rule["destination"] or "").lstrip("!"))]
     return dict(apply=apply_, stale=stale)
 
 

@@ -183,11 +183,16 @@ def test_iptables_rules_of_another_network_are_stale():
                         if k in ("source", "destination")}) for r in RULES]
     plan = H.iptables_plan({"filter": FILTER, "nat": NAT + MASQ}, grown, "10.4.0.0/15")
     assert plan["apply"] == grown[:2]
-    assert [table for table, _line in plan["stale"]] == ["filter", "filter", "nat"]
-    assert all("10.5.0.0/16" in line and line.startswith("-A ") for _table, line in plan["stale"])
+    assert [rule["table"] for rule in plan["stale"]] == ["filter", "filter", "nat"]
+    assert all("10.5.0.0/16" in rule["line"] and rule["line"].startswith("-A ") for rule in plan["stale"])
+    assert plan["stale"][2] == dict(table="nat", chain="POSTROUTING", source="10.5.0.0/16", destination="!10.5.0.0/16",
+                                    jump="MASQUERADE", comment="overlay.flannel ip-masq", line=MASQ.strip())
     # retire: every rule of the overlay, none of docker's
     plan = H.iptables_plan({"filter": FILTER, "nat": NAT + MASQ}, [], "")
-    assert len(plan["stale"]) == 3 and not [line for _t, line in plan["stale"] if "overlay.flannel" not in line]
+    assert len(plan["stale"]) == 3 and not [r for r in plan["stale"] if "overlay.flannel" not in r["line"]]
+    # a network that only starts like the kept one is another
+    plan = H.iptables_plan({"filter": FILTER.replace("10.5.0.0/16", "10.5.0.0/17"), "nat": ""}, RULES, "10.5.0.0/16")
+    assert len(plan["stale"]) == 2
 
 
 def test_host_check():
