@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -91,8 +92,8 @@ def main():
             with open(times) as fh:
                 task_times = json.load(fh)
         finally:
-            if not args.keep:
-                cluster.down()
+            if not args.keep and cluster.down() == [] and not cluster.leftovers():
+                shutil.rmtree(state, ignore_errors=True)
     ping = statistics.mean([ping_a, ping_b])
     conv = statistics.median(converged)
     kind = "TLS + auth 3-member" if args.tls else "plain"
