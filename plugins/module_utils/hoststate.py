@@ -250,7 +250,8 @@ FACTS_SCRIPT = ("import json, os, platform, sys; "
 
 def host_check(version, machine, libc, tun_exists, executable):
     """The forwarder's needs on a host: Python 3.9+, the GNU C library and /dev/net/tun.
-    -> {python, machine, glibc, executable, missing} (the target a release is staged for)."""
+    -> {python, machine, glibc, executable, missing, target}; `target` is {python, machine, glibc}: the kind of
+    host a release is staged for."""
     missing = []
     version = tuple(version)[:2]
     if version < (3, 9):
@@ -260,8 +261,8 @@ def host_check(version, machine, libc, tun_exists, executable):
     name, libc_version = (list(libc) + ["", ""])[:2]
     if name != "glibc":
         missing.append("the GNU C library (found %r)" % (name or "none"))
-    return dict(python="%d.%d" % version, machine=machine, glibc=libc_version, executable=executable,
-                missing=missing)
+    target = dict(python="%d.%d" % version, machine=machine, glibc=libc_version)
+    return dict(target, executable=executable, missing=missing, target=target)
 
 
 def route_source(ip_route_get):

@@ -121,6 +121,9 @@ host:
     executable:
       description: The forwarder's python.
       type: str
+    target:
+      description: The kind of host a forwarder release is staged for, C(python), C(machine) and C(glibc) above.
+      type: dict
     missing:
       description: What the host lacks to run the forwarder.
       type: list

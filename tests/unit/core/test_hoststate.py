@@ -197,7 +197,8 @@ def test_iptables_rules_of_another_network_are_stale():
 
 def test_host_check():
     ok = H.host_check((3, 11), "x86_64", ("glibc", "2.36"), True, "/usr/bin/python3")
-    assert ok == dict(python="3.11", machine="x86_64", glibc="2.36", executable="/usr/bin/python3", missing=[])
+    assert ok == dict(python="3.11", machine="x86_64", glibc="2.36", executable="/usr/bin/python3", missing=[],
+                      target=dict(python="3.11", machine="x86_64", glibc="2.36"))
     bad = H.host_check([3, 7, 3], "aarch64", ("", ""), False, "/usr/bin/python3")
     assert bad["missing"] == ["Python 3.9 or newer (this is 3.7)", "/dev/net/tun (the tun kernel module)",
                               "the GNU C library (found 'none')"]
