@@ -19,7 +19,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-1
 VENV_MIN ?= $(CURDIR)/.venv-min
 STAMP_MIN := $(VENV_MIN)/.installed-$(shell sha1sum requirements/controller-min.txt | cut -c1-12)
 
-.PHONY: all deps venv venv-min demo test ledger test-min test-unit test-integration sanity lint bench clean \
+.PHONY: all deps venv venv-min demo test checks-lane ledger test-min test-unit test-integration sanity lint bench clean \
 	cluster-deps cluster-up cluster-down cluster-demo test-cluster release-lint docs wheelhouse
 
 all: test
@@ -71,29 +71,44 @@ sanity: deps venv
 lint: venv
 	VENV=$(VENV) tests/lint/run.sh
 
-# Every test: first (test-min) with the oldest claimed ansible-core, then with
-# the newest. Each pytest run prints a closing "N passed" line; CI reads the
-# last, the whole suite's. Sanity and lint fail the run on any finding, as
-# release-lint does before them. Every step runs even when one before it
-# failed, each recorded with its time in the ledger (tests/support/ledger.py:
-# build/ledger.jsonl, with every test, playbook run, bring-up, reboot and
-# deliberate wait inside them); its summary ends the run, which fails if any
-# step did.
+# Every test, in two lanes that share the machine's two cores, after the set-up:
+#   - the main pytest run (unit, integration, cluster) on two workers (pytest-xdist;
+#     tests/support/lanes.py): the cluster tests on one, in order, the rest on the
+#     other. Its closing "N passed" line is the whole suite's, and the last one
+#     printed: CI reads it.
+#   - beside it, the checks lane (`make checks-lane`, its output kept in
+#     build/checks-lane.log and printed after pytest's): release-lint, test-min
+#     (the module tests with the oldest claimed ansible-core; pytest -qq prints
+#     no closing line), sanity with the oldest and the newest ansible-core, and
+#     ansible-lint. Sanity and lint fail the run on any finding.
+# Every step runs even when one before it failed, each recorded with its time in
+# the ledger (tests/support/ledger.py: build/ledger.jsonl, with every test,
+# playbook run, bring-up, reboot and deliberate wait inside them); its summary
+# ends the run, which fails if any step did.
 LEDGER_FILE := $(CURDIR)/build/ledger.jsonl
 LEDGER := OVERLAY_FLANNEL_LEDGER=$(LEDGER_FILE) $(PYTHON) tests/support/ledger.py
+CHECKS_LOG := $(CURDIR)/build/checks-lane.log
 test:
-	@mkdir -p build && rm -f $(LEDGER_FILE)
+	@mkdir -p build && rm -f $(LEDGER_FILE) $(CHECKS_LOG)
 	@rc=0; \
 	$(LEDGER) phase "setup (apt, venvs)" -- $(MAKE) --no-print-directory deps cluster-deps venv venv-min || rc=1; \
+	$(MAKE) --no-print-directory checks-lane >$(CHECKS_LOG) 2>&1 & checks=$$!; \
+	$(LEDGER) phase "pytest (unit, integration, cluster)" -- \
+	  env OVERLAY_FLANNEL_MIN_VENV=$(VENV_MIN) $(PY) -m pytest -n 2 tests/unit tests/integration tests/cluster || rc=1; \
+	wait $$checks || rc=1; \
+	echo "== the checks lane (build/checks-lane.log) =="; cat $(CHECKS_LOG); \
+	$(LEDGER) summary; \
+	exit $$rc
+
+# The lane beside the main pytest run (see test): every step runs, the lane fails if one did.
+checks-lane:
+	@rc=0; \
 	$(LEDGER) phase "release-lint (changelog, docs)" -- $(MAKE) --no-print-directory release-lint || rc=1; \
 	OVERLAY_FLANNEL_LEDGER_PHASE=test-min $(LEDGER) phase "test-min (oldest ansible-core)" -- \
-	  env OVERLAY_FLANNEL_ANSIBLE_VENV=$(VENV_MIN) $(PY) -m pytest $(MIN_TESTS) || rc=1; \
+	  env OVERLAY_FLANNEL_ANSIBLE_VENV=$(VENV_MIN) $(PY) -m pytest -qq $(MIN_TESTS) || rc=1; \
 	$(LEDGER) phase "sanity (oldest ansible-core)" -- env VENV=$(VENV_MIN) tests/sanity/run.sh || rc=1; \
-	$(LEDGER) phase "pytest (unit, integration, cluster)" -- \
-	  env OVERLAY_FLANNEL_MIN_VENV=$(VENV_MIN) $(PY) -m pytest tests/unit tests/integration tests/cluster || rc=1; \
 	$(LEDGER) phase "sanity (newest ansible-core)" -- env VENV=$(VENV) tests/sanity/run.sh || rc=1; \
 	$(LEDGER) phase "ansible-lint" -- env VENV=$(VENV) tests/lint/run.sh || rc=1; \
-	$(LEDGER) summary; \
 	exit $$rc
 
 # The time ledger of the last `make test` (or pytest run) again.

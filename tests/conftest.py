@@ -8,6 +8,8 @@ and the forwarder all import the very same module_utils files.
 import os
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLLECTIONS = os.path.join(REPO, ".cache", "collections")
 
@@ -33,9 +35,17 @@ for path in (os.path.join(REPO, "forwarder"), os.path.join(REPO, "tests")):
 
 # --- the time ledger (tests/support/ledger.py): one entry per test, setup and teardown included -----------
 _DURATIONS = {}
+_IN_WORKER = []  # set in a pytest-xdist worker: the controller, which sees every report, records the tests
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):
+        _IN_WORKER.append(config.workerinput.get("workerid"))
 
 
 def pytest_runtest_logreport(report):
+    if _IN_WORKER:
+        return
     from support import ledger
     seconds, outcome = _DURATIONS.get(report.nodeid, (0.0, "ok"))
     seconds += report.duration
@@ -46,4 +56,21 @@ def pytest_runtest_logreport(report):
     _DURATIONS[report.nodeid] = (seconds, outcome)
     if report.when == "teardown":
         del _DURATIONS[report.nodeid]
-        ledger.record("test", report.nodeid, seconds, test=report.nodeid, outcome=outcome)
+        extra = {}
+        worker = getattr(getattr(getattr(report, "node", None), "gateway", None), "id", None)
+        if worker:
+            extra["worker"] = worker
+        ledger.record("test", report.nodeid, seconds, test=report.nodeid, outcome=outcome, **extra)
+
+
+# --- two workers (make test: pytest -n 2, see tests/support/lanes.py) ----------------------------------------
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from support import lanes
+    return lanes.scheduler(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    if _IN_WORKER:
+        from support import lanes
+        items[:] = lanes.in_lane_order(items)

@@ -119,16 +119,21 @@ def summary(entries):
     tests = [e for e in entries if e["kind"] == "test"]
     inner = [e for e in entries if e["kind"] in INNER_KINDS]
     total = sum(e["seconds"] for e in phases)
-    lines.append("## time ledger (%s): %d entries, phases %.0f s = %.1f min" % (
-        os.path.relpath(path(), REPO) if path().startswith(REPO) else path(), len(entries), total, total / 60))
+    wall = (max(e["at"] for e in phases) - min(e["at"] - e["seconds"] for e in phases)) if phases else 0
+    lines.append("## time ledger (%s): %d entries, phases %.0f s = %.1f min from first start to last end "
+                 "(%.0f s if run one after another)" % (
+                     os.path.relpath(path(), REPO) if path().startswith(REPO) else path(), len(entries), wall,
+                     wall / 60, total))
 
-    lines.append("-- per phase (make test's steps; pytest's split by test directory) --")
+    lines.append("-- per phase (make test's steps, the machine's busy cores meanwhile; pytest's split by test "
+                 "directory) --")
     by_test_phase = {}
     for e in tests:
         by_test_phase.setdefault(e.get("phase") or "?", []).append(e["seconds"])
     for e in phases:
         status = "ok" if e.get("rc") == 0 else "FAILED rc=%s" % e.get("rc")
-        lines.append("  %-38s %s  %s" % (e["what"], _fmt(e["seconds"]), status))
+        busy = " %4.1f cores" % e["busy_cores"] if e.get("busy_cores") is not None else ""
+        lines.append("  %-38s %s%s  %s" % (e["what"], _fmt(e["seconds"]), busy, status))
     for name, secs in sorted(by_test_phase.items(), key=lambda kv: -sum(kv[1])):
         lines.append("    tests in %-29s %s  (%d tests)" % (name, _fmt(sum(secs)), len(secs)))
 
@@ -159,20 +164,40 @@ def summary(entries):
         len(idle), len(playbooks), sum(e["seconds"] for e in idle)))
     for e in idle:
         lines.append("  %s  %-52s %s" % (_fmt(e["seconds"]), e["what"][:52], e.get("test") or ""))
+    broken = [e for e in tests if e.get("outcome") != "ok"]
+    if broken:
+        lines.append("-- tests that did not pass: %d --" % len(broken))
+        lines += ["  %s  (%s)" % (e["what"], e.get("outcome")) for e in broken]
     failed = [e for e in phases if e.get("rc") != 0]
     if failed:
         lines.append("-- failed phases: %s --" % ", ".join(e["what"] for e in failed))
     return lines
 
 
+def machine_busy(stat="/proc/stat"):
+    """Seconds of CPU time the whole machine has spent busy (all cores, not idle nor waiting for I/O)."""
+    try:
+        with open(stat) as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / float(os.sysconf("SC_CLK_TCK"))
+
+
 def run_phase(name, argv):
-    start = time.monotonic()
+    start, busy = time.monotonic(), machine_busy()
     try:
         rc = subprocess.call(argv)
     except OSError as exc:
         sys.stderr.write("ledger: %s: %s\n" % (argv[0], exc))
         rc = 127
-    record("phase", name, time.monotonic() - start, rc=rc, phase=name, test=None)
+    seconds, extra = time.monotonic() - start, {}
+    after = machine_busy()
+    if busy is not None and after is not None and seconds > 0:
+        # the machine's, not the phase's own: phases of the two lanes overlap
+        extra["busy_cores"] = round((after - busy) / seconds, 2)
+    record("phase", name, seconds, rc=rc, phase=name, test=None, **extra)
     return rc
 
 

@@ -1,6 +1,7 @@
 """The suite's time ledger (tests/support/ledger.py): entries recorded, the summary that ends `make test`."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -58,7 +59,33 @@ def test_summary_per_phase_kind_costliest_and_idle_runs(tmp_path, monkeypatch):
     idle = text.split("-- playbook runs that changed nothing: ")[1]
     assert idle.startswith("1 of 2, 30 s") and "flannel_mtu" not in idle
     assert "-- failed phases: ansible-lint --" in text
+    assert "-- tests that did not pass: 1 --\n  tests/unit/core/test_x.py::test_b  (failed in call)" in text
     assert not [line for line in lines if PYTEST_CLOSING.search(line)], text
+
+
+def test_summary_counts_overlapping_lanes_once(tmp_path, monkeypatch):
+    monkeypatch.setenv(ledger.ENV, str(tmp_path / "ledger.jsonl"))
+    # the main pytest run from 100 to 400, the checks lane's two phases inside it
+    for what, end, seconds, busy in (("sanity", 250, 150, 1.9), ("ansible-lint", 300, 50, None),
+                                     ("pytest", 400, 300, 1.5)):
+        extra = {"busy_cores": busy} if busy is not None else {}
+        ledger.record("phase", what, seconds, rc=0, phase=what, test=None, **extra)
+        entries = ledger.read()
+        entries[-1]["at"] = end
+        (tmp_path / "ledger.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    text = "\n".join(ledger.summary(ledger.read()))
+    assert "phases 300 s = 5.0 min from first start to last end (500 s if run one after another)" in text, text
+    assert re.search(r"sanity\s+150 s\s+1.9 cores\s+ok", text) and re.search(r"ansible-lint\s+50 s\s+ok", text), text
+
+
+def test_machine_busy_reads_the_cpu_line(tmp_path):
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal: busy = 300 + 0 + 100 + 0 + 20 + 0 ticks
+    stat.write_text("cpu  300 0 100 5000 80 0 20 0 0 0\ncpu0 1 2 3 4\n")
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert ledger.machine_busy(str(stat)) == 420 / ticks
+    assert ledger.machine_busy(str(tmp_path / "missing")) is None
+    assert ledger.machine_busy() > 0
 
 
 def test_phase_command_records_the_rc_and_runs_on(tmp_path, monkeypatch):
