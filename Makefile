@@ -77,10 +77,10 @@ lint: venv
 #     other. Its closing "N passed" line is the whole suite's, and the last one
 #     printed: CI reads it.
 #   - beside it, the checks lane (`make checks-lane`, its output kept in
-#     build/checks-lane.log and printed after pytest's): release-lint, test-min
-#     (the module tests with the oldest claimed ansible-core; pytest -qq prints
-#     no closing line), sanity with the oldest and the newest ansible-core, and
-#     ansible-lint. Sanity and lint fail the run on any finding.
+#     build/checks-lane.log and printed after pytest's): test-min (the module
+#     tests with the oldest claimed ansible-core; pytest -qq prints no closing
+#     line), release-lint, sanity with the oldest and the newest ansible-core,
+#     and ansible-lint. Sanity and lint fail the run on any finding.
 # Every step runs even when one before it failed, each recorded with its time in
 # the ledger (tests/support/ledger.py: build/ledger.jsonl, with every test,
 # playbook run, bring-up, reboot and deliberate wait inside them); its summary
@@ -100,15 +100,20 @@ test:
 	$(LEDGER) summary; \
 	exit $$rc
 
-# The lane beside the main pytest run (see test): every step runs, the lane fails if one did.
+# The lane beside the main pytest run (see test): every step runs, the lane fails if
+# one did. The cluster lane is the long pole, so the steps that only need CPU and
+# wait on no clock (release-lint, sanity, lint) run at nice $(CHECKS_NICE): they take
+# what the cluster tests leave. test-min waits on etcd timeouts, so it runs at the
+# normal priority.
+CHECKS_NICE := 15
 checks-lane:
 	@rc=0; \
-	$(LEDGER) phase "release-lint (changelog, docs)" -- $(MAKE) --no-print-directory release-lint || rc=1; \
 	OVERLAY_FLANNEL_LEDGER_PHASE=test-min $(LEDGER) phase "test-min (oldest ansible-core)" -- \
 	  env OVERLAY_FLANNEL_ANSIBLE_VENV=$(VENV_MIN) $(PY) -m pytest -qq $(MIN_TESTS) || rc=1; \
-	$(LEDGER) phase "sanity (oldest ansible-core)" -- env VENV=$(VENV_MIN) tests/sanity/run.sh || rc=1; \
-	$(LEDGER) phase "sanity (newest ansible-core)" -- env VENV=$(VENV) tests/sanity/run.sh || rc=1; \
-	$(LEDGER) phase "ansible-lint" -- env VENV=$(VENV) tests/lint/run.sh || rc=1; \
+	$(LEDGER) phase "release-lint (changelog, docs)" -- nice -n $(CHECKS_NICE) $(MAKE) --no-print-directory release-lint || rc=1; \
+	$(LEDGER) phase "sanity (oldest ansible-core)" -- env VENV=$(VENV_MIN) nice -n $(CHECKS_NICE) tests/sanity/run.sh || rc=1; \
+	$(LEDGER) phase "sanity (newest ansible-core)" -- env VENV=$(VENV) nice -n $(CHECKS_NICE) tests/sanity/run.sh || rc=1; \
+	$(LEDGER) phase "ansible-lint" -- env VENV=$(VENV) nice -n $(CHECKS_NICE) tests/lint/run.sh || rc=1; \
 	exit $$rc
 
 # The time ledger of the last `make test` (or pytest run) again.

@@ -29,8 +29,9 @@ options:
   hosts:
     description:
       - One dict per inventory host with C(name), C(public_ip) (empty when unknown), C(reachable), C(error),
-        C(subnet_env) (the text of subnet.env, null when absent), C(docker0) (the output of
-        C(ip -4 -o addr show dev docker0)), C(forwarder_active) (the word of C(systemctl is-active)) and
+        C(subnet_env) (the text of subnet.env, null when absent), C(docker0) (the bridge's IPv4 addresses with
+        their prefix length, as M(overlay.flannel.host_probe) returns them in C(docker.bridge_addresses)),
+        C(forwarder_active) (the unit's active state, the word of C(systemctl is-active)) and
         C(readyz_status) (the HTTP status of C(/readyz), -1 when it did not answer, null when not checked).
     type: list
     elements: dict

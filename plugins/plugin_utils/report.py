@@ -23,7 +23,6 @@ import math
 import time
 
 from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_subnet_env
-from ansible_collections.overlay.flannel.plugins.module_utils.hoststate import ipv4_addresses
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import gateway
 
 DEFAULT_WARN_HOURS = 72
@@ -122,7 +121,8 @@ def build_report(info, hosts, warn_hours=DEFAULT_WARN_HOURS, now=None, inventory
     info: overlay.flannel.subnet_info's result (leases, invalid, config, config_error).
     hosts: one dict per inventory host: name, public_ip ('' or None when unknown), reachable (bool),
       error (why it was not reachable), subnet_env (the text of subnet.env, None when absent),
-      docker0 (the output of 'ip -4 -o addr show dev docker0', None when not read),
+      docker0 (its IPv4 addresses with their prefix length, as host_probe's docker.bridge_addresses gives them:
+      ["10.5.3.1/24"]; None when not read),
       forwarder_active (systemctl is-active's word, None when not read),
       readyz_status (HTTP status of /readyz, -1 when it did not answer, None when not checked).
     inventory: every host name the report is about; a name without an entry in hosts is "not observed".
@@ -189,7 +189,7 @@ def build_report(info, hosts, warn_hours=DEFAULT_WARN_HOURS, now=None, inventory
         if reachable:
             env = parse_subnet_env(host["subnet_env"]) if host.get("subnet_env") is not None else {}
             base["subnet_env"] = env.get("FLANNEL_SUBNET")
-            base["docker0"] = ipv4_addresses(host.get("docker0")) if host.get("docker0") is not None else []
+            base["docker0"] = list(host.get("docker0") or [])
         if not mine:
             row = dict(base, subnet=None, backend=None, expires_at=None, ttl_remaining=None, reservation=False,
                        key=None, expiry="-")

@@ -25,8 +25,7 @@ def host(name, ip, subnet_gw, docker0=None, active="active", readyz=None):
     return dict(name=name, public_ip=ip, reachable=True,
                 subnet_env=None if subnet_gw is None else
                 "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=%s\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n" % subnet_gw,
-                docker0="5: docker0    inet %s brd 10.5.1.255 scope global docker0\\       valid_lft forever"
-                        % (subnet_gw if docker0 is None else docker0) if (docker0 or subnet_gw) else "",
+                docker0=[subnet_gw if docker0 is None else docker0] if (docker0 or subnet_gw) else [],
                 forwarder_active=active, readyz_status=readyz)
 
 
@@ -123,7 +122,7 @@ def test_subnet_env_and_docker0_disagree():
     assert [f["host"] for f in result["findings"]] == ["h1", "h1", "h2"]
     assert "docker0 has 172.17.0.1/16" in result["findings"][2]["message"]
     # no subnet.env, no docker0
-    hosts = [dict(host("h1", "192.0.2.11", None), docker0=""), healthy()[1][1]]
+    hosts = [dict(host("h1", "192.0.2.11", None), docker0=[]), healthy()[1][1]]
     result = R.build_report(data, hosts)
     assert kinds(result) == ["subnet_env_mismatch", "docker0_mismatch"]
     assert "no IPv4 address" in result["findings"][1]["message"]
