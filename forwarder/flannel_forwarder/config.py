@@ -40,6 +40,8 @@ class Settings:
     # so a host that was down past its lease TTL asks for the same subnet again.
     lease_state_file: str = "/var/lib/flannel-forwarder/subnet"
     subnet_lease_renew_margin: int = 60  # minutes, as flanneld
+    # seconds (ours; the role writes it): wins over the minutes, which cannot say 3601 s
+    subnet_lease_renew_margin_seconds: int | None = None
     subnet_lease_ttl: int = DEFAULT_TTL  # seconds, for a lease the daemon re-creates; 0: a reservation
     mtu: int = 0  # 0: the underlay MTU less the udp encapsulation
     healthz_ip: str = "0.0.0.0"
@@ -52,6 +54,8 @@ class Settings:
 
     @property
     def renew_margin_seconds(self):
+        if self.subnet_lease_renew_margin_seconds is not None:
+            return self.subnet_lease_renew_margin_seconds
         return self.subnet_lease_renew_margin * 60
 
 
@@ -70,6 +74,8 @@ FLAGS = (
     ("lease-state-file", "path0", "where to keep the subnet last held across reboots "
                                   "(default /var/lib/flannel-forwarder/subnet; empty: nowhere)"),
     ("subnet-lease-renew-margin", "int", "renew the lease when fewer minutes than this remain (default 60)"),
+    ("subnet-lease-renew-margin-seconds", "int", "the same margin in seconds (overlay.flannel's; the role sets "
+                                                 "it): not together with --subnet-lease-renew-margin"),
     ("subnet-lease-ttl", "int", "TTL in seconds of a lease the daemon re-creates (default %d; 0: a reservation)"
                                 % DEFAULT_TTL),
     ("mtu", "int", "MTU of the TUN and FLANNEL_MTU (default 0: the underlay interface's MTU - 28)"),
@@ -178,6 +184,12 @@ def parse(argv=None, environ=None):
             setattr(settings, attr, _convert(flag, kind, raw))
     if bool(settings.etcd_certfile) != bool(settings.etcd_keyfile):
         raise SettingsError("--etcd-certfile and --etcd-keyfile go together")
+    given = [flag for flag in ("subnet-lease-renew-margin", "subnet-lease-renew-margin-seconds")
+             if getattr(args, flag.replace("-", "_")) is not None
+             or environ.get(ENV_PREFIX + flag.upper().replace("-", "_")) is not None]
+    if len(given) == 2:
+        raise SettingsError("%s and %s both set the renew margin: set one (the seconds, or flanneld's minutes)"
+                            % tuple(setting_name(flag) for flag in given))
     if bool(settings.etcd_username) != bool(settings.etcd_password):
         raise SettingsError("--etcd-username and --etcd-password go together")
     action = "version" if args.version else ("remove-kernel-state" if args.remove_kernel_state else False)

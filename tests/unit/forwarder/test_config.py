@@ -79,3 +79,14 @@ def test_the_etcd_client_gets_each_setting_and_the_daemons_names_for_its_hints()
         setting_names={"ca_cert": "--etcd-cafile / FLANNELD_ETCD_CAFILE",
                        "client_cert": "--etcd-certfile / FLANNELD_ETCD_CERTFILE",
                        "client_key": "--etcd-keyfile / FLANNELD_ETCD_KEYFILE"})
+
+
+def test_renew_margin_in_seconds_is_exact_and_not_given_twice():
+    s, _ = parse([], {"FLANNELD_SUBNET_LEASE_RENEW_MARGIN_SECONDS": "3601"})
+    assert s.renew_margin_seconds == 3601
+    s, _ = parse(["--subnet-lease-renew-margin-seconds", "90"], {})
+    assert s.renew_margin_seconds == 90
+    with pytest.raises(SettingsError) as err:
+        parse(["--subnet-lease-renew-margin", "2"], {"FLANNELD_SUBNET_LEASE_RENEW_MARGIN_SECONDS": "90"})
+    assert "--subnet-lease-renew-margin / FLANNELD_SUBNET_LEASE_RENEW_MARGIN and " \
+           "--subnet-lease-renew-margin-seconds / FLANNELD_SUBNET_LEASE_RENEW_MARGIN_SECONDS" in str(err.value)
