@@ -75,7 +75,7 @@ FLAGS = (
                                   "(default /var/lib/flannel-forwarder/subnet; empty: nowhere)"),
     ("subnet-lease-renew-margin", "int", "renew the lease when fewer minutes than this remain (default 60)"),
     ("subnet-lease-renew-margin-seconds", "int", "the same margin in seconds (overlay.flannel's; the role sets "
-                                                 "it): not together with --subnet-lease-renew-margin"),
+                                                 "it): wins over --subnet-lease-renew-margin when both are set"),
     ("subnet-lease-ttl", "int", "TTL in seconds of a lease the daemon re-creates (default %d; 0: a reservation)"
                                 % DEFAULT_TTL),
     ("mtu", "int", "MTU of the TUN and FLANNEL_MTU (default 0: the underlay interface's MTU - 28)"),
@@ -184,12 +184,6 @@ def parse(argv=None, environ=None):
             setattr(settings, attr, _convert(flag, kind, raw))
     if bool(settings.etcd_certfile) != bool(settings.etcd_keyfile):
         raise SettingsError("--etcd-certfile and --etcd-keyfile go together")
-    given = [flag for flag in ("subnet-lease-renew-margin", "subnet-lease-renew-margin-seconds")
-             if getattr(args, flag.replace("-", "_")) is not None
-             or environ.get(ENV_PREFIX + flag.upper().replace("-", "_")) is not None]
-    if len(given) == 2:
-        raise SettingsError("%s and %s both set the renew margin: set one (the seconds, or flanneld's minutes)"
-                            % tuple(setting_name(flag) for flag in given))
     if bool(settings.etcd_username) != bool(settings.etcd_password):
         raise SettingsError("--etcd-username and --etcd-password go together")
     action = "version" if args.version else ("remove-kernel-state" if args.remove_kernel_state else False)

@@ -81,12 +81,11 @@ def test_the_etcd_client_gets_each_setting_and_the_daemons_names_for_its_hints()
                        "client_key": "--etcd-keyfile / FLANNELD_ETCD_KEYFILE"})
 
 
-def test_renew_margin_in_seconds_is_exact_and_not_given_twice():
+def test_renew_margin_in_seconds_is_exact_and_wins_over_the_minutes():
     from_env, action = parse([], {"FLANNELD_SUBNET_LEASE_RENEW_MARGIN_SECONDS": "3601"})
     assert from_env.renew_margin_seconds == 3601 and action is False
     from_flag = parse(["--subnet-lease-renew-margin-seconds", "90"], {})[0]
     assert from_flag.renew_margin_seconds == 90
-    with pytest.raises(SettingsError) as err:
-        parse(["--subnet-lease-renew-margin", "2"], {"FLANNELD_SUBNET_LEASE_RENEW_MARGIN_SECONDS": "90"})
-    assert "--subnet-lease-renew-margin / FLANNELD_SUBNET_LEASE_RENEW_MARGIN and " \
-           "--subnet-lease-renew-margin-seconds / FLANNELD_SUBNET_LEASE_RENEW_MARGIN_SECONDS" in str(err.value)
+    both = parse(["--subnet-lease-renew-margin", "2"], {"FLANNELD_SUBNET_LEASE_RENEW_MARGIN_SECONDS": "90"})[0]
+    assert both.renew_margin_seconds == 90
+    assert parse(["--subnet-lease-renew-margin", "2"], {})[0].renew_margin_seconds == 120
