@@ -231,6 +231,9 @@ def _cause(err, timeout, names=None):
     low = details.lower()
     if code == "DEADLINE_EXCEEDED":
         return "no answer within %gs" % timeout
+    if code == "UNKNOWN" and "context deadline exceeded" in low:
+        # etcd's own deadline, before ours (a raft proposal such as a login with no leader to commit it)
+        return "the member gave up on the request at its own deadline (no leader, or overloaded)"
     if "connection refused" in low:
         return "connection refused"
     if "certificate_verify_failed" in low:

@@ -148,6 +148,13 @@ def test_a_watch_with_an_expired_token_logs_in_again_on_the_same_member():
         client.close()
 
 
+def test_a_member_that_gives_up_at_its_own_deadline_is_named_busy_not_unknown():
+    gave_up = Answer(grpc.StatusCode.UNKNOWN, "context deadline exceeded")
+    assert etcd._busy(gave_up)
+    assert etcd._cause(gave_up, 5) == "the member gave up on the request at its own deadline (no leader, or overloaded)"
+    assert etcd._cause(Answer(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"), 5) == "no answer within 5s"
+
+
 @pytest.mark.parametrize("answer, plain, hinted", [
     (UNTRUSTED, "TLS: the server certificate is not trusted",
      "TLS: the server certificate is not trusted (check {ca_cert})"),
