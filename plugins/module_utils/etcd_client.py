@@ -193,12 +193,17 @@ _BUSY_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
 _BUSY_WORDS = ("leader changed", "no leader", "request timed out", "too many requests", "not capable")
 
 
+def _gave_up_at_own_deadline(code, details):
+    """etcd's own deadline ran out before ours (a raft proposal with no leader to commit it, an overload)."""
+    return code == "UNKNOWN" and "context deadline exceeded" in details.lower()
+
+
 def _busy(err):
     """Did a reachable member say "not now" (an election, an overload) rather than fail?"""
     code = err.code().name if hasattr(err, "code") and err.code() is not None else "UNKNOWN"
     details = ((err.details() if hasattr(err, "details") else "") or "").lower()
-    if code == "UNKNOWN" and "context deadline exceeded" in details:
-        return True  # the member gave up on its own deadline: overloaded, not gone
+    if _gave_up_at_own_deadline(code, details):
+        return True  # overloaded or leaderless, not gone
     return code in _BUSY_CODES and "etcdserver:" in details and any(w in details for w in _BUSY_WORDS)
 
 
@@ -231,8 +236,7 @@ def _cause(err, timeout, names=None):
     low = details.lower()
     if code == "DEADLINE_EXCEEDED":
         return "no answer within %gs" % timeout
-    if code == "UNKNOWN" and "context deadline exceeded" in low:
-        # etcd's own deadline, before ours (a raft proposal such as a login with no leader to commit it)
+    if _gave_up_at_own_deadline(code, details):
         return "the member gave up on the request at its own deadline (no leader, or overloaded)"
     if "connection refused" in low:
         return "connection refused"

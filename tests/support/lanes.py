@@ -3,8 +3,9 @@
 The cluster tests share one session cluster and run in a fixed order, so they
 are one unit of work, handed out first: one worker runs them from start to
 end (most of the run) while the other works through the unit and integration
-tests, one file at a time (so each file's module fixtures are set up once). `make test`'s other lane (release-lint,
-test-min, sanity, lint) runs beside both; see the Makefile.
+tests, one file at a time (so each file's module fixtures are set up once).
+`make test`'s other lane (release-lint, test-min, sanity, lint) runs beside
+both; see the Makefile.
 
 A plain `pytest` (no -n) is not affected: this ordering applies in workers only.
 """
