@@ -81,7 +81,13 @@ def test_a_broken_watch_names_the_cause_and_resumes_on_the_next_member(ec):
         assert "watch stream ended" in message or "the member went away" in message, message
         again = client.watch_prefix(PREFIX + "/subnets/", revision + 1)
         it = iter(again)
-        ec.etcdctl("put", PREFIX + "/subnets/10.5.8.0-24", "y", user="flannel")
+        # The put is the test's own action, not the client under test: when the
+        # killed member led, it waits for the others to elect a leader (the CI
+        # run under load saw etcdctl's 5 s deadline pass during that election).
+        others = [n for n in ec.names if n != name]
+        ec.wait_healthy(names=others)
+        ec.etcdctl("put", PREFIX + "/subnets/10.5.8.0-24", "y", user="flannel",
+                   endpoints=[ec.local_url(n) for n in others])
         _revision, events = next(it)
         assert [e.kv.key for e in events] == [PREFIX + "/subnets/10.5.8.0-24"]
         assert again.endpoint != first
