@@ -272,6 +272,14 @@ def route_source(ip_route_get):
     return m.group(1) if m else None
 
 
+def public_ip(given, route_src):
+    """(address, valid) of the lease's PublicIP: the one the inventory gives (flannel_public_ip), else the
+    default route's source address; valid only for a plain dotted IPv4 address."""
+    address = given or route_src or ""
+    return address, re.match(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$", address) is not None and all(
+        int(part) < 256 for part in address.split("."))
+
+
 def unit_states(systemctl_show):
     """`systemctl show -p Id,ActiveState,UnitFileState,MainPID,StatusText A B ...` -> {Id: {active,
     enabled, main_pid, status_text}} (blocks separated by blank lines)."""
@@ -282,6 +290,24 @@ def unit_states(systemctl_show):
             units[props["Id"]] = dict(active=props.get("ActiveState", ""), enabled=props.get("UnitFileState", ""),
                                       main_pid=int(props.get("MainPID") or 0), status_text=props.get("StatusText", ""))
     return units
+
+
+def forwarder_not_ready(unit, subnet_env, network, subnet, backend):
+    """What keeps the forwarder from being ready for the docker role (an empty list when nothing does): its
+    unit (from unit_states) active, subnet.env (parsed, or None) holding the lease's network and subnet (the
+    forwarder writes it for its lease before READY=1), and its status naming the network's backend (after a
+    backend change the forwarders restart on their own: docker must not read FLANNEL_MTU before that)."""
+    unit = unit or {}
+    env = subnet_env or {}
+    gaps = []
+    if unit.get("active") != "active":
+        gaps.append("the unit is %s, not active" % (unit.get("active") or "unknown"))
+    if env.get("FLANNEL_NETWORK") != network or env.get("FLANNEL_SUBNET") != subnet:
+        gaps.append("subnet.env has FLANNEL_NETWORK=%s FLANNEL_SUBNET=%s, not %s and %s"
+                    % (env.get("FLANNEL_NETWORK", "(none)"), env.get("FLANNEL_SUBNET", "(none)"), network, subnet))
+    if not (unit.get("status_text") or "").startswith(backend + ":"):
+        gaps.append("its status is %r, not the %s backend's" % (unit.get("status_text") or "", backend))
+    return gaps
 
 
 # --- the files the roles write: which of them are not as they should be ------------------------------------

@@ -37,6 +37,12 @@ options:
         its own version, machine and C library.
     type: str
     default: /usr/bin/python3
+  public_ip:
+    description:
+      - The host's underlay address as the inventory gives it (C(flannel_public_ip)); empty for the source address
+        of the default route. See RV(host.public_ip).
+    type: str
+    default: ""
   files:
     description: Files and directories to report the checksum (SHA-1), mode, owner and group of.
     type: list
@@ -85,6 +91,35 @@ options:
     elements: str
     choices: [host, docker, flannel, release, iptables, files, units, bridge_mtu]
     default: [host, docker, flannel, release, iptables, files, units]
+  wait_ready:
+    description:
+      - Before reading, wait until the forwarder is ready for the docker role (as C(tasks_from=ready) of the
+        C(forwarder) role needs): its unit active, C(subnet.env) holding O(wait_ready.network) and
+        O(wait_ready.subnet), and its status naming O(wait_ready.backend). Fails after O(wait_ready.timeout)
+        seconds, with what is not ready and the unit's journal.
+      - Not given, nothing is waited for.
+    type: dict
+    suboptions:
+      unit:
+        description: The forwarder's unit.
+        type: str
+        default: flannel-forwarder.service
+      network:
+        description: The overlay network, as C(FLANNEL_NETWORK) writes it.
+        type: str
+        required: true
+      subnet:
+        description: The host's subnet with its gateway, as C(FLANNEL_SUBNET) writes it (C(10.5.34.1/24)).
+        type: str
+        required: true
+      backend:
+        description: The network's backend type.
+        type: str
+        required: true
+      timeout:
+        description: Seconds to wait.
+        type: int
+        default: 60
 notes:
   - "Runs as root on the host: C(/proc/<dockerd>/cmdline), C(iptables) and the forwarder's state need it."
 """
@@ -139,6 +174,14 @@ host:
       description: The source address of the default route (what Ansible's facts call C(ansible_default_ipv4.address));
         null without a default route.
       type: str
+    public_ip:
+      description:
+        - The host's underlay address, the lease's C(PublicIP), as the roles use it (V(__flannel_public_ip)):
+          O(public_ip) when given, else RV(host.default_ipv4); empty when neither is set.
+      type: str
+    public_ip_valid:
+      description: Whether RV(host.public_ip) is an IPv4 address (the preflight names the host when it is not).
+      type: bool
     service_mgr:
       description: C(systemd) when systemd runs the host, else C(other).
       type: str
@@ -248,6 +291,7 @@ import pwd
 import shutil
 import stat
 import sys
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -297,7 +341,7 @@ def file_facts(path):
     return facts
 
 
-def probe_host(module, python):
+def probe_host(module, python, given_public_ip):
     error = None
     if os.path.realpath(python) == os.path.realpath(sys.executable):
         facts = dict(version=sys.version_info[:2], machine=platform.machine(), libc=platform.libc_ver(),
@@ -322,6 +366,7 @@ def probe_host(module, python):
     # What site.yml would otherwise gather facts for: the default route's source address (ansible_default_ipv4)
     # and the service manager.
     result["default_ipv4"] = hoststate.route_source(run(module, ["ip", "-4", "route", "get", "192.0.2.1"]))
+    result["public_ip"], result["public_ip_valid"] = hoststate.public_ip(given_public_ip, result["default_ipv4"])
     result["service_mgr"] = "systemd" if os.path.isdir("/run/systemd/system") else "other"
     return result
 
@@ -369,10 +414,29 @@ def probe_release(prefix):
     return dict(current=target, releases=releases, legacy=legacy)
 
 
+def wait_ready(module, want, subnet_file):
+    """Poll until the forwarder is ready (hoststate.forwarder_not_ready) or fail with why and its journal."""
+    deadline = time.monotonic() + want["timeout"]
+    while True:
+        unit = hoststate.unit_states(run(module, ["systemctl", "show", "-p",
+                                                  "Id,ActiveState,UnitFileState,MainPID,StatusText", want["unit"]]))
+        text = read_text(subnet_file)
+        gaps = hoststate.forwarder_not_ready(unit.get(want["unit"]), parse_subnet_env(text) if text else None,
+                                             want["network"], want["subnet"], want["backend"])
+        if not gaps:
+            return
+        if time.monotonic() >= deadline:
+            journal = run(module, ["journalctl", "--no-pager", "-n", "40", "-u", want["unit"]])
+            module.fail_json(msg="%s did not become ready in %d s: %s\n%s"
+                             % (want["unit"], want["timeout"], "; ".join(gaps), journal.strip()))
+        time.sleep(0.25)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             python=dict(type="str", default="/usr/bin/python3"),
+            public_ip=dict(type="str", default=""),
             files=dict(type="list", elements="str", default=[]),
             subnet_file=dict(type="str", default="/run/flannel/subnet.env"),
             docker_opts_file=dict(type="str", default="/run/flannel/docker"),
@@ -386,10 +450,16 @@ def main():
             parts=dict(type="list", elements="str",
                        choices=["host", "docker", "flannel", "release", "iptables", "files", "units", "bridge_mtu"],
                        default=["host", "docker", "flannel", "release", "iptables", "files", "units"]),
+            wait_ready=dict(type="dict", options=dict(
+                unit=dict(type="str", default="flannel-forwarder.service"),
+                network=dict(type="str", required=True), subnet=dict(type="str", required=True),
+                backend=dict(type="str", required=True), timeout=dict(type="int", default=60))),
         ),
         supports_check_mode=True,
     )
     p = module.params
+    if p["wait_ready"]:
+        wait_ready(module, p["wait_ready"], p["subnet_file"])
     parts = set(p["parts"])
     result = dict(changed=False)
     units = {}
@@ -402,7 +472,7 @@ def main():
     subnet_env_text = read_text(p["subnet_file"])
     docker_opts_text = read_text(p["docker_opts_file"])
     if "host" in parts:
-        result["host"] = probe_host(module, p["python"])
+        result["host"] = probe_host(module, p["python"], p["public_ip"])
     if "flannel" in parts:
         result["flannel"] = dict(
             subnet_env=parse_subnet_env(subnet_env_text) if subnet_env_text is not None else None,

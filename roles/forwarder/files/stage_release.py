@@ -11,7 +11,8 @@ or network on the host:
     <name>/bin/flannel-forwarder   launcher: puts <name>/lib first on sys.path
     <name>/lib/                    flannel_forwarder, the collection's module_utils and every
                                    dependency, unpacked from wheels for that host's Python,
-                                   machine and C library
+                                   machine and C library (byte-compiled, when the controller's
+                                   Python is the host's: else the host compiles it)
     <name>/release.json            what it was made of
 
 It is packed as CACHE_DIR/releases/<name>.tar.gz, where <name> hashes the
@@ -30,6 +31,7 @@ it does not cover is refused with the command that fills it.
 """
 
 import argparse
+import compileall
 import hashlib
 import importlib.util
 import json
@@ -41,7 +43,7 @@ import sys
 import tarfile
 import tempfile
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 MANIFEST = "wheelhouse.json"
 FILL_COMMAND = "ansible-playbook overlay.flannel.wheelhouse -e flannel_forwarder_wheelhouse=%s -e flannel_wheelhouse_targets=%s"
 TOP_FILES = ("pyproject.toml", "requirements/forwarder.txt")
@@ -279,6 +281,7 @@ def stage(root, cache, python, machine, glibc, wheelhouse=None):
             "staging the release for Python %s on %s (glibc %s)%s"
             % (python, machine, glibc, " from the wheelhouse " + wheelhouse if wheelhouse else ""))
         shutil.rmtree(os.path.join(top, "lib", "bin"), ignore_errors=True)  # console scripts for another Python
+        precompile(os.path.join(top, "lib"), python)
         os.makedirs(os.path.join(top, "bin"))
         with open(os.path.join(top, "bin", "flannel-forwarder"), "w", encoding="utf-8") as fh:
             fh.write(LAUNCHER)
@@ -292,6 +295,17 @@ def stage(root, cache, python, machine, glibc, wheelhouse=None):
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return dict(name=name, archive=archive, built=True, target=target)
+
+
+def precompile(lib, python):
+    """Byte-compile the release here once when this Python is the host's (major.minor: one bytecode format),
+    instead of on every host: the host's compile pass (unpack_release.py) then finds every file up to date. The
+    archive keeps the files' times, which the bytecode is checked against."""
+    if python != "%d.%d" % sys.version_info[:2]:
+        return False
+    if not compileall.compile_dir(lib, quiet=1, rx=re.compile(r"/tests?/")):
+        raise StageError("byte-compiling the release in %s failed" % lib)
+    return True
 
 
 def fill(root, wheelhouse, targets):

@@ -11,6 +11,7 @@ filled.
 import glob
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -86,13 +87,22 @@ def test_an_aarch64_release_holds_aarch64_extensions_only(wheelhouse, tmp_path):
     assert release_json(out["archive"])["target"] == {"python": "3.11", "machine": "aarch64", "glibc": "2.38"}
 
 
-def test_a_release_for_another_python_than_the_controllers_from_the_wheelhouse_alone(tmp_path):
-    other = "3.13" if sys.version_info[:2] != (3, 13) else "3.12"
-    wheels = str(tmp_path / "wheels")
-    res = stage_release("fill", REPO, wheels, "--target", "%s-x86_64-2.41" % other)
+OTHER_PYTHON = "3.13" if sys.version_info[:2] != (3, 13) else "3.12"
+
+
+@pytest.fixture(scope="module")
+def other_wheels(tmp_path_factory):
+    """A wheelhouse filled for an x86_64 host whose Python is not the controller's."""
+    wheels = str(tmp_path_factory.mktemp("other-wheels"))
+    res = stage_release("fill", REPO, wheels, "--target", "%s-x86_64-2.41" % OTHER_PYTHON)
     assert res.returncode == 0, res.stderr
+    return wheels
+
+
+def test_a_release_for_another_python_than_the_controllers_from_the_wheelhouse_alone(other_wheels, tmp_path):
+    other = OTHER_PYTHON
     res = stage_release("stage", REPO, str(tmp_path / "cache"), "--python", other, "--machine", "x86_64",
-                        "--glibc", "2.41", "--wheelhouse", wheels, env=OFFLINE)
+                        "--glibc", "2.41", "--wheelhouse", other_wheels, env=OFFLINE)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     tag = "cpython-%s-x86_64-linux-gnu" % other.replace(".", "")
@@ -100,3 +110,52 @@ def test_a_release_for_another_python_than_the_controllers_from_the_wheelhouse_a
         numpy = [n for n in tar.getnames() if "/lib/numpy/_core/_multiarray_umath" in n]
     assert numpy and all(tag in n for n in numpy), numpy
     assert set(extension_machines(out["archive"]).values()) == {"x86_64"}
+
+
+STAGE_PLAY = """- name: Stage as the forwarder's preflight does
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Stage the forwarder release for this host
+      overlay.flannel.stage_release:
+        target: "{{ target }}"
+        cache: %(cache)s
+        wheelhouse: %(wheels)s
+      register: staged
+
+    - name: Show it
+      ansible.builtin.debug:
+        msg: "staged {{ staged.name }} built={{ staged.built }}"
+"""
+
+
+def test_forks_of_one_run_stage_each_kind_of_host_once_and_a_bad_host_fails_alone(other_wheels, tmp_path):
+    """overlay.flannel.stage_release through ansible-playbook: five hosts of one kind in five forks on an empty
+    cache build one release, every host gets it; a host of a machine no release is made for fails with the
+    stager's reason, and the others go on."""
+    cache = str(tmp_path / "cache")
+    book = tmp_path / "stage.yml"
+    book.write_text(STAGE_PLAY % dict(cache=cache, wheels=other_wheels))
+    same = "{'python': '%s', 'machine': 'x86_64', 'glibc': '2.41'}" % OTHER_PYTHON
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("".join('h%d ansible_connection=local target="%s"\n' % (i, same) for i in range(5))
+                         + "odd ansible_connection=local target=\"{'python': '%s', 'machine': 'sparc64', "
+                         "'glibc': '2.41'}\"\n" % OTHER_PYTHON)
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_RETRY_FILES_ENABLED="0",
+               ANSIBLE_FORKS="6", **{k: v for k, v in OFFLINE.items()})
+    ansible_playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    proc = subprocess.run([ansible_playbook, "-i", str(inventory), str(book)], capture_output=True, text=True,
+                          env=env, timeout=600, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    staged = re.findall(r'ok: \[(h\d)\] => \{\s*"msg": "staged (\S+) built=(\w+)"', out)
+    assert sorted(h for h, _name, _built in staged) == ["h%d" % i for i in range(5)], out
+    assert len({name for _h, name, _built in staged}) == 1, staged
+    assert [built for _h, _name, built in staged].count("True") == 1, staged
+    assert re.search(r"changed: \[h\d\]", out) and len(re.findall(r"changed: \[h\d\]", out)) == 1, out
+    assert ("odd (Python %s, sparc64, glibc 2.41): stage_release: the wheelhouse %s has no wheels for Python %s on "
+            "sparc64 with glibc 2.41" % (OTHER_PYTHON, other_wheels, OTHER_PYTHON)) in out, out
+    archives = os.listdir(os.path.join(cache, "releases"))
+    assert archives == [staged[0][1] + ".tar.gz"], archives
+    # The run's note of what it staged goes with the next run that finds it ended.
+    assert not [n for n in os.listdir(os.path.join(cache, ".runs")) if n.endswith(".partial")]

@@ -221,3 +221,29 @@ def test_unit_states():
 def test_route_source():
     assert H.route_source("192.0.2.1 via 10.213.0.254 dev eth0 src 10.213.0.11 uid 0 \n    cache \n") == "10.213.0.11"
     assert H.route_source("") is None and H.route_source("RTNETLINK answers: Network is unreachable") is None
+
+
+def test_public_ip_is_the_inventorys_else_the_default_routes_and_only_ipv4_is_valid():
+    assert H.public_ip("192.0.2.7", "10.213.0.11") == ("192.0.2.7", True)
+    assert H.public_ip("", "10.213.0.11") == ("10.213.0.11", True)
+    assert H.public_ip(None, None) == ("", False)
+    assert H.public_ip("", None) == ("", False)
+    assert H.public_ip("eth0", "10.213.0.11") == ("eth0", False)
+    assert H.public_ip("10.0.0.256", None) == ("10.0.0.256", False)
+    assert H.public_ip("fd00::1", None) == ("fd00::1", False)
+
+
+def test_forwarder_not_ready_names_each_gap_and_is_empty_when_ready():
+    unit = dict(active="active", enabled="enabled", main_pid=7, status_text="vxlan: 2 peers")
+    env = {"FLANNEL_NETWORK": "10.5.0.0/16", "FLANNEL_SUBNET": "10.5.34.1/24"}
+    assert H.forwarder_not_ready(unit, env, "10.5.0.0/16", "10.5.34.1/24", "vxlan") == []
+    gaps = H.forwarder_not_ready(dict(unit, active="activating", status_text="udp: 2 peers"), None,
+                                 "10.5.0.0/16", "10.5.34.1/24", "vxlan")
+    assert gaps == ["the unit is activating, not active",
+                    "subnet.env has FLANNEL_NETWORK=(none) FLANNEL_SUBNET=(none), not 10.5.0.0/16 and 10.5.34.1/24",
+                    "its status is 'udp: 2 peers', not the vxlan backend's"]
+    # a lease that moved, or a network that grew, is not ready until subnet.env says so
+    assert H.forwarder_not_ready(unit, dict(env, FLANNEL_SUBNET="10.5.9.1/24"), "10.5.0.0/16", "10.5.34.1/24",
+                                 "vxlan") == ["subnet.env has FLANNEL_NETWORK=10.5.0.0/16 FLANNEL_SUBNET=10.5.9.1/24, "
+                                              "not 10.5.0.0/16 and 10.5.34.1/24"]
+    assert H.forwarder_not_ready(None, env, "10.5.0.0/16", "10.5.34.1/24", "vxlan")[0] == "the unit is unknown, not active"
