@@ -252,7 +252,7 @@ import sys
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_subnet_env
-from ansible_collections.overlay.flannel.plugins.module_utils import hoststate
+from ansible_collections.overlay.flannel.plugins.module_utils import hoststate, settings
 
 COMMANDS = ("docker", "dockerd", "ip", "iptables")
 LEGACY = ("venv", "wheels", "installed-wheels")
@@ -370,25 +370,18 @@ def probe_release(prefix):
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            python=dict(type="str", default="/usr/bin/python3"),
-            files=dict(type="list", elements="str", default=[]),
-            subnet_file=dict(type="str", default="/run/flannel/subnet.env"),
-            docker_opts_file=dict(type="str", default="/run/flannel/docker"),
-            lease_state_file=dict(type="str", default="/var/lib/flannel-forwarder/subnet"),
-            daemon_json=dict(type="str", default="/etc/docker/daemon.json"),
-            docker_dropin=dict(type="str", default="/etc/systemd/system/docker.service.d/flannel.conf"),
-            bridge=dict(type="str", default="docker0"),
-            forwarder_prefix=dict(type="str", default="/opt/flannel-forwarder"),
-            units=dict(type="list", elements="str",
-                       default=["flannel-forwarder.service", "docker.service", "flannel-iptables.service"]),
-            parts=dict(type="list", elements="str",
-                       choices=["host", "docker", "flannel", "release", "iptables", "files", "units", "bridge_mtu"],
-                       default=["host", "docker", "flannel", "release", "iptables", "files", "units"]),
-        ),
-        supports_check_mode=True,
+    # The paths the roles share (python, subnet_file, docker_opts_file, lease_state_file, daemon_json,
+    # docker_dropin, bridge, forwarder_prefix) come from the settings table; the rest is the probe's own.
+    argument_spec = settings.argument_spec("host_probe")
+    argument_spec.update(
+        files=dict(type="list", elements="str", default=[]),
+        units=dict(type="list", elements="str",
+                   default=["flannel-forwarder.service", "docker.service", "flannel-iptables.service"]),
+        parts=dict(type="list", elements="str",
+                   choices=["host", "docker", "flannel", "release", "iptables", "files", "units", "bridge_mtu"],
+                   default=["host", "docker", "flannel", "release", "iptables", "files", "units"]),
     )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     parts = set(p["parts"])
     result = dict(changed=False)
