@@ -25,9 +25,7 @@ def etcd_argument_spec():
     return settings.argument_spec("etcd")
 
 
-# The pairs the table says go together (each once, in the table's order).
-ETCD_REQUIRED_TOGETHER = [[s.option, settings.by("var", s.together).option] for s in settings.of_module("etcd")
-                          if s.together and settings.SETTINGS.index(s) < settings.SETTINGS.index(settings.by("var", s.together))]
+ETCD_REQUIRED_TOGETHER = settings.required_together("etcd")
 # The client's settings as a playbook names them, for the hints of its errors.
 ETCD_SETTING_NAMES = settings.client_names("option")
 

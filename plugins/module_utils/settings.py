@@ -81,17 +81,22 @@ class Setting(object):
         self.below, self.together, self.no_log = below, together, no_log
         self._var_default, self._option_default, self._flag_default = var_default, option_default, flag_default
 
+    def _layer(self, value):
+        if value is MISSING:
+            return value
+        return copy.deepcopy(self.default if value is SAME else value)  # a list given out is the caller's
+
     @property
     def var_default(self):
-        return copy.deepcopy(self.default if self._var_default is SAME else self._var_default)
+        return self._layer(self._var_default)
 
     @property
     def option_default(self):
-        return copy.deepcopy(self.default if self._option_default is SAME else self._option_default)
+        return self._layer(self._option_default)
 
     @property
     def flag_default(self):
-        return copy.deepcopy(self.default if self._flag_default is SAME else self._flag_default)
+        return self._layer(self._flag_default)
 
     @property
     def env(self):
@@ -212,6 +217,16 @@ def argument_spec(module, options=None):
         if missing:
             raise KeyError("%s has no options %s in the settings table" % (module, ", ".join(sorted(missing))))
     return dict((s.option, option_spec(s)) for s in chosen)
+
+
+def required_together(module):
+    """AnsibleModule's required_together of `module`: the pairs of its options the table says go together."""
+    pairs, seen = [], set()
+    for s in of_module(module):
+        seen.add(s.var)
+        if s.together and s.together not in seen:
+            pairs.append([s.option, by("var", s.together).option])
+    return pairs
 
 
 def client_names(name):
