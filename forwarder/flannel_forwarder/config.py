@@ -92,10 +92,10 @@ FLAGS = (
                    "backend's encapsulation, else at least %d" % table.MIN_MTU),
     ("healthz-ip", "ip", "address of the /healthz, /readyz and /metrics server (default %s)"
                          % _default("healthz-ip")),
-    ("healthz-port", "port0", "port of the health server; 0 disables it (default 0)"),
+    ("healthz-port", "port0", "port of the health server; 0 disables it (default %d)" % _default("healthz-port")),
     ("port", "port", "UDP port (default: the network config's Backend.Port, else 8285)"),
     ("tun-name", "str", "name of the TUN device (default %s)" % _default("tun-name")),
-    ("log-level", "level", "debug, info, warning or error (default info)"),
+    ("log-level", "level", "%s (default %s)" % (", ".join(LOG_LEVELS), _default("log-level"))),
     ("ip-masq", "bool", "FLANNEL_IPMASQ written to the subnet file (default false)"),
     ("docker-opts-file", "path0", "where to write docker's options, as mk-docker-opts.sh does "
                                   "(default %s; empty: do not write it)" % _default("docker-opts-file")),

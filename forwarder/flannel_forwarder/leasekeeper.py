@@ -122,7 +122,8 @@ def peers_from(leases, own_subnet, config, peer_of):
 
 
 class LeaseKeeper:
-    def __init__(self, store, public_ip, renew_margin=DEFAULT_RENEW_MARGIN, ttl=DEFAULT_TTL, check_interval=10.0, rng=None):
+    def __init__(self, store, public_ip, renew_margin=DEFAULT_RENEW_MARGIN, ttl=DEFAULT_TTL, check_interval=10.0,
+                 rng=None):
         self.store = store
         self.public_ip = public_ip
         self.renew_margin = renew_margin

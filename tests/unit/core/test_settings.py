@@ -61,12 +61,12 @@ def role_mismatches(settings):
             continue
         if s.var.startswith("__"):
             if common_vars.get(s.var) != s.var_default:
-                wrong.append("roles/common/vars: %s is %r, the table says %r" % (s.var, common_vars.get(s.var),
-                                                                                  s.var_default))
+                wrong.append("roles/common/vars: %s is %r, the table says %r"
+                             % (s.var, common_vars.get(s.var), s.var_default))
             continue
         declared = specs.get(s.var, [])
         if len(declared) != 1:
-            wrong.append("%s is declared by %d roles (%s), not one" % (s.var, len(declared), [r for r, _ in declared]))
+            wrong.append("%s is declared by %d roles (%s), not one" % (s.var, len(declared), [pair[0] for pair in declared]))
             continue
         role, spec = declared[0]
         where = "roles/%s: %s" % (role, s.var)
@@ -208,8 +208,8 @@ def module_mismatches(settings):
             if entry.get("type", "str") != s.type:
                 wrong.append("%s: %s has type %s, the table %s" % (where, s.option, entry.get("type"), s.type))
             if entry.get("default") != s.option_default:
-                wrong.append("%s: %s defaults to %r, the table %r" % (where, s.option, entry.get("default"),
-                                                                       s.option_default))
+                wrong.append("%s: %s defaults to %r, the table %r"
+                             % (where, s.option, entry.get("default"), s.option_default))
             if (list(entry["choices"]) if entry.get("choices") else None) != s.choices:
                 wrong.append("%s: %s has choices %s, the table %s" % (where, s.option, entry.get("choices"), s.choices))
     return wrong
@@ -235,8 +235,8 @@ def daemon_mismatches(settings):
     flags = dict((flag, kind) for flag, kind, _help in config.FLAGS)
     table_flags = dict((s.flag, s) for s in settings if s.flag)
     if set(flags) != set(table_flags):
-        wrong.append("the daemon's flags %s and the table's %s differ" % (sorted(set(flags) - set(table_flags)),
-                                                                         sorted(set(table_flags) - set(flags))))
+        wrong.append("the daemon's flags %s and the table's %s differ"
+                     % (sorted(set(flags) - set(table_flags)), sorted(set(table_flags) - set(flags))))
     defaults = config.Settings()
     for flag in set(flags) & set(table_flags):
         s = table_flags[flag]
@@ -293,8 +293,8 @@ def template_mismatches(settings):
             seen[m.group(1)] = line + " " + guard
     expected = dict((s.env, s) for s in settings if s.var and s.flag)
     if set(seen) != set(expected):
-        wrong.append("forwarder.env.j2 sets %s, the table has %s" % (sorted(set(seen) - set(expected)),
-                                                                    sorted(set(expected) - set(seen))))
+        wrong.append("forwarder.env.j2 sets %s, the table has %s"
+                     % (sorted(set(seen) - set(expected)), sorted(set(expected) - set(seen))))
     for env in set(seen) & set(expected):
         names = [expected[env].var.lstrip("_")] + ([expected[env].together] if expected[env].together else [])
         if not any(re.search(r"\b(__)?%s\b" % var, seen[env]) for var in names):
@@ -379,7 +379,7 @@ def test_derived_specs_and_names():
     assert ansible_etcd.ETCD_REQUIRED_TOGETHER == [["etcd_client_cert", "etcd_client_key"],
                                                    ["etcd_user", "etcd_password"]]
     assert ansible_etcd.ETCD_SETTING_NAMES == {"ca_cert": "etcd_ca_cert", "client_cert": "etcd_client_cert",
-                                              "client_key": "etcd_client_key"}
+                                               "client_key": "etcd_client_key"}
     assert config.ETCD_SETTING_NAMES["ca_cert"] == "--etcd-cafile / FLANNELD_ETCD_CAFILE"
     spec = table.argument_spec("subnet", ("ttl", "renew_margin"))
     assert spec == {"ttl": {"type": "int", "default": 86400}, "renew_margin": {"type": "int", "default": 3600}}
