@@ -32,6 +32,7 @@ from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import (
 )
 from ansible_collections.overlay.flannel.plugins.module_utils import backends
 from ansible_collections.overlay.flannel.plugins.module_utils.backends import BackendError
+from ansible_collections.overlay.flannel.plugins.module_utils.settings import MIN_MTU
 from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore, StoreError
 
 from . import __version__
@@ -42,7 +43,6 @@ from .leasekeeper import LeaseKeeper, LeaseLost, NoLease, udp_peer_of
 from .sdnotify import notify
 
 log = logging.getLogger("flannel_forwarder")
-MIN_MTU = 576  # every IPv4 host must take datagrams this large (RFC 791)
 
 
 class StartupError(Exception):

@@ -4,6 +4,11 @@ Flags carry flanneld's names where flanneld has the same setting, so existing
 units and habits carry over. Every flag can also be set in the environment as
 FLANNELD_<NAME> (upper case, dashes to underscores), flanneld's rule; a flag
 given on the command line wins. Pure logic: parse(argv, environ) -> Settings.
+
+The defaults, the environment names and the etcd client's options come from
+the collection's settings table (plugins/module_utils/settings.py), which also
+gives each flag's inventory variable; tests/unit/core/test_settings.py checks
+FLAGS against it.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ import argparse
 import ipaddress
 from dataclasses import dataclass, field
 
-from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import DEFAULT_ENDPOINTS
-from ansible_collections.overlay.flannel.plugins.module_utils.store import DEFAULT_TTL
-from ansible_collections.overlay.flannel.plugins.module_utils.subnets import DEFAULT_PREFIX
+from ansible_collections.overlay.flannel.plugins.module_utils import settings as table
+from ansible_collections.overlay.flannel.plugins.module_utils.settings import env_name, setting_name
 
-ENV_PREFIX = "FLANNELD_"
-LOG_LEVELS = ("debug", "info", "warning", "error")
+
+def _default(flag):
+    return table.by("flag", flag).flag_default
+
+
+LOG_LEVELS = tuple(table.by("flag", "log-level").choices)
 
 
 class SettingsError(ValueError):
@@ -26,31 +34,32 @@ class SettingsError(ValueError):
 
 @dataclass
 class Settings:
-    etcd_endpoints: list = field(default_factory=lambda: list(DEFAULT_ENDPOINTS))
-    etcd_prefix: str = DEFAULT_PREFIX
-    etcd_cafile: str | None = None
-    etcd_certfile: str | None = None
-    etcd_keyfile: str | None = None
-    etcd_username: str | None = None
-    etcd_password: str | None = None
-    public_ip: str | None = None
-    iface: str | None = None
-    subnet_file: str = "/run/flannel/subnet.env"
+    etcd_endpoints: list = field(default_factory=lambda: _default("etcd-endpoints"))
+    etcd_prefix: str = _default("etcd-prefix")
+    etcd_cafile: str | None = _default("etcd-cafile")
+    etcd_certfile: str | None = _default("etcd-certfile")
+    etcd_keyfile: str | None = _default("etcd-keyfile")
+    etcd_username: str | None = _default("etcd-username")
+    etcd_password: str | None = _default("etcd-password")
+    public_ip: str | None = _default("public-ip")
+    iface: str | None = _default("iface")
+    subnet_file: str = _default("subnet-file")
     # /run does not survive a reboot: the subnet last held is also kept here,
     # so a host that was down past its lease TTL asks for the same subnet again.
-    lease_state_file: str = "/var/lib/flannel-forwarder/subnet"
-    subnet_lease_renew_margin: int = 60  # minutes, as flanneld
+    lease_state_file: str = _default("lease-state-file")
+    subnet_lease_renew_margin: int = _default("subnet-lease-renew-margin")  # minutes, as flanneld
     # seconds (ours; the role writes it): wins over the minutes, which cannot say 3601 s
-    subnet_lease_renew_margin_seconds: int | None = None
-    subnet_lease_ttl: int = DEFAULT_TTL  # seconds, for a lease the daemon re-creates; 0: a reservation
-    mtu: int = 0  # 0: the underlay MTU less the udp encapsulation
-    healthz_ip: str = "0.0.0.0"
-    healthz_port: int = 0  # 0: no health server, as flanneld
-    port: int | None = None  # default: the config's Backend.Port
-    tun_name: str = "flannel0"
-    log_level: str = "info"
-    ip_masq: bool = False
-    docker_opts_file: str = "/run/flannel/docker"  # "" : do not write it
+    subnet_lease_renew_margin_seconds: int | None = _default("subnet-lease-renew-margin-seconds")
+    # seconds, for a lease the daemon re-creates; 0: a reservation
+    subnet_lease_ttl: int = _default("subnet-lease-ttl")
+    mtu: int = _default("mtu")  # 0: the underlay MTU less the backend's encapsulation
+    healthz_ip: str = _default("healthz-ip")
+    healthz_port: int = _default("healthz-port")  # 0: no health server, as flanneld
+    port: int | None = _default("port")  # default: the config's Backend.Port
+    tun_name: str = _default("tun-name")
+    log_level: str = _default("log-level")
+    ip_masq: bool = _default("ip-masq")
+    docker_opts_file: str = _default("docker-opts-file")  # "" : do not write it
 
     @property
     def renew_margin_seconds(self):
@@ -61,8 +70,8 @@ class Settings:
 
 # (flag, type, help); the attribute is the flag with dashes as underscores.
 FLAGS = (
-    ("etcd-endpoints", "list", "comma-separated etcd URLs (default %s)" % ",".join(DEFAULT_ENDPOINTS)),
-    ("etcd-prefix", "str", "etcd prefix of the network (default %s)" % DEFAULT_PREFIX),
+    ("etcd-endpoints", "list", "comma-separated etcd URLs (default %s)" % ",".join(_default("etcd-endpoints"))),
+    ("etcd-prefix", "str", "etcd prefix of the network (default %s)" % _default("etcd-prefix")),
     ("etcd-cafile", "str", "CA certificate of the etcd servers (PEM)"),
     ("etcd-certfile", "str", "client certificate for etcd (PEM)"),
     ("etcd-keyfile", "str", "key of the client certificate (PEM)"),
@@ -70,41 +79,39 @@ FLAGS = (
     ("etcd-password", "str", "etcd password (prefer FLANNELD_ETCD_PASSWORD in an environment file)"),
     ("public-ip", "ip", "this host's underlay address (default: the address of the default-route interface)"),
     ("iface", "str", "underlay interface (default: the one holding --public-ip, else the default-route one)"),
-    ("subnet-file", "str", "where to write FLANNEL_* variables (default /run/flannel/subnet.env)"),
+    ("subnet-file", "str", "where to write FLANNEL_* variables (default %s)" % _default("subnet-file")),
     ("lease-state-file", "path0", "where to keep the subnet last held across reboots "
-                                  "(default /var/lib/flannel-forwarder/subnet; empty: nowhere)"),
-    ("subnet-lease-renew-margin", "int", "renew the lease when fewer minutes than this remain (default 60)"),
+                                  "(default %s; empty: nowhere)" % _default("lease-state-file")),
+    ("subnet-lease-renew-margin", "int", "renew the lease when fewer minutes than this remain (default %d)"
+                                         % _default("subnet-lease-renew-margin")),
     ("subnet-lease-renew-margin-seconds", "int", "the same margin in seconds (overlay.flannel's; the role sets "
                                                  "it): wins over --subnet-lease-renew-margin when both are set"),
     ("subnet-lease-ttl", "int", "TTL in seconds of a lease the daemon re-creates (default %d; 0: a reservation)"
-                                % DEFAULT_TTL),
-    ("mtu", "int", "MTU of the TUN and FLANNEL_MTU (default 0: the underlay interface's MTU - 28)"),
-    ("healthz-ip", "ip", "address of the /healthz, /readyz and /metrics server (default 0.0.0.0)"),
-    ("healthz-port", "port0", "port of the health server; 0 disables it (default 0)"),
+                                % _default("subnet-lease-ttl")),
+    ("mtu", "int", "MTU of the TUN and FLANNEL_MTU: 0 (the default) is the underlay interface's MTU less the "
+                   "backend's encapsulation, else at least %d" % table.MIN_MTU),
+    ("healthz-ip", "ip", "address of the /healthz, /readyz and /metrics server (default %s)"
+                         % _default("healthz-ip")),
+    ("healthz-port", "port0", "port of the health server; 0 disables it (default %d)" % _default("healthz-port")),
     ("port", "port", "UDP port (default: the network config's Backend.Port, else 8285)"),
-    ("tun-name", "str", "name of the TUN device (default flannel0)"),
-    ("log-level", "level", "debug, info, warning or error (default info)"),
+    ("tun-name", "str", "name of the TUN device (default %s)" % _default("tun-name")),
+    ("log-level", "level", "%s (default %s)" % (", ".join(LOG_LEVELS), _default("log-level"))),
     ("ip-masq", "bool", "FLANNEL_IPMASQ written to the subnet file (default false)"),
     ("docker-opts-file", "path0", "where to write docker's options, as mk-docker-opts.sh does "
-                                  "(default /run/flannel/docker; empty: do not write it)"),
+                                  "(default %s; empty: do not write it)" % _default("docker-opts-file")),
 )
 
 
-def setting_name(flag):
-    """'--etcd-cafile / FLANNELD_ETCD_CAFILE': how a message names the setting of `flag`."""
-    return "--%s / %s%s" % (flag, ENV_PREFIX, flag.upper().replace("-", "_"))
-
-
 # The etcd client's settings as this daemon's user names them, for the hints of its errors.
-ETCD_SETTING_NAMES = {"ca_cert": setting_name("etcd-cafile"), "client_cert": setting_name("etcd-certfile"),
-                      "client_key": setting_name("etcd-keyfile")}
+ETCD_SETTING_NAMES = table.client_names("flag")
 
 
 def etcd_client_options(settings):
-    """The EtcdClient keyword arguments of these settings."""
-    return dict(endpoints=settings.etcd_endpoints, ca_cert=settings.etcd_cafile, client_cert=settings.etcd_certfile,
-                client_key=settings.etcd_keyfile, user=settings.etcd_username, password=settings.etcd_password,
-                setting_names=ETCD_SETTING_NAMES)
+    """The EtcdClient keyword arguments of these settings: each flag the table gives a client keyword."""
+    options = dict((s.client, getattr(settings, s.flag.replace("-", "_"))) for s in table.SETTINGS
+                   if s.client and s.flag)
+    options["setting_names"] = ETCD_SETTING_NAMES
+    return options
 
 
 def _convert(flag, kind, text):
@@ -179,7 +186,7 @@ def parse(argv=None, environ=None):
         attr = flag.replace("-", "_")
         raw = getattr(args, attr)
         if raw is None:
-            raw = environ.get(ENV_PREFIX + attr.upper())
+            raw = environ.get(env_name(flag))
         if raw is not None:
             setattr(settings, attr, _convert(flag, kind, raw))
     if bool(settings.etcd_certfile) != bool(settings.etcd_keyfile):

@@ -43,7 +43,7 @@ from ansible_collections.overlay.flannel.plugins.module_utils.backends import Ba
 from ansible_collections.overlay.flannel.plugins.module_utils.leases import LeaseError, read_leases
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import ConfigError, dumps
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import parse as parse_config
-from ansible_collections.overlay.flannel.plugins.module_utils.store import DEFAULT_TTL, StoreError
+from ansible_collections.overlay.flannel.plugins.module_utils.store import DEFAULT_RENEW_MARGIN, DEFAULT_TTL, StoreError
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError, parse_lease_key
 
 from .routes import Peer
@@ -122,7 +122,8 @@ def peers_from(leases, own_subnet, config, peer_of):
 
 
 class LeaseKeeper:
-    def __init__(self, store, public_ip, renew_margin=3600, ttl=DEFAULT_TTL, check_interval=10.0, rng=None):
+    def __init__(self, store, public_ip, renew_margin=DEFAULT_RENEW_MARGIN, ttl=DEFAULT_TTL, check_interval=10.0,
+                 rng=None):
         self.store = store
         self.public_ip = public_ip
         self.renew_margin = renew_margin

@@ -9,33 +9,25 @@ __metaclass__ = type
 
 from ansible.module_utils.basic import missing_required_lib
 
+from ansible_collections.overlay.flannel.plugins.module_utils import settings
 from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import (
-    DEFAULT_ENDPOINTS,
     ETCD3_IMPORT_ERROR,
     HAS_ETCD3,
     EtcdClient,
     EtcdError,
 )
 from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore
-from ansible_collections.overlay.flannel.plugins.module_utils.subnets import DEFAULT_PREFIX, SubnetError
+from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError
 
 
 def etcd_argument_spec():
-    return dict(
-        etcd_endpoints=dict(type="list", elements="str", default=list(DEFAULT_ENDPOINTS)),
-        etcd_prefix=dict(type="str", default=DEFAULT_PREFIX),
-        etcd_ca_cert=dict(type="path"),
-        etcd_client_cert=dict(type="path"),
-        etcd_client_key=dict(type="path", no_log=False),
-        etcd_user=dict(type="str"),
-        etcd_password=dict(type="str", no_log=True),
-        etcd_timeout=dict(type="float", default=5.0),
-    )
+    """The etcd options of every module of the group overlay.flannel.etcd, from the settings table."""
+    return settings.argument_spec("etcd")
 
 
-ETCD_REQUIRED_TOGETHER = [["etcd_client_cert", "etcd_client_key"], ["etcd_user", "etcd_password"]]
+ETCD_REQUIRED_TOGETHER = settings.required_together("etcd")
 # The client's settings as a playbook names them, for the hints of its errors.
-ETCD_SETTING_NAMES = {"ca_cert": "etcd_ca_cert", "client_cert": "etcd_client_cert", "client_key": "etcd_client_key"}
+ETCD_SETTING_NAMES = settings.client_names("option")
 
 
 def connect(module):

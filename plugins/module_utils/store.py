@@ -31,6 +31,7 @@ from ansible_collections.overlay.flannel.plugins.module_utils.leases import (
 )
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import ConfigError, parse
 from ansible_collections.overlay.flannel.plugins.module_utils.renewal import renewal_due
+from ansible_collections.overlay.flannel.plugins.module_utils.settings import DEFAULT_RENEW_MARGIN, DEFAULT_TTL
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import (
     config_key,
     lease_key,
@@ -38,8 +39,6 @@ from ansible_collections.overlay.flannel.plugins.module_utils.subnets import (
     subnets_prefix,
 )
 
-DEFAULT_TTL = 24 * 3600
-DEFAULT_RENEW_MARGIN = 3600
 # flanneld gives up after 10 lost races; with hundreds of hosts starting at
 # once (CI clusters) more are needed, and each costs one round trip.
 MAX_ATTEMPTS = 50

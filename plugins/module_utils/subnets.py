@@ -12,7 +12,7 @@ __metaclass__ = type
 
 import ipaddress
 
-DEFAULT_PREFIX = "/coreos.com/network"
+from ansible_collections.overlay.flannel.plugins.module_utils.settings import DEFAULT_PREFIX
 
 
 class SubnetError(ValueError):

@@ -94,7 +94,7 @@ options:
   wait_ready:
     description:
       - Before reading, wait until the forwarder is ready for the docker role (as C(tasks_from=ready) of the
-        C(forwarder) role needs): its unit active, C(subnet.env) holding O(wait_ready.network) and
+        C(forwarder) role needs) - its unit active, C(subnet.env) holding O(wait_ready.network) and
         O(wait_ready.subnet), and its status naming O(wait_ready.backend). Fails after O(wait_ready.timeout)
         seconds, with what is not ready and the unit's journal.
       - Not given, nothing is waited for.
@@ -176,7 +176,7 @@ host:
       type: str
     public_ip:
       description:
-        - The host's underlay address, the lease's C(PublicIP), as the roles use it (V(__flannel_public_ip)):
+        - The host's underlay address, the lease's C(PublicIP), as the roles use it (V(__flannel_public_ip)) -
           O(public_ip) when given, else RV(host.default_ipv4); empty when neither is set.
       type: str
     public_ip_valid:
@@ -296,7 +296,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_subnet_env
-from ansible_collections.overlay.flannel.plugins.module_utils import hoststate
+from ansible_collections.overlay.flannel.plugins.module_utils import hoststate, settings
 
 COMMANDS = ("docker", "dockerd", "ip", "iptables")
 LEGACY = ("venv", "wheels", "installed-wheels")
@@ -433,30 +433,23 @@ def wait_ready(module, want, subnet_file):
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            python=dict(type="str", default="/usr/bin/python3"),
-            public_ip=dict(type="str", default=""),
-            files=dict(type="list", elements="str", default=[]),
-            subnet_file=dict(type="str", default="/run/flannel/subnet.env"),
-            docker_opts_file=dict(type="str", default="/run/flannel/docker"),
-            lease_state_file=dict(type="str", default="/var/lib/flannel-forwarder/subnet"),
-            daemon_json=dict(type="str", default="/etc/docker/daemon.json"),
-            docker_dropin=dict(type="str", default="/etc/systemd/system/docker.service.d/flannel.conf"),
-            bridge=dict(type="str", default="docker0"),
-            forwarder_prefix=dict(type="str", default="/opt/flannel-forwarder"),
-            units=dict(type="list", elements="str",
-                       default=["flannel-forwarder.service", "docker.service", "flannel-iptables.service"]),
-            parts=dict(type="list", elements="str",
-                       choices=["host", "docker", "flannel", "release", "iptables", "files", "units", "bridge_mtu"],
-                       default=["host", "docker", "flannel", "release", "iptables", "files", "units"]),
-            wait_ready=dict(type="dict", options=dict(
-                unit=dict(type="str", default="flannel-forwarder.service"),
-                network=dict(type="str", required=True), subnet=dict(type="str", required=True),
-                backend=dict(type="str", required=True), timeout=dict(type="int", default=60))),
-        ),
-        supports_check_mode=True,
+    # The paths the roles share (python, subnet_file, docker_opts_file, lease_state_file, daemon_json,
+    # docker_dropin, bridge, forwarder_prefix) come from the settings table; the rest is the probe's own.
+    argument_spec = settings.argument_spec("host_probe")
+    argument_spec.update(
+        files=dict(type="list", elements="str", default=[]),
+        units=dict(type="list", elements="str",
+                   default=["flannel-forwarder.service", "docker.service", "flannel-iptables.service"]),
+        parts=dict(type="list", elements="str",
+                   choices=["host", "docker", "flannel", "release", "iptables", "files", "units", "bridge_mtu"],
+                   default=["host", "docker", "flannel", "release", "iptables", "files", "units"]),
+        public_ip=dict(type="str", default=""),
+        wait_ready=dict(type="dict", options=dict(
+            unit=dict(type="str", default="flannel-forwarder.service"),
+            network=dict(type="str", required=True), subnet=dict(type="str", required=True),
+            backend=dict(type="str", required=True), timeout=dict(type="int", default=60))),
     )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     if p["wait_ready"]:
         wait_ready(module, p["wait_ready"], p["subnet_file"])

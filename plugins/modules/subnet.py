@@ -227,7 +227,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlay.flannel.plugins.module_utils import backends
+from ansible_collections.overlay.flannel.plugins.module_utils import backends, settings
 from ansible_collections.overlay.flannel.plugins.module_utils.ansible_etcd import (
     ETCD_REQUIRED_TOGETHER,
     connect,
@@ -265,8 +265,6 @@ def main():
     argument_spec.update(
         public_ip=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
-        ttl=dict(type="int", default=86400),
-        renew_margin=dict(type="int", default=3600),
         renew=dict(type="bool", default=False),
         subnet=dict(type="str"),
         previous_subnet=dict(type="str"),
@@ -274,6 +272,7 @@ def main():
         backend_type=dict(type="str"),
         backend_data=dict(type="raw"),
     )
+    argument_spec.update(settings.argument_spec("subnet", ("ttl", "renew_margin")))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_together=ETCD_REQUIRED_TOGETHER,
                            mutually_exclusive=[("subnet", "relet")])
@@ -286,13 +285,10 @@ def main():
         previous = parse_cidr(p["previous_subnet"], "previous_subnet", strict=False) if p["previous_subnet"] else None
     except SubnetError as exc:
         module.fail_json(msg=str(exc), **result)
-    if p["ttl"] < 0:
-        module.fail_json(msg="ttl must be 0 (a reservation) or a positive number of seconds, got %d" % p["ttl"], **result)
-    if p["renew_margin"] < 0:
-        module.fail_json(msg="renew_margin must not be negative, got %d" % p["renew_margin"], **result)
-    if p["ttl"] and p["renew_margin"] >= p["ttl"]:
-        module.fail_json(msg="renew_margin (%d) must be smaller than ttl (%d), or every run would renew"
-                         % (p["renew_margin"], p["ttl"]), **result)
+    # The table's rules: a TTL of 0 (a reservation) or more, a margin below it (or every run would renew).
+    wrong = settings.problems(dict(ttl=p["ttl"], renew_margin=p["renew_margin"]), name="option")
+    if wrong:
+        module.fail_json(msg="; ".join(wrong), **result)
 
     store = connect(module)
     try:
