@@ -24,7 +24,8 @@ description:
     (C(playbooks/wheelhouse.yml)).
   - The work is done by C(roles/forwarder/files/stage_release.py) of the collection, which also runs on its own
     (see its help).
-author: overlay.flannel contributors
+author:
+  - overlay.flannel maintainers (@overlay-flannel)
 options:
   target:
     description:
@@ -56,13 +57,17 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Staging writes only the controller's cache, also in check mode (the release is what a real run installs).
+    description: Staging writes only the controller's cache, also in check mode (the release is what a real run installs).
   diff_mode:
     support: none
+    description: Nothing on the host changes.
   action:
     support: full
+    description: Runs on the controller (an action plugin), whatever the host.
   platform:
+    support: full
     platforms: posix
+    description: The controller stages for Linux hosts (x86_64 and aarch64).
 notes:
   - Runs on the controller only, whatever the host; the host is not contacted.
   - Returns C(changed) on the host whose task built the release.

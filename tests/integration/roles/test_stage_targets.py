@@ -142,7 +142,7 @@ def test_forks_of_one_run_stage_each_kind_of_host_once_and_a_bad_host_fails_alon
                          + "odd ansible_connection=local target=\"{'python': '%s', 'machine': 'sparc64', "
                          "'glibc': '2.41'}\"\n" % OTHER_PYTHON)
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_RETRY_FILES_ENABLED="0",
-               ANSIBLE_FORKS="6", **{k: v for k, v in OFFLINE.items()})
+               ANSIBLE_FORKS="6", **OFFLINE)
     ansible_playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
     proc = subprocess.run([ansible_playbook, "-i", str(inventory), str(book)], capture_output=True, text=True,
                           env=env, timeout=600, check=False)
