@@ -38,13 +38,13 @@ class UdpBackend(Backend):
         self.peer_of = udp_peer_of(self.port)
         self.peers = PeerTable()
         self.stats = Stats()
-        self._conn = self._tun = self._loops = None
+        self._conn = self._tun = self._data_path = None
 
     def start(self, peers):
         from ..kernel import remove_all
         from ..udp import ways
         from ..udp.conn import UdpConn
-        from ..udp.loops import Device
+        from ..udp.loops import DataPath
         from ..udp.tun.device import TunDevice
 
         gone = remove_all()  # a vxlan device or host-gw routes of an earlier backend
@@ -57,8 +57,8 @@ class UdpBackend(Backend):
         self._conn = UdpConn(host.public_ip, self.port, offload=way.OFFLOAD)
         self._tun = TunDevice(self.settings.tun_name, network=str(self.config.network), subnet=str(host.subnet),
                               mtu=host.mtu, offload=way.OFFLOAD)
-        self._loops = Device(self._tun, self._conn, self.peers, self.stats, way=way)
-        self._loops.start()
+        self._data_path = DataPath(self._tun, self._conn, self.peers, self.stats, way=way)
+        self._data_path.start()
 
     def describe(self):
         return "forwarding via %s:%d and %s" % (self.host.public_ip, self.port, self._tun.name)
@@ -69,18 +69,18 @@ class UdpBackend(Backend):
 
     @property
     def healthy(self):
-        return self._loops is not None and self._loops.healthy
+        return self._data_path is not None and self._data_path.healthy
 
     @property
     def failed(self):
-        return self._loops is not None and self._loops.failed
+        return self._data_path is not None and self._data_path.failed
 
     def metrics(self):
         return data_path_metrics(self.stats.snapshot())
 
     def close(self):
-        """The loops, then the TUN (its route goes with it), then the socket."""
-        for part in (self._loops, self._tun, self._conn):
+        """The data path's loops, then the TUN (its route goes with it), then the socket."""
+        for part in (self._data_path, self._tun, self._conn):
             if part is not None:
                 part.close()
 
