@@ -2,12 +2,13 @@
 
 Start-up: settings -> underlay address and MTU -> etcd: the config and this
 host's lease (found by public IP, or re-claimed from the subnet file; its
-BackendType/BackendData rewritten if the backend changed) -> the backend the config names (backend/: chosen once by name, one
-interface) with the peer table of the leases: udp (TUN, routes, UDP socket
-and the data path in this process, wire-compatible with flanneld's udp
-backend) or vxlan / host-gw (kernel state programmed from the leases,
-kernel.py; no packet passes through this process) -> subnet.env and docker's options file -> lease
-renewal and peer watch -> health server -> READY=1 to systemd.
+BackendType/BackendData rewritten if the backend changed) -> the backend the
+config names (backend/: chosen once by name, one interface), started with
+the peers of the listed leases: udp (TUN, routes, UDP socket and the data
+path in this process, wire-compatible with flanneld's udp backend) or vxlan
+/ host-gw (kernel state programmed from the leases, kernel.py; no packet
+passes through this process) -> subnet.env and docker's options file ->
+lease renewal and peer watch -> health server -> READY=1 to systemd.
 
 SIGTERM keeps the lease (a restart finds the same subnet). udp: the TUN and
 its routes go with the process. vxlan / host-gw: the kernel state stays, so

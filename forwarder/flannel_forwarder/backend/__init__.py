@@ -20,6 +20,12 @@ grows or moves, ``healthy``/``failed``, ``describe()`` for the status line,
 ``metrics()`` for /metrics, and ``close()`` at the end. Nothing in the
 daemon asks which backend it runs.
 
+A second address family belongs in the data, not in new branches: the
+``Host`` (a public IPv6 address, an IPv6 subnet), the peer a backend makes
+of a lease (PublicIPv6, BackendV6Data, read where lease_events reads the
+lease), and the entries a kernel backend keeps (a second VXLAN device,
+IPv6 routes, from kernel_state.desired).
+
 Words: a *device* is a kernel network interface (the TUN ``flannel0``, the
 VXLAN device ``flannel.<VNI>``); the *underlay* is the interface the public
 IP is on; a *peer* is what a backend needs of another host's lease.
