@@ -71,7 +71,7 @@ def build_a(path: str):
     return tuple(importlib.import_module("flannel_forwarder_a." + m) for m in ("device", "conn", "routes", "stats"))
 
 
-def rig(device, conn_mod, routes, stats):
+def rig(loops, conn_mod, routes, stats):
     tun, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for s in (tun, kernel):
         s.setsockopt(socket.SOL_SOCKET, 32, BIG)
@@ -84,7 +84,8 @@ def rig(device, conn_mod, routes, stats):
     peer.bind(("127.0.0.2", 0))
     peer.setblocking(False)
     table = routes.PeerTable({"10.5.2.0/24": ("127.0.0.2", peer.getsockname()[1])})
-    dev = device.Device(TunEnd(tun), conn, table, stats.Stats())
+    data_path = getattr(loops, "DataPath", None) or loops.Device  # builds before udp/ named it Device
+    dev = data_path(TunEnd(tun), conn, table, stats.Stats())
     return {"kernel": kernel, "conn": conn, "peer": peer, "tx": dev._tx_step(), "rx": dev._rx_step(), "keep": (tun, dev)}
 
 

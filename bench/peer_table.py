@@ -2,7 +2,7 @@
 
 Times what the data path really calls (forwarder/flannel_forwarder/udp/loops.py):
 - TX, once per packet read from the TUN: ``PeerTable.lookup(dst)`` with the
-  destination as a 32-bit int (in ``Device.route_tx``);
+  destination as a 32-bit int (in ``DataPath.route_tx``);
 - RX, once per received datagram (batch): ``PeerTable.sender_subnets(addr[0])``
   then the inner source checked against the (network, mask) pairs it returns
   (``routes.source_allowed``, in udp.loops.check_datagrams; the numpy way

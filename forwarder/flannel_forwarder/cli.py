@@ -2,12 +2,13 @@
 
 Start-up: settings -> underlay address and MTU -> etcd: the config and this
 host's lease (found by public IP, or re-claimed from the subnet file; its
-BackendType/BackendData rewritten if the backend changed) -> the peer table
--> the backend: udp (TUN, routes, UDP socket and the data path in this
-process, wire-compatible with flanneld's udp backend) or vxlan / host-gw
-(kernel state programmed from the leases, kernel.py; no packet passes
-through this process) -> subnet.env and docker's options file -> lease
-renewal and peer watch -> health server -> READY=1 to systemd.
+BackendType/BackendData rewritten if the backend changed) -> the backend the
+config names (backend/: chosen once by name, one interface), started with
+the peers of the listed leases: udp (TUN, routes, UDP socket and the data
+path in this process, wire-compatible with flanneld's udp backend) or vxlan
+/ host-gw (kernel state programmed from the leases, kernel.py; no packet
+passes through this process) -> subnet.env and docker's options file ->
+lease renewal and peer watch -> health server -> READY=1 to systemd.
 
 SIGTERM keeps the lease (a restart finds the same subnet). udp: the TUN and
 its routes go with the process. vxlan / host-gw: the kernel state stays, so
@@ -36,10 +37,11 @@ from ansible_collections.overlay.flannel.plugins.module_utils.settings import MI
 from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore, StoreError
 
 from . import __version__
+from . import backend as backend_registry
 from .config import SettingsError, etcd_client_options, parse
 from .files import write_atomic
 from .health import HealthServer, render_metrics
-from .leasekeeper import LeaseKeeper, LeaseLost, NoLease, udp_peer_of
+from .leasekeeper import LeaseKeeper, LeaseLost, NoLease
 from .sdnotify import notify
 
 log = logging.getLogger("flannel_forwarder")
@@ -136,23 +138,18 @@ class Daemon:
         self.stop_event = threading.Event()
         self.is_ready = False
         self.keeper = None
-        self.device = None  # the running data path: the udp Device, or the KernelBackend
-        self.stats = None
-        self.backend_type = None
-        self.peers = None
-        self._set_network = None
-        self._closers = []
+        self.backend = None  # the running backend (backend.Backend)
 
     # state for the health server
     def healthy(self):
-        return self.device is not None and self.device.healthy and not (self.keeper and self.keeper.fatal)
+        return self.backend is not None and self.backend.healthy and not (self.keeper and self.keeper.fatal)
 
     def ready(self):
         return self.is_ready and self.healthy()
 
     def metrics(self):
-        kernel = self.device.metrics() if hasattr(self.device, "metrics") else []
-        return render_metrics(self.stats, self.keeper, self.ready(), backend=(self.backend_type, kernel))
+        b = self.backend
+        return render_metrics(None, self.keeper, self.ready(), backend=(b.TYPE, b.metrics()) if b else None)
 
     def run(self):
         s = self.settings
@@ -163,37 +160,37 @@ class Daemon:
         self.keeper = keeper = LeaseKeeper(store, public_ip, renew_margin=s.renew_margin_seconds,
                                            ttl=s.subnet_lease_ttl)
         lease = None
+        kind = None  # the class of the config's backend
         health = None
         try:
             lease = keeper.claim(read_previous(s.subnet_file, s.lease_state_file))
             config = keeper.config
-            self.backend_type = config.backend_type
+            kind = backend_registry.get(config.backend_type)
             mtu = choose_mtu(s.mtu, underlay_mtu, iface, config.backend_type)
-            if config.backend_type == backends.UDP:
-                describe = self._start_udp(public_ip, config, lease, mtu)
-            else:
-                describe = self._start_kernel(public_ip, iface, config, lease, mtu)
+            self.backend = backend = kind(config, backend_registry.Host(public_ip, iface, lease.subnet, mtu), s)
+            backend.start(keeper.initial_peers(backend.peer_of))
+            describe = backend.describe()
             write_host_files(s, config.network, lease.subnet, mtu)
             if s.lease_state_file:
                 write_atomic(s.lease_state_file, "%s\n" % lease.subnet)
 
             def on_config(new):
-                # A grown or moved network: the udp backend's route into the TUN, and FLANNEL_NETWORK
-                # for docker's side (the kernel backends route each peer subnet on its own).
-                self._set_network(new.network)
+                # A grown or moved network: the backend follows it (udp: the TUN's route), and
+                # FLANNEL_NETWORK for docker's side.
+                backend.follow_network(new.network)
                 write_host_files(s, new.network, lease.subnet, mtu)
 
-            keeper.start(self.peers, on_fatal=lambda exc: self.stop_event.set(), on_config=on_config)
+            keeper.start(backend.peers, on_fatal=lambda exc: self.stop_event.set(), on_config=on_config)
             if s.healthz_port:
                 health = HealthServer(s.healthz_ip, s.healthz_port, self).start()
             self.is_ready = True
             # The status line starts with the backend: the forwarder role waits for it after a backend change.
             notify("READY=1\nSTATUS=%s: %s, subnet %s, %d peers" % (config.backend_type, describe, lease.subnet,
-                                                                    len(self.peers.snapshot())))
+                                                                    len(backend.peers)))
             log.info("ready backend=%s subnet=%s %s mtu=%d peers=%d", config.backend_type, lease.subnet, describe,
-                     mtu, len(self.peers.snapshot()))
+                     mtu, len(backend.peers))
             while not self.stop_event.wait(1.0):
-                if self.device.failed:
+                if backend.failed:
                     log.error("the data path stopped unexpectedly")
                     break
         finally:
@@ -201,61 +198,17 @@ class Daemon:
             notify("STOPPING=1")
             if self.keeper is not None:
                 self.keeper.stop()
-            for close in self._closers:
-                close()
+            if self.backend is not None:
+                self.backend.close()
             if health is not None:
                 health.stop()
             client.close()
             if lease is not None:
                 log.info("stopped; the lease of %s is kept%s", lease.subnet,
-                         "" if self.backend_type == backends.UDP else ", and the kernel state")
+                         ", and the kernel state" if kind is not None and kind.KEEPS_KERNEL_STATE else "")
         if keeper.fatal:
             raise LeaseLost(keeper.fatal)
-        return 1 if (self.device is not None and self.device.failed) else 0
-
-    def _start_udp(self, public_ip, config, lease, mtu):
-        """TUN, UDP socket and the data path threads; returns a few words for the status line."""
-        from .kernel import remove_all
-        from .routes import PeerTable
-        from .stats import Stats
-        from .udp import ways
-        from .udp.conn import UdpConn
-        from .udp.loops import Device
-        from .udp.tun.device import TunDevice
-
-        s = self.settings
-        gone = remove_all()  # a vxlan device or host-gw routes of an earlier backend
-        if gone:
-            log.info("removed the kernel state of an earlier backend: %s", ", ".join(gone))
-        port = s.port or config.backend_port
-        self.peers = PeerTable(self.keeper.initial_peers(udp_peer_of(port)))
-        self.stats = Stats()
-        way = ways.choose()
-        log.info("udp data path: the %s way (%s)", way.NAME, way.DESCRIPTION)
-        conn = UdpConn(public_ip, port, offload=way.OFFLOAD)
-        self._closers = [conn.close]
-        tun = TunDevice(s.tun_name, network=str(config.network), subnet=str(lease.subnet), mtu=mtu, offload=way.OFFLOAD)
-        self._closers.insert(0, tun.close)
-        self.device = Device(tun, conn, self.peers, self.stats, way=way)
-        self._set_network = tun.set_network
-        self._closers.insert(0, self.device.close)
-        self.device.start()
-        return "forwarding via %s:%d and %s" % (public_ip, port, tun.name)
-
-    def _start_kernel(self, public_ip, iface, config, lease, mtu):
-        """The vxlan or host-gw backend: the kernel state for the peers, kept by a sync thread."""
-        from .kernel import KernelBackend
-        from .kernel_state import peer_of
-
-        backend = config.backend
-        self.peers = KernelBackend(backend, public_ip, iface, lease.subnet, mtu)
-        self.peers.start(self.keeper.initial_peers(lambda l: peer_of(backend, l)))
-        self.device = self.peers
-        self._set_network = self.peers.set_network
-        self._closers = [self.peers.close]
-        if config.backend_type == backends.VXLAN:
-            return "%s on %s, VtepMAC %s" % (self.peers.device, iface, self.peers.vtep_mac)
-        return "routes via %s" % iface
+        return 1 if (self.backend is not None and self.backend.failed) else 0
 
 
 def main(argv=None):

@@ -8,11 +8,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 DIRECTIONS = {"tx": "tun_to_udp", "rx": "udp_to_tun"}
 
 
-def render_metrics(stats, keeper=None, ready=False, backend=None):
-    """Prometheus exposition text from the data path counters and the lease keeper's state.
+def render_metrics(stats=None, keeper=None, ready=False, backend=None):
+    """Prometheus exposition text from the running backend's metrics and the lease keeper's state.
 
-    `stats`: the udp data path's counters (None for a kernel backend: it moves no packet itself);
-    `backend`: (type, [(name, kind, help, samples)]) of the running backend.
+    `backend`: (type, [(name, kind, help, samples)]), the running backend's type and its metrics
+    (Backend.metrics); `stats`: the udp data path's counters (stats.Stats), rendered as the udp
+    backend renders them (for a data path run without a backend: tests, udp.debug).
     """
     lines = []
 
@@ -29,7 +30,8 @@ def render_metrics(stats, keeper=None, ready=False, backend=None):
         for name, kind, help_text, samples in backend[1]:
             metric(name, kind, help_text, samples)
     if stats is not None:
-        _data_path(metric, stats.snapshot())
+        for name, kind, help_text, samples in data_path_metrics(stats.snapshot()):
+            metric(name, kind, help_text, samples)
     metric("ready", "gauge", "1 when the data path, its routes and the peers are in place.",
            [((), 1 if ready else 0)])
     if keeper is not None:
@@ -49,22 +51,25 @@ def render_metrics(stats, keeper=None, ready=False, backend=None):
     return "\n".join(lines) + "\n"
 
 
-def _data_path(metric, snap):
-    """The udp data path's counters, and the way it runs its steps."""
+def data_path_metrics(snap):
+    """The udp data path's counters (a stats.Stats snapshot), and the way it runs its steps:
+    [(name, kind, help, samples)]."""
+    out = []
     if snap.get("way"):
-        metric("datapath_way_info", "gauge", "The way the udp data path runs its steps (numpy, python, single).",
-               [((("way", snap["way"]),), 1)])
-    metric("packets_total", "counter", "IP packets forwarded, by direction.",
-           [((("direction", DIRECTIONS[d]),), snap[d]["packets"]) for d in ("tx", "rx")])
-    metric("bytes_total", "counter", "Bytes of forwarded IP packets, by direction.",
-           [((("direction", DIRECTIONS[d]),), snap[d]["bytes"]) for d in ("tx", "rx")])
+        out.append(("datapath_way_info", "gauge", "The way the udp data path runs its steps (numpy, python, single).",
+                    [((("way", snap["way"]),), 1)]))
+    out.append(("packets_total", "counter", "IP packets forwarded, by direction.",
+                [((("direction", DIRECTIONS[d]),), snap[d]["packets"]) for d in ("tx", "rx")]))
+    out.append(("bytes_total", "counter", "Bytes of forwarded IP packets, by direction.",
+                [((("direction", DIRECTIONS[d]),), snap[d]["bytes"]) for d in ("tx", "rx")]))
     drops = []
     for d in ("tx", "rx"):
         for reason, count in sorted(snap[d]["drops"].items()):
             drops.append(((("direction", DIRECTIONS[d]), ("reason", reason)), count))
-    metric("dropped_packets_total", "counter", "Packets dropped, by direction and reason.", drops)
-    metric("icmp_unreachable_total", "counter", "ICMP net unreachable replies for destinations with no peer.",
-           [((), snap["icmp_unreachable"])])
+    out.append(("dropped_packets_total", "counter", "Packets dropped, by direction and reason.", drops))
+    out.append(("icmp_unreachable_total", "counter", "ICMP net unreachable replies for destinations with no peer.",
+                [((), snap["icmp_unreachable"])]))
+    return out
 
 
 class HealthServer:

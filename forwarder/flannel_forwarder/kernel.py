@@ -1,6 +1,7 @@
-"""The vxlan and host-gw backends: the kernel moves every packet, this keeps its state equal to the leases.
+"""The vxlan and host-gw backends' common part: the kernel moves every packet, this keeps its state equal to the leases.
 
-``KernelBackend`` is the peer table the lease keeper writes into (the same
+``KernelBackend`` (the base of backend/vxlan.py and backend/host_gw.py)
+gives the lease keeper a ``KernelPeers`` table (the same
 ``replace``/``apply`` interface as the udp backend's PeerTable).  Every change
 wakes a sync thread that reads the kernel's entries, compares them with
 ``kernel_state.desired()`` and applies ``kernel_state.plan()`` with pyroute2;
@@ -27,9 +28,8 @@ import logging
 import socket
 import threading
 
-from ansible_collections.overlay.flannel.plugins.module_utils import backends
-
 from . import kernel_state as ks
+from .backend import Backend
 
 log = logging.getLogger("flannel_forwarder.kernel")
 
@@ -45,7 +45,7 @@ def _ipr():
     return IPRoute()
 
 
-def _link_index(ipr, name):
+def link_index(ipr, name):
     found = ipr.link_lookup(ifname=name)
     return found[0] if found else None
 
@@ -93,35 +93,14 @@ def remove_all(keep_device=None, keep_routes=False):
     return removed
 
 
-class KernelBackend:
-    """The peer table of the vxlan and host-gw backends, kept in the kernel by a sync thread."""
+class KernelPeers:
+    """The peer table of a kernel backend: {subnet: peer}, each change wakes the sync (`on_change`)."""
 
-    def __init__(self, backend, public_ip, underlay, subnet, mtu, interval=1.0):
-        self.backend = backend  # the network config's Backend object, normalised
-        self.public_ip = public_ip
-        self.underlay = underlay  # interface name
-        self.subnet = subnet  # own subnet (IPv4Network)
-        self.mtu = mtu
-        self.interval = interval
-        self.device = backends.device_name(backend)
+    def __init__(self, on_change):
         self._peers = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = None
-        self._ipr = None
-        self.failed = False
-        self.healthy = False
-        # metrics
-        self.programmed = ks.EMPTY.count()
-        self.syncs = 0
-        self.repairs = 0  # entries that had to be set or removed although the peers had not changed
-        self.sync_errors = 0
-        self.unreachable = []
-        self._warned = set()
         self._changed = True
-
-    # -- the peer table interface of the lease keeper ------------------------
+        self._on_change = on_change
 
     def snapshot(self):
         return dict(self._peers)
@@ -136,7 +115,7 @@ class KernelBackend:
         with self._lock:
             self._peers = dict(peers)
             self._changed = True
-        self._wake.set()
+        self._on_change()
 
     def apply(self, changes):
         with self._lock:
@@ -148,74 +127,85 @@ class KernelBackend:
                     peers[subnet] = peer
             self._peers = peers
             self._changed = True
-        self._wake.set()
+        self._on_change()
         return list(changes)
+
+    def take(self):
+        """(peers, changed since the last take) for a sync."""
+        with self._lock:
+            peers, changed, self._changed = self._peers, self._changed, False
+        return peers, changed
+
+
+class KernelBackend(Backend):
+    """A backend whose state is kernel entries kept equal to the peers by a sync thread. A subclass
+    names its `device` (the VXLAN device it programs; None: routes on the underlay only) and sets it up
+    in `_setup_device`, reads its entries in `_read_device` and checks it is still there in
+    `_check_device`."""
+
+    KEEPS_KERNEL_STATE = True
+    device = None
+
+    def __init__(self, config, host, settings=None, interval=1.0):
+        super().__init__(config, host, settings)
+        self.backend = config.backend  # the network config's Backend object, normalised
+        self.public_ip = host.public_ip
+        self.underlay = host.underlay  # interface name
+        self.subnet = host.subnet  # own subnet (IPv4Network)
+        self.mtu = host.mtu
+        self.interval = interval
+        self._wake = threading.Event()
+        self.peers = KernelPeers(self._wake.set)
+        self._stop = threading.Event()
+        self._thread = None
+        self._ipr = None
+        self._healthy = False
+        # metrics
+        self.programmed = ks.EMPTY.count()
+        self.syncs = 0
+        self.repairs = 0  # entries that had to be set or removed although the peers had not changed
+        self.sync_errors = 0
+        self.unreachable = []
+        self._warned = set()
+
+    def peer_of(self, lease):
+        return ks.peer_of(self.backend, lease)
+
+    @property
+    def healthy(self):
+        return self._healthy
 
     # -- set-up --------------------------------------------------------------
 
     def start(self, peers):
         """Set up the device (vxlan), take over or remove what a previous run left, program `peers`."""
         self._ipr = _ipr()
-        self._peers = dict(peers)
+        self.peers.replace(peers)
         gone = remove_all(keep_device=self.device, keep_routes=True)
         if gone:
             log.info("removed kernel state not of this backend: %s", ", ".join(gone))
-        if self.device is not None:
-            self._setup_device()
+        self._setup_device()
         self.sync()
-        self.healthy = True
+        self._healthy = True
         self._thread = threading.Thread(target=self._loop, name="kernel-sync", daemon=True)
         self._thread.start()
         return self
 
     def _underlay_index(self):
-        index = _link_index(self._ipr, self.underlay)
+        index = link_index(self._ipr, self.underlay)
         if index is None:
             raise RuntimeError("the underlay interface %s is gone" % self.underlay)
         return index
 
     def _setup_device(self):
-        """flannel.<VNI>: on the underlay, local = the public IP, the derived VtepMAC, learning as
-        configured (off by default), MTU, the own subnet's network address as /32, up. A device of
-        the same name that differs in what cannot be changed in place is re-created."""
-        ipr, b = self._ipr, self.backend
-        link = self._underlay_index()
-        mac = backends.vtep_mac(self.public_ip, b["VNI"])
-        want = {"IFLA_VXLAN_ID": b["VNI"], "IFLA_VXLAN_LOCAL": self.public_ip, "IFLA_VXLAN_LINK": link,
-                "IFLA_VXLAN_PORT": backends.port(b), "IFLA_VXLAN_LEARNING": 1 if b["Learning"] else 0}
-        index = _link_index(ipr, self.device)
-        if index is not None:
-            current = ipr.get_links(index)[0]
-            info = current.get_attr("IFLA_LINKINFO")
-            data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
-            have = {k: data.get_attr(k) for k in want} if data is not None else {}
-            gbp = data is not None and any(name == "IFLA_VXLAN_GBP" for name, _v in data["attrs"])
-            if info is None or info.get_attr("IFLA_INFO_KIND") != "vxlan" or have != want or gbp != b["GBP"]:
-                log.warning("device %s differs from the config (%s, want %s): re-creating it", self.device,
-                            have, want)
-                ipr.link("del", index=index)
-                index = None
-        if index is None:
-            args = dict(ifname=self.device, kind="vxlan", vxlan_id=b["VNI"], vxlan_local=self.public_ip,
-                        vxlan_link=link, vxlan_port=b["Port"], vxlan_learning=1 if b["Learning"] else 0,
-                        address=mac, mtu=self.mtu)
-            if b["GBP"]:
-                args["vxlan_gbp"] = True
-            ipr.link("add", **args)
-            index = _link_index(ipr, self.device)
-            log.info("created %s vni=%d local=%s dev=%s mac=%s mtu=%d", self.device, b["VNI"], self.public_ip,
-                     self.underlay, mac, self.mtu)
-        current = ipr.get_links(index)[0]
-        if current.get_attr("IFLA_ADDRESS") != mac or current.get_attr("IFLA_MTU") != self.mtu:
-            ipr.link("set", index=index, address=mac, mtu=self.mtu)
-        own = str(self.subnet.network_address)
-        for addr in ipr.get_addr(family=socket.AF_INET, index=index):
-            if (addr.get_attr("IFA_ADDRESS"), addr["prefixlen"]) != (own, 32):
-                ipr.addr("del", index=index, address=addr.get_attr("IFA_ADDRESS"), prefixlen=addr["prefixlen"])
-        if not ipr.get_addr(family=socket.AF_INET, index=index, address=own):
-            ipr.addr("add", index=index, address=own, prefixlen=32)
-        ipr.link("set", index=index, state="up")
-        self.vtep_mac = mac
+        """Create or correct the backend's device (vxlan); nothing for routes on the underlay."""
+
+    def _check_device(self):
+        """Before each sync: re-create the device if it went."""
+
+    def _read_device(self, ipr):
+        """(neighbour entries, FDB entries) of the backend's device that are ours."""
+        return set(), set()
 
     # -- sync ----------------------------------------------------------------
 
@@ -228,17 +218,8 @@ class KernelBackend:
         """The entries the kernel holds that are ours (kernel_state.State)."""
         ipr = self._ipr
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        neighs, fdbs, routes = set(), set(), set()
-        if self.device is not None:
-            index = _link_index(ipr, self.device)
-            if index is None:
-                raise RuntimeError("the VXLAN device %s is gone" % self.device)
-            for n in ipr.get_neighbours(family=socket.AF_INET, ifindex=index):
-                if n["state"] & NUD_PERMANENT and n.get_attr("NDA_LLADDR"):
-                    neighs.add(ks.Neigh(n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR").lower()))
-            for n in ipr.fdb("dump", ifindex=index):
-                if n["ifindex"] == index and n.get_attr("NDA_DST") and n["state"] & NUD_PERMANENT:
-                    fdbs.add(ks.Fdb(n.get_attr("NDA_LLADDR").lower(), n.get_attr("NDA_DST")))
+        neighs, fdbs = self._read_device(ipr)
+        routes = set()
         for dst, route in our_routes(ipr):
             routes.add(ks.Route(dst, route.get_attr("RTA_GATEWAY"), names.get(route.get_attr("RTA_OIF")),
                                 bool(route["flags"] & RTNH_F_ONLINK)))
@@ -246,8 +227,7 @@ class KernelBackend:
 
     def sync(self):
         """Make the kernel hold exactly the desired entries; returns the number of changes made."""
-        with self._lock:
-            peers, changed, self._changed = self._peers, self._changed, False
+        peers, changed = self.peers.take()
         want, unreachable = ks.desired(self.backend, peers, self.device, self.underlay, self._direct())
         for subnet, ip in unreachable:
             if (subnet, ip) not in self._warned:
@@ -276,20 +256,20 @@ class KernelBackend:
     def _do(self, op, entry):
         ipr = self._ipr
         if isinstance(entry, ks.Neigh):
-            index = _link_index(ipr, self.device)
+            index = link_index(ipr, self.device)
             if op == "set":
                 ipr.neigh("replace", ifindex=index, dst=entry.dst, lladdr=entry.mac, state=NUD_PERMANENT)
             else:
                 ipr.neigh("del", ifindex=index, dst=entry.dst, lladdr=entry.mac)
         elif isinstance(entry, ks.Fdb):
-            index = _link_index(ipr, self.device)
+            index = link_index(ipr, self.device)
             if op == "set":
                 ipr.fdb("replace", ifindex=index, lladdr=entry.mac, dst=entry.dst, state=NUD_PERMANENT,
                         flags=NTF_SELF)
             else:
                 ipr.fdb("del", ifindex=index, lladdr=entry.mac, dst=entry.dst)
         else:
-            oif = _link_index(ipr, entry.dev)
+            oif = link_index(ipr, entry.dev)
             args = dict(dst=entry.dst, gateway=entry.gateway, oif=oif, table=254, proto=FLANNEL_PROTO)
             if entry.onlink:
                 args["flags"] = RTNH_F_ONLINK
@@ -305,19 +285,16 @@ class KernelBackend:
             if self._stop.is_set():
                 return
             try:
-                if self.device is not None and _link_index(self._ipr, self.device) is None:
-                    log.warning("the VXLAN device %s is gone: re-creating it", self.device)
-                    self._setup_device()
+                self._check_device()
                 self.sync()
-                self.healthy = True
+                self._healthy = True
             except Exception as exc:  # keep syncing: the next round may succeed
                 self.sync_errors += 1
-                self.healthy = False
+                self._healthy = False
                 log.error("kernel sync failed: %s", exc)
 
-    def set_network(self, network):
+    def follow_network(self, network):
         """A grown network needs nothing here: every peer has its own route."""
-        return False
 
     def close(self):
         """Stop syncing; the kernel state stays (see the module's doc)."""
@@ -330,7 +307,7 @@ class KernelBackend:
             self._ipr = None
 
     def metrics(self):
-        """(name, kind, help, samples) for health.render_metrics."""
+        """[(name, kind, help, samples)]: the entries programmed, the syncs and repairs, unreachable peers."""
         return [
             ("kernel_entries", "gauge", "Kernel entries programmed for the peers, by kind.",
              [((("kind", kind),), n) for kind, n in sorted(self.programmed.items())]),

@@ -18,7 +18,10 @@
 - Peers: a watch on <prefix>/ (the leases and the config) from the
   snapshot's revision, re-listed after a compaction, reconnected with backoff
   across endpoints. While etcd is unreachable the last peer table keeps
-  forwarding.
+  forwarding. Every lease entry, listed or watched, is classified by
+  lease_events (pure) and taken by one method (_take) with one set of log
+  lines; the peers are the running backend's (its peer_of), and the table
+  they go into is the backend's too.
 - The network config is followed while running (see config_change): a grown
   or moved network that still holds this host's subnet is applied at once
   (the daemon moves the TUN's route and rewrites subnet.env; peers in the new
@@ -39,14 +42,12 @@ import time
 from ansible_collections.overlay.flannel.plugins.module_utils import backends
 from ansible_collections.overlay.flannel.plugins.module_utils import etcd_client as etcd
 from ansible_collections.overlay.flannel.plugins.module_utils import renewal
-from ansible_collections.overlay.flannel.plugins.module_utils.backends import BackendError
-from ansible_collections.overlay.flannel.plugins.module_utils.leases import LeaseError, read_leases
+from ansible_collections.overlay.flannel.plugins.module_utils.leases import LeaseError
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import ConfigError, dumps
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import parse as parse_config
 from ansible_collections.overlay.flannel.plugins.module_utils.store import DEFAULT_RENEW_MARGIN, DEFAULT_TTL, StoreError
-from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError, parse_lease_key
 
-from .routes import Peer
+from . import lease_events as ev
 
 log = logging.getLogger("flannel_forwarder.lease")
 
@@ -87,40 +88,6 @@ def _describe(backend):
     return " ".join([backend["Type"]] + ["%s=%s" % (k, dumps(v)) for k, v in sorted(backend.items()) if k != "Type"])
 
 
-def udp_peer_of(port):
-    """The lease keeper's `peer_of` for the udp backend: a lease -> Peer(PublicIP, port); a lease of
-    another backend raises BackendError (flanneld skips those too)."""
-    def peer_of(lease):
-        btype = lease.attrs.get("BackendType")
-        if not backends.lease_type_matches(backends.UDP, btype):
-            raise backends.BackendError("BackendType", "lease of a %s host under a udp network" % btype)
-        return Peer(lease.public_ip, port)
-    return peer_of
-
-
-def peers_from(leases, own_subnet, config, peer_of):
-    """{subnet: peer} of every lease but ours that is a host subnet of `config`; `peer_of(lease)` gives the
-    backend's peer of a lease (it raises BackendError for a lease the backend cannot use: skipped).
-
-    A key outside the network or of another prefix length (a /16, a /0) is no
-    host's subnet: routing it would also let its holder pass the anti-spoofing
-    check with any inner source, this host's own subnet included.
-    """
-    peers = {}
-    for lease in leases:
-        if lease.subnet == own_subnet:
-            continue
-        if not config.contains_lease(lease.subnet):
-            log.warning("ignoring lease %s: %s is no host subnet of the network %s", lease.key, lease.subnet,
-                        config.network)
-            continue
-        try:
-            peers[lease.subnet] = peer_of(lease)
-        except BackendError as exc:
-            log.warning("ignoring lease %s: %s", lease.key, exc)
-    return peers
-
-
 class LeaseKeeper:
     def __init__(self, store, public_ip, renew_margin=DEFAULT_RENEW_MARGIN, ttl=DEFAULT_TTL, check_interval=10.0,
                  rng=None):
@@ -133,13 +100,13 @@ class LeaseKeeper:
         self.config = None
         self.lease = None
         self.peers = None
-        self.peer_of = None  # lease -> the backend's peer (initial_peers)
+        self.peer_of = None  # lease -> the running backend's peer (initial_peers)
         self.revision = 0
         self.expires_at = None  # monotonic deadline of our etcd lease; None for a reservation
         self.seen_ttl = None  # granted TTL of the own lease last seen in etcd, 0 for a reservation; None: not yet
         self.fatal = None
         self.watch_reconnects = 0
-        self._claim_leases = []
+        self._claim_snapshot = None
         self.etcd_connected = False
         self._stop = threading.Event()
         self._on_config = None
@@ -174,7 +141,7 @@ class LeaseKeeper:
                           % (self.public_ip, self.store.subnets_prefix))
         self.lease = self._find(snap.leases, lease.subnet) or lease
         self.revision = snap.revision
-        self._claim_leases = snap.leases
+        self._claim_snapshot = snap
         self.etcd_connected = True
         self._update_expiry()
         self._own_attrs()
@@ -205,9 +172,9 @@ class LeaseKeeper:
 
     def initial_peers(self, peer_of):
         """The peer table from the listing claim() read; the watch starts right after its revision.
-        `peer_of(lease)` makes the backend's peer of a lease (raises BackendError to skip it)."""
+        `peer_of(lease)` makes the running backend's peer of a lease (raises BackendError to skip it)."""
         self.peer_of = peer_of
-        return peers_from(self._claim_leases, self.lease.subnet, self.config, peer_of)
+        return self._listed(self._claim_snapshot, {})
 
     @staticmethod
     def _find(leases, subnet):
@@ -401,15 +368,30 @@ class LeaseKeeper:
         snap = self.store.snapshot()
         if snap.config is not None:
             self._follow_config(snap.config)  # (one changed while the watch was away)
-        self.peers.replace(peers_from(snap.leases, self.lease.subnet, self.config, self.peer_of))
+        self.peers.replace(self._listed(snap, self.peers.snapshot()))
         self.revision = snap.revision
         self.etcd_connected = True
         log.info("peers listed count=%d revision=%d", len(self.peers.snapshot()), snap.revision)
-        found = self._find(snap.leases, self.lease.subnet)
-        if found is not None:
-            decision = renewal.seen_own_key(self.lease, found, self.public_ip)
-            if decision.action == renewal.TAKEN:
-                self._fail(LeaseLost(decision.why))
+
+    # -- the one lease-change path ---------------------------------------------
+    #
+    # A listing (at start, after a compaction or an outage) and a watch response are both turned into
+    # lease_events (lease_events.classify / of_listing) and taken by _take, one event at a time: the same
+    # rules and the same log lines whichever way a lease arrived. A listing's table replaces the peer
+    # table whole (what it leaves out is gone); a watch response's changes go in one swap.
+
+    def _here(self, prefix):
+        return ev.Here(prefix, self.lease.subnet, self.public_ip, self.config, self.peer_of)
+
+    def _listed(self, snap, current):
+        """The peer table of a listing `snap`, the peer table being `current` ({subnet: peer})."""
+        changes = {}
+        for event in ev.of_listing(snap, self._here(self.store.prefix)):
+            self._take(event, changes, current.get, watched=False)
+        for subnet in current:
+            if subnet not in changes:  # (an entry the listing has, ignored, was logged by _take)
+                log.info("peer removed subnet=%s", subnet)
+        return {subnet: peer for subnet, peer in changes.items() if peer is not None}
 
     def _apply(self, events):
         """Apply one watch response: its peer changes go into the table in one swap (PeerTable.apply), so a
@@ -417,13 +399,15 @@ class LeaseKeeper:
         on one subnet the last wins, as applying them one by one would leave it."""
         prefix = self.store.prefix
         changes = {}  # subnet -> Peer, or None to remove
+        current = self.peers.snapshot()
 
-        def routed(subnet):
-            return changes[subnet] is not None if subnet in changes else subnet in self.peers
+        def held(subnet):
+            return current.get(subnet)
 
         try:
             for event in events:
-                self._apply_event(prefix, event, changes, routed)
+                if self._apply_event(prefix, event, changes, held):
+                    current = self.peers.snapshot()  # a config event applied the changes before it, or re-listed
         finally:
             if changes:
                 self.peers.apply(changes)
@@ -462,7 +446,10 @@ class LeaseKeeper:
                 log.warning("listing the peers under the new config failed, the next re-list applies it: %s", exc)
                 self.etcd_connected = False
 
-    def _apply_event(self, prefix, event, changes, routed):
+    def _apply_event(self, prefix, event, changes, held):
+        """One watch event: the config's key is followed, a lease key classified and taken (_take).
+        `held(subnet)`: the peer the table holds for `subnet`, `changes` not counted (falsy: none).
+        Returns True after a config event (the peer table may have changed under `held`)."""
         kv = event.kv
         key = kv.key.decode("utf-8", "replace") if isinstance(kv.key, bytes) else kv.key
         if key == self.store.config_key:
@@ -470,63 +457,62 @@ class LeaseKeeper:
                 self.peers.apply(dict(changes))
                 changes.clear()
             self._config_event(event)
-            return
+            return True
         if not key.startswith(self.store.subnets_prefix):
-            return  # another key under the prefix (flannel's subnets6/, ...)
-        if event.kind == "delete":
-            try:
-                subnet = parse_lease_key(prefix, kv.key)
-            except SubnetError:
-                return
-            if subnet == self.lease.subnet:
-                # Our own key went away (expired or released): re-create it now.
-                try:
-                    self.check_own_lease()
-                except LeaseLost as exc:
-                    self._fail(exc)
-                except etcd.EtcdError as exc:
-                    log.warning("own lease deleted, re-creating failed, will retry: %s", exc)
-                return
-            if routed(subnet):
+            return False  # another key under the prefix (flannel's subnets6/, ...)
+        value = None if event.kind == "delete" else kv.value
+        self._take(ev.classify(kv.key, value, self._here(prefix), kv.lease, kv.mod_revision), changes, held,
+                   watched=True)
+        return False
+
+    def _take(self, event, changes, held, watched):
+        """Take one lease event: its change of the peer table into `changes` ({subnet: peer or None}),
+        logged once (a peer set or removed only when the table changes). `held(subnet)`: the peer the
+        table holds for `subnet`, `changes` not counted. An own-key event is checked (another host holds
+        our subnet: fatal); from a watch it is also taken over (a new etcd lease, a reservation) or,
+        deleted, makes the key re-created now."""
+        if event.kind == ev.OWN:
+            self._own_key(event, watched)
+            return
+        if event.kind == ev.IGNORED:
+            if event.reason == ev.GARBAGE:
+                log.warning("ignoring unreadable lease %s: %s", event.key, event.why)
+            elif event.reason in (ev.OUTSIDE, ev.OTHER_BACKEND, ev.BAD_BACKEND_DATA):
+                log.warning("ignoring lease %s: %s", event.key, event.why)
+            else:  # a stale second lease of ours, a deleted garbage key: nothing to say above debug
+                log.debug("ignoring %s: %s", event.key, event.why)
+        change = event.change()
+        if change is None:
+            return
+        subnet, peer = change
+        before = changes[subnet] if subnet in changes else held(subnet)
+        changes[subnet] = peer
+        if peer is None:
+            if before:
                 log.info("peer removed subnet=%s", subnet)
-            changes[subnet] = None
-            return
-        leases, bad = read_leases(prefix, [(kv.key, kv.value, kv.lease, kv.mod_revision)])
-        if bad:
-            log.warning("ignoring unreadable lease %s: %s", kv.key, bad[0].error)
-            # A peer whose value turned to garbage is no longer routed (as a re-list would do).
+        elif peer != before:
+            log.info("peer set subnet=%s public_ip=%s", subnet, event.lease.public_ip)
+
+    def _own_key(self, event, watched):
+        lease = event.lease
+        if lease is None:
+            # Our own key went away (expired or released): re-create it now.
             try:
-                subnet = parse_lease_key(prefix, kv.key)
-            except SubnetError:
-                return
-            if routed(subnet):
-                log.info("peer removed key=%s", kv.key)
-            changes[subnet] = None
+                self.check_own_lease()
+            except LeaseLost as exc:
+                self._fail(exc)
+            except etcd.EtcdError as exc:
+                log.warning("own lease deleted, re-creating failed, will retry: %s", exc)
             return
-        lease = leases[0]
-        if lease.subnet == self.lease.subnet:
-            decision = renewal.seen_own_key(self.lease, lease, self.public_ip)
-            if decision.action == renewal.TAKEN:
-                self._fail(LeaseLost(decision.why))
-                return
-            if not lease.lease_id and self.lease.lease_id:
-                # Now a reservation: nothing left to renew (the renewal's next check confirms it).
-                self.expires_at = None
-                self.seen_ttl = 0
-            self.lease = lease
+        decision = renewal.seen_own_key(self.lease, lease, self.public_ip)
+        if decision.action == renewal.TAKEN:
+            self._fail(LeaseLost(decision.why))
             return
-        if lease.public_ip == self.public_ip:
-            return  # a stale second lease of ours; the subnet module cleans those
-        if not self.config.contains_lease(lease.subnet):
-            log.warning("ignoring lease %s: %s is no host subnet of the network %s", kv.key, lease.subnet,
-                        self.config.network)
-            changes[lease.subnet] = None
+        if not watched:
+            # A listing may be older than the own lease claim() just rewrote; the renewal reads the key.
             return
-        try:
-            peer = self.peer_of(lease)
-        except BackendError as exc:
-            log.warning("ignoring lease %s: %s", kv.key, exc)
-            changes[lease.subnet] = None
-            return
-        changes[lease.subnet] = peer
-        log.info("peer set subnet=%s public_ip=%s", lease.subnet, lease.public_ip)
+        if not lease.lease_id and self.lease.lease_id:
+            # Now a reservation: nothing left to renew (the renewal's next check confirms it).
+            self.expires_at = None
+            self.seen_ttl = 0
+        self.lease = lease

@@ -4,7 +4,7 @@
   coalescing) behind a batch read/write API;
 * conn.py: the underlay UDP socket with GSO/GRO behind a batch
   send/receive API;
-* loops.py: the two forwarding loops (``Device``) and their decisions;
+* loops.py: the two forwarding loops (``DataPath``) and their decisions;
   the peer table and anti-spoofing rule they use are ../routes.py, the
   IPv4 header rules ../packet.py;
 * ways/: numpy, python, single: one implementation of each step, chosen

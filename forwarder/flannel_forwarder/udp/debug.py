@@ -20,7 +20,7 @@ from ..routes import PeerTable, parse_peer
 from ..stats import Stats
 from . import ways
 from .conn import UdpConn
-from .loops import Device
+from .loops import DataPath
 from .tun.device import TunDevice
 
 log = logging.getLogger(__name__)
@@ -63,27 +63,27 @@ def main(argv=None) -> int:
     except BaseException:
         conn.close()
         raise
-    dev = Device(tun, conn, peers, stats, way=way, threads=args.threads)
-    signal.signal(signal.SIGTERM, lambda *_: dev.stop())
-    signal.signal(signal.SIGINT, lambda *_: dev.stop())
+    data_path = DataPath(tun, conn, peers, stats, way=way, threads=args.threads)
+    signal.signal(signal.SIGTERM, lambda *_: data_path.stop())
+    signal.signal(signal.SIGINT, lambda *_: data_path.stop())
     print(json.dumps({"ready": True, "tun": tun.name, "mtu": args.mtu, "way": way.NAME, "vnet_hdr": tun.vnet_hdr,
                       "tun_offload_flags": tun.offload_flags, "udp_gso": conn.gso, "udp_gro": conn.gro,
-                      "threads": dev.threads, "pid": os.getpid()}), flush=True)
+                      "threads": data_path.threads, "pid": os.getpid()}), flush=True)
     try:
-        dev.start()
-        while not dev.stopped:
+        data_path.start()
+        while not data_path.stopped:
             if args.stats_file:
                 _write_stats(args.stats_file, stats)
-            dev.wait(1.0 if args.stats_file else 0.5)
-            if not dev.healthy:
+            data_path.wait(1.0 if args.stats_file else 0.5)
+            if not data_path.healthy:
                 break
     finally:
-        dev.close()
+        data_path.close()
         tun.close()
         conn.close()
         if args.stats_file:
             _write_stats(args.stats_file, stats)
-    return 1 if dev.failed else 0
+    return 1 if data_path.failed else 0
 
 
 if __name__ == "__main__":

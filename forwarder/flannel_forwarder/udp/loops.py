@@ -1,6 +1,6 @@
 """The two forwarding loops: TUN -> UDP (route, send) and UDP -> TUN (check, write), and their decisions.
 
-``Device(tun, conn, peers, stats, way=...)`` moves packets between a TUN
+``DataPath(tun, conn, peers, stats, way=...)`` moves packets between a TUN
 (tun/: its batch API hands over and takes plain IPv4 packets, the virtio
 header, segmentation and coalescing stay inside it) and a ``UdpConn``
 (conn.py: batches of datagrams, GSO/GRO inside), using a ``PeerTable``
@@ -10,7 +10,7 @@ direction, which remains an option).  Malformed or unwanted input is
 dropped and counted, never raised.
 
 The decisions are functions of their own, the ones the unit tests test:
-``Device.route_tx`` (a packet read from the TUN: its peer, TTL, or an
+``DataPath.route_tx`` (a packet read from the TUN: its peer, TTL, or an
 ICMP net unreachable) and ``check_datagrams`` (a received batch:
 packet.check_ipv4_rows, routes.source_allowed, the TTL), or, for a batch of
 TCP segments from a sender with one subnet, the way's ``rx_runs`` (the
@@ -45,7 +45,7 @@ UNKNOWN_SENDER = "unknown_sender"  # RX: datagram from an address that is no pee
 SPOOFED = "spoofed"  # RX: inner source outside the sending peer's subnets
 TRUNCATED = "truncated"
 RECV_ERROR = "recv_error"
-__all__ = ["Device", "check_datagrams", "SEND_ERROR", "TUN_WRITE_ERROR"]
+__all__ = ["DataPath", "check_datagrams", "SEND_ERROR", "TUN_WRITE_ERROR"]
 
 # Reads (TX) or receives (RX) per turn before the loop looks at the other side
 # (measured: 4-16 are alike; 64 starves the ACKs of the other direction).
@@ -83,8 +83,8 @@ def check_datagrams(buf, n: int, seg: int, nets, stats) -> tuple:
     return spans, nbytes
 
 
-class Device:
-    """The data path of one host: ``run()`` blocks until ``stop()``.
+class DataPath:
+    """The data path of one host (the udp backend's loops; a *device* is the TUN): ``run()`` blocks until ``stop()``.
 
     By default both directions share one thread that polls the TUN and the
     socket together: no GIL hand-offs and fewer wake-ups, measurably faster

@@ -20,7 +20,8 @@ from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import d
 from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore
 from support.etcd_server import EtcdServer
 
-from flannel_forwarder.leasekeeper import LeaseKeeper, udp_peer_of
+from flannel_forwarder.backend.udp import udp_peer_of
+from flannel_forwarder.leasekeeper import LeaseKeeper
 from flannel_forwarder.routes import Peer, PeerTable
 
 OWN_IP, PEER_IP, NEW_IP = "192.0.2.1", "192.0.2.2", "192.0.2.3"

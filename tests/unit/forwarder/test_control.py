@@ -9,7 +9,9 @@ from ansible_collections.overlay.flannel.plugins.module_utils.leases import Leas
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import parse
 
 from flannel_forwarder.health import render_metrics
-from flannel_forwarder.leasekeeper import LeaseKeeper, peers_from, udp_peer_of
+from flannel_forwarder.backend.udp import udp_peer_of
+from flannel_forwarder.lease_events import peers_from
+from flannel_forwarder.leasekeeper import LeaseKeeper
 from flannel_forwarder.routes import Peer, PeerTable
 from flannel_forwarder.sdnotify import notify
 from flannel_forwarder.stats import Stats

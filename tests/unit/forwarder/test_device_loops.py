@@ -92,7 +92,7 @@ def rig(monkeypatch):
         monkeypatch.setattr(D.os, "readv", tun.readv)
         monkeypatch.setattr(D.os, "writev", tun.writev)
         monkeypatch.setattr(D.os, "write", tun.write)
-        dev = D.Device(tun, conn, PeerTable({"10.5.2.0/24": "%s:%d" % PEER}), Stats(), way=ways.get_way(way))
+        dev = D.DataPath(tun, conn, PeerTable({"10.5.2.0/24": "%s:%d" % PEER}), Stats(), way=ways.get_way(way))
         return dev, tun, conn
 
     return make
@@ -200,7 +200,7 @@ def rx_rig(monkeypatch):
         conn = FakeRecvConn(batches)
         monkeypatch.setattr(D.os, "writev", tun.writev)
         monkeypatch.setattr(D.os, "write", tun.write)
-        dev = D.Device(tun, conn, PeerTable({"10.5.2.0/24": "%s:%d" % PEER}), Stats(), way=ways.get_way(way))
+        dev = D.DataPath(tun, conn, PeerTable({"10.5.2.0/24": "%s:%d" % PEER}), Stats(), way=ways.get_way(way))
         return dev, tun, conn
 
     return make

@@ -1,6 +1,6 @@
 """Hostile input into the data path: the real loop steps fuzzed with hypothesis.
 
-``Device._tx_step()`` and ``Device._rx_step()`` (what every loop of the
+``DataPath._tx_step()`` and ``DataPath._rx_step()`` (what every loop of the
 daemon calls) run here over real file descriptors and real buffers:
 
 * the TUN is stood in for by one end of an AF_UNIX SOCK_SEQPACKET
@@ -95,11 +95,11 @@ KNOWN_REASONS = {
 BIG = 8 << 20
 
 
-# -- the rig: real sockets around one Device ------------------------------------
+# -- the rig: real sockets around one DataPath ----------------------------------
 
 
 class TunEnd(TunIO):
-    """The forwarder's side of the TUN stand-in (what Device uses of a TunDevice: its batch API on an fd)."""
+    """The forwarder's side of the TUN stand-in (what DataPath uses of a TunDevice: its batch API on an fd)."""
 
     address_int = LOCAL_NET
 
@@ -122,7 +122,7 @@ def _udp(ip: str, **bufs) -> socket.socket:
 
 
 class Rig:
-    """One Device between a TUN stand-in and real loopback UDP sockets."""
+    """One DataPath between a TUN stand-in and real loopback UDP sockets."""
 
     def __init__(self, vnet: bool, udp_offload: bool, way: str):
         self.tun_sock, self.kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -135,7 +135,7 @@ class Rig:
         port = {ip: s.getsockname()[1] for ip, s in self.peer.items()}
         table = {"10.5.2.0/24": (IP_A, port[IP_A]), "10.5.3.0/24": (IP_B, port[IP_B]), "10.5.4.0/25": (IP_B, port[IP_B])}
         self.stats = Stats()
-        self.dev = D.Device(TunEnd(self.tun_sock, vnet), self.conn, PeerTable(table), self.stats, way=ways.get_way(way))
+        self.dev = D.DataPath(TunEnd(self.tun_sock, vnet), self.conn, PeerTable(table), self.stats, way=ways.get_way(way))
         self.tx = self.dev._tx_step()
         self.rx = self.dev._rx_step()
 

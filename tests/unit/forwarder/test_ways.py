@@ -221,7 +221,7 @@ def test_every_way_writes_the_same_to_the_tun(monkeypatch, vnet):
         monkeypatch.setattr(loops.os, "writev", tun.writev)
         monkeypatch.setattr(loops.os, "write", tun.write)
         table = PeerTable({"10.5.1.0/24": "%s:%d" % PEER})
-        dev = loops.Device(tun, FakeRecvConn(list(batches)), table, Stats(), way=ways.get_way(name))
+        dev = loops.DataPath(tun, FakeRecvConn(list(batches)), table, Stats(), way=ways.get_way(name))
         while dev._rx_step()(8):
             pass
         results[name] = (tun.written, dev.stats.snapshot()["rx"])
