@@ -149,9 +149,14 @@ class LeaseKeeper:
 
     def backend_attrs(self):
         """BackendType and BackendData of this host's lease under the current config (the subnet module
-        computes the same, backends.lease_data, so neither rewrites what the other wrote)."""
-        return {"backend_type": self.config.backend_type,
-                "backend_data": backends.lease_data(self.config.backend, self.public_ip)}
+        computes the same, backends.lease_data, so neither rewrites what the other wrote). The daemon has
+        no IPv6 address of its own yet: a lease it rewrites or re-creates on a dual-stack network keeps the
+        PublicIPv6 its lease holds (the store falls back to the host's leases in etcd too)."""
+        attrs = {"backend_type": self.config.backend_type,
+                 "backend_data": backends.lease_data(self.config.backend, self.public_ip)}
+        if self.lease is not None and self.lease.attrs.get("PublicIPv6"):
+            attrs["public_ipv6"] = self.lease.attrs["PublicIPv6"]
+        return attrs
 
     def _own_attrs(self):
         """A lease written for another backend (the config changed since) is rewritten in place: same key,
@@ -320,7 +325,8 @@ class LeaseKeeper:
         log.warning("own lease %s on %s: re-creating it (%s)", vanished.why, subnet,
                     "a reservation" if not ttl else "ttl %ds" % ttl)
         try:
-            out = self.store.acquire(self.public_ip, requested=subnet, ttl=ttl, **self.backend_attrs())
+            out = self.store.acquire(self.public_ip, requested=subnet, ttl=ttl, previous6=self.lease.subnet6,
+                                     **self.backend_attrs())
         except LeaseError as exc:
             raise LeaseLost("subnet %s cannot be re-created: %s" % (subnet, exc)) from None
         except StoreError as exc:

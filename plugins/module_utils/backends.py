@@ -139,10 +139,27 @@ def vtep_mac(public_ip, vni):
     return ":".join("%02x" % b for b in bytearray([0x0e, vni & 0xff]) + bytearray(packed))
 
 
+def vtep_mac6(public_ip, vni):
+    """The MAC of a host's IPv6 VXLAN device (flanneld's flannel-v6.<VNI>, a device of its own beside
+    flannel.<VNI>): as vtep_mac, from the host's public IPv4 address (unique among the leases, where the low
+    bytes of IPv6 addresses often repeat from one /64 to the next) and the VNI, with 1e first so that it never
+    equals the IPv4 device's MAC. Locally administered, unicast."""
+    packed = ipaddress.IPv4Address(public_ip).packed
+    return ":".join("%02x" % b for b in bytearray([0x1e, vni & 0xff]) + bytearray(packed))
+
+
 def lease_data(backend, public_ip):
     """The BackendData of `public_ip`'s lease under `backend` (normalised): {"VNI", "VtepMAC"} for vxlan."""
     if backend["Type"] == VXLAN:
         return {"VNI": backend["VNI"], "VtepMAC": vtep_mac(public_ip, backend["VNI"])}
+    return None
+
+
+def lease_data6(backend, public_ip):
+    """The BackendV6Data of `public_ip`'s dual-stack lease under `backend`: {"VNI", "VtepMAC"} (vtep_mac6) for
+    vxlan, None (not written) for host-gw."""
+    if backend["Type"] == VXLAN:
+        return {"VNI": backend["VNI"], "VtepMAC": vtep_mac6(public_ip, backend["VNI"])}
     return None
 
 

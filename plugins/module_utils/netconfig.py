@@ -20,8 +20,13 @@ from ansible_collections.overlay.flannel.plugins.module_utils.subnets import (
     count_subnets,
     in_range,
     parse_cidr,
+    parse_cidr6,
+    subnet6_at,
     subnet_at,
 )
+
+# The IPv6 keys of a dual-stack config, in the order to_dict writes them.
+IPV6_KEYS = ("EnableIPv6", "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax")
 
 
 class ConfigError(ValueError):
@@ -33,16 +38,26 @@ class ConfigError(ValueError):
 
 
 class NetworkConfig(object):
-    """A validated config with flannel's defaults filled in."""
+    """A validated config with flannel's defaults filled in.
 
-    __slots__ = ("network", "subnet_len", "subnet_min", "subnet_max", "backend")
+    A dual-stack config (EnableIPv6) also has ipv6_network, ipv6_subnet_len, ipv6_subnet_min and
+    ipv6_subnet_max; they are None for an IPv4-only one.
+    """
 
-    def __init__(self, network, subnet_len, subnet_min, subnet_max, backend):
+    __slots__ = ("network", "subnet_len", "subnet_min", "subnet_max", "backend",
+                 "ipv6_network", "ipv6_subnet_len", "ipv6_subnet_min", "ipv6_subnet_max")
+
+    def __init__(self, network, subnet_len, subnet_min, subnet_max, backend, ipv6=None):
         self.network = network
         self.subnet_len = subnet_len
         self.subnet_min = subnet_min
         self.subnet_max = subnet_max
         self.backend = backend
+        self.ipv6_network, self.ipv6_subnet_len, self.ipv6_subnet_min, self.ipv6_subnet_max = ipv6 or (None,) * 4
+
+    @property
+    def dual_stack(self):
+        return self.ipv6_network is not None
 
     @property
     def backend_type(self):
@@ -57,19 +72,40 @@ class NetworkConfig(object):
     def capacity(self):
         return count_subnets(self.subnet_min, self.subnet_max)
 
+    @property
+    def ipv6_capacity(self):
+        return count_subnets(self.ipv6_subnet_min, self.ipv6_subnet_max) if self.dual_stack else 0
+
     def contains_lease(self, subnet):
-        """True when a lease on `subnet` is compatible with this config."""
+        """True when a lease on `subnet` (its IPv4 half) is compatible with this config."""
         return in_range(subnet, self.subnet_len, self.subnet_min, self.subnet_max)
 
+    def contains_lease6(self, subnet6):
+        """True when `subnet6` is the right IPv6 half of a lease under this config: a leasable IPv6 subnet
+        of a dual-stack config, None (no half) for an IPv4-only one."""
+        if not self.dual_stack:
+            return subnet6 is None
+        return subnet6 is not None and in_range(subnet6, self.ipv6_subnet_len, self.ipv6_subnet_min,
+                                                self.ipv6_subnet_max)
+
+    def fits(self, subnet, subnet6):
+        """Both halves of a lease compatible with this config (flanneld's test before reusing a lease)."""
+        return self.contains_lease(subnet) and self.contains_lease6(subnet6)
+
     def to_dict(self):
-        """Flannel's JSON shape, every default written out."""
-        return {
+        """Flannel's JSON shape, every default written out (the IPv6 keys only for a dual-stack config)."""
+        out = {
             "Network": str(self.network),
             "SubnetLen": self.subnet_len,
             "SubnetMin": str(self.subnet_min.network_address),
             "SubnetMax": str(self.subnet_max.network_address),
             "Backend": dict(self.backend),
         }
+        if self.dual_stack:
+            out.update(EnableIPv6=True, IPv6Network=str(self.ipv6_network), IPv6SubnetLen=self.ipv6_subnet_len,
+                       IPv6SubnetMin=str(self.ipv6_subnet_min.network_address),
+                       IPv6SubnetMax=str(self.ipv6_subnet_max.network_address))
+        return out
 
     def __eq__(self, other):
         return isinstance(other, NetworkConfig) and self.to_dict() == other.to_dict()
@@ -101,24 +137,87 @@ def _int_field(raw, name):
     return value
 
 
-def _subnet_bound(raw, name, network, subnet_len):
-    """SubnetMin/SubnetMax: an address (flannel) or a CIDR; inside Network, on a SubnetLen boundary."""
+def _bool_field(raw, name, default):
+    value = raw.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigError("type", "%s must be true or false, got %r" % (name, value))
+    return value
+
+
+def _subnet_bound(raw, name, network, subnet_len, family=4):
+    """SubnetMin/SubnetMax (IPv6SubnetMin/IPv6SubnetMax): an address (flannel) or a CIDR; inside Network
+    (IPv6Network), on a SubnetLen (IPv6SubnetLen) boundary."""
+    address, make, bits = ((ipaddress.IPv4Address, subnet_at, 32) if family == 4
+                           else (ipaddress.IPv6Address, subnet6_at, 128))
+    net_name, len_name = ("Network", "SubnetLen") if family == 4 else ("IPv6Network", "IPv6SubnetLen")
     value = raw.get(name)
     if not isinstance(value, str):
-        raise ConfigError("type", "%s must be an IPv4 address string, got %r" % (name, value))
+        raise ConfigError("type", "%s must be an IPv%d address string, got %r" % (name, family, value))
     text = value.split("/", 1)[0].strip()
     try:
-        addr = ipaddress.IPv4Address(text)
+        addr = address(text)
     except ValueError:
-        raise ConfigError("type", "%s %r is not an IPv4 address" % (name, value))
+        raise ConfigError("type", "%s %r is not an IPv%d address" % (name, value, family))
     if addr not in network:
         raise ConfigError("%s-in-network" % name,
-                          "%s %s is not in the range of the Network %s" % (name, addr, network))
-    size = 2 ** (32 - subnet_len)
+                          "%s %s is not in the range of the %s %s" % (name, addr, net_name, network))
+    size = 2 ** (bits - subnet_len)
     if int(addr) % size:
         raise ConfigError("%s-boundary" % name,
-                          "%s %s is not on a SubnetLen boundary (/%d)" % (name, addr, subnet_len))
-    return subnet_at(int(addr), subnet_len)
+                          "%s %s is not on a %s boundary (/%d)" % (name, addr, len_name, subnet_len))
+    return make(int(addr), subnet_len)
+
+
+def _ipv6(raw, backend):
+    """The IPv6 half of a dual-stack config: (IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax) with
+    flannel's defaults and rules (pkg/subnet/config.go), or None when EnableIPv6 is not true (flanneld then
+    ignores the IPv6 keys too)."""
+    if not _bool_field(raw, "EnableIPv6", False):
+        return None
+    if backend["Type"] == backends.UDP:
+        raise ConfigError("ipv6", "the udp backend has no IPv6 (flannel's udp is IPv4 only): "
+                                      "EnableIPv6 needs Backend.Type vxlan or host-gw")
+    if raw.get("IPv6Network") in (None, ""):
+        raise ConfigError("IPv6Network-required",
+                          "IPv6Network is required with EnableIPv6 (an IPv6 CIDR such as fd00:5::/48)")
+    try:
+        network = parse_cidr6(raw["IPv6Network"], "IPv6Network", strict=False)
+    except SubnetError as exc:
+        raise ConfigError("IPv6Network-cidr", str(exc))
+    subnet_len = _int_field(raw, "IPv6SubnetLen")
+    if subnet_len:
+        if subnet_len > 126:
+            raise ConfigError("IPv6SubnetLen-max", "IPv6SubnetLen must be less than /127 (got /%d)" % subnet_len)
+        if subnet_len < network.prefixlen + 2:
+            raise ConfigError(
+                "IPv6SubnetLen-min",
+                "IPv6Network %s must be able to accommodate at least four subnets: "
+                "IPv6SubnetLen must be /%d or longer (got /%d)" % (network, network.prefixlen + 2, subnet_len))
+    else:
+        # flannel: /64 for networks of /62 and larger, prefix + 2 down to /124.
+        if network.prefixlen <= 62:
+            subnet_len = 64
+        elif network.prefixlen <= 124:
+            subnet_len = network.prefixlen + 2
+        else:
+            raise ConfigError("IPv6Network-too-small",
+                              "IPv6Network %s is too small. Minimum useful network prefix is /124" % network)
+    size = 2 ** (128 - subnet_len)
+    if raw.get("IPv6SubnetMin") in (None, ""):
+        subnet_min = subnet6_at(int(network.network_address) + size, subnet_len)
+    else:
+        subnet_min = _subnet_bound(raw, "IPv6SubnetMin", network, subnet_len, family=6)
+    if raw.get("IPv6SubnetMax") in (None, ""):
+        subnet_max = subnet6_at(int(network.broadcast_address) + 1 - size, subnet_len)
+    else:
+        subnet_max = _subnet_bound(raw, "IPv6SubnetMax", network, subnet_len, family=6)
+    if int(subnet_min.network_address) > int(subnet_max.network_address):
+        raise ConfigError("IPv6SubnetMin-le-IPv6SubnetMax",
+                          "IPv6SubnetMin %s is greater than IPv6SubnetMax %s"
+                          % (subnet_min.network_address, subnet_max.network_address))
+    return network, subnet_len, subnet_min, subnet_max
 
 
 def _backend(raw, strict=False):
@@ -137,10 +236,9 @@ def from_dict(raw, strict=False):
         raise ConfigError("type", "config must be a JSON object, got %s" % type(raw).__name__)
     if raw.get("Network") in (None, ""):
         raise ConfigError("Network-required", "Network is required (an IPv4 CIDR such as 10.5.0.0/16)")
-    if raw.get("EnableIPv6") or raw.get("IPv6Network"):
-        raise ConfigError("ipv6", "IPv6 networks are not supported (EnableIPv6/IPv6Network)")
-    if raw.get("EnableIPv4") is False:
-        raise ConfigError("ipv4", "EnableIPv4 false is not supported: the overlay is IPv4")
+    if not _bool_field(raw, "EnableIPv4", True):
+        raise ConfigError("ipv4", "EnableIPv4 false (an IPv6-only network) is not supported: IPv6-only is out of "
+                                  "scope; a dual-stack network (EnableIPv6 true beside the IPv4 Network) is")
     try:
         network = parse_cidr(raw["Network"], "Network", strict=False)
     except SubnetError as exc:
@@ -178,7 +276,8 @@ def from_dict(raw, strict=False):
         raise ConfigError("SubnetMin-le-SubnetMax",
                           "SubnetMin %s is greater than SubnetMax %s"
                           % (subnet_min.network_address, subnet_max.network_address))
-    return NetworkConfig(network, subnet_len, subnet_min, subnet_max, _backend(raw, strict))
+    backend = _backend(raw, strict)
+    return NetworkConfig(network, subnet_len, subnet_min, subnet_max, backend, _ipv6(raw, backend))
 
 
 def parse(data):
@@ -210,6 +309,18 @@ def incompatible_leases(config, subnets):
     """The leased subnets that `config` would strand (out of range, other length), sorted."""
     return sorted((s for s in subnets if not config.contains_lease(s)),
                   key=lambda s: int(s.network_address))
+
+
+def stranded(config, leases):
+    """The leases (leases.Lease) that `config` would strand, sorted by subnet: an IPv4 half out of range or of
+    another length, or an IPv6 half that a dual-stack `config` does not hold. A missing IPv6 half (the network
+    turns dual-stack) or one that an IPv4-only `config` drops strands nothing: the subnet module rewrites
+    the key on the same IPv4 subnet."""
+    def out(lease):
+        if not config.contains_lease(lease.subnet):
+            return True
+        return config.dual_stack and lease.subnet6 is not None and not config.contains_lease6(lease.subnet6)
+    return sorted((lease for lease in leases if out(lease)), key=lambda lease: int(lease.subnet.network_address))
 
 
 def tun_mtu(underlay_mtu):

@@ -13,6 +13,19 @@ Round trips: a snapshot (config + every lease) is one request; creating a
 lease is a snapshot, a grant and one transaction, whatever the number of
 existing leases. A lost race costs one more transaction, whose failure
 branch already carries the fresh state.
+
+Dual-stack leases: a host's IPv4 and IPv6 subnets are one key
+(<net>-<len>&<net6>-<len6>), written in one transaction. The guard
+"version(key) == 0" cannot see a second key that holds one of the halves
+beside another one (10.5.3.0-24&fd00::-64 against 10.5.3.0-24&fd00:0:0:1::-64
+or 10.5.4.0-24&fd00::-64), so each half of a dual-stack key written here
+also gets a claim key <prefix>/claims/<half> (its value: the lease key; on
+the same etcd lease) in the same transaction, guarded by the claim's state
+in the snapshot: two hosts that pick one subnet of either family at once
+race on its claim and one of them loses. A claim whose lease key is gone
+(deleted by hand) is stale and overwritten; flanneld writes no claims, and
+the halves of its leases count as taken from their keys. IPv4-only keys
+need no claims (the key is the subnet's one name) and get none.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -21,6 +34,7 @@ __metaclass__ = type
 
 import time
 
+from ansible_collections.overlay.flannel.plugins.module_utils import backends
 from ansible_collections.overlay.flannel.plugins.module_utils import etcd_client as etcd
 from ansible_collections.overlay.flannel.plugins.module_utils.leases import (
     Lease,
@@ -33,9 +47,13 @@ from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import C
 from ansible_collections.overlay.flannel.plugins.module_utils.renewal import renewal_due
 from ansible_collections.overlay.flannel.plugins.module_utils.settings import DEFAULT_RENEW_MARGIN, DEFAULT_TTL
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import (
+    SubnetError,
     config_key,
+    claim_key,
+    claims_prefix,
     lease_key,
     normalize_prefix,
+    parse_claim_name,
     subnets_prefix,
 )
 
@@ -49,11 +67,12 @@ class StoreError(Exception):
 
 
 class Snapshot(object):
-    """The config and all leases at one etcd revision."""
+    """The config, all leases and the claims of dual-stack halves ({IPv4Network or IPv6Network: KV}) at one
+    etcd revision."""
 
-    __slots__ = ("revision", "config_kv", "config", "config_error", "leases", "bad")
+    __slots__ = ("revision", "config_kv", "config", "config_error", "leases", "bad", "claims")
 
-    def __init__(self, prefix, revision, config_kvs, lease_kvs):
+    def __init__(self, prefix, revision, config_kvs, lease_kvs, claim_kvs=()):
         self.revision = revision
         self.config_kv = config_kvs[0] if config_kvs else None
         self.config = None
@@ -65,6 +84,13 @@ class Snapshot(object):
                 self.config_error = str(exc)
         self.leases, self.bad = read_leases(
             prefix, [(kv.key, kv.value, kv.lease, kv.mod_revision) for kv in lease_kvs])
+        self.claims = {}
+        base = claims_prefix(prefix)
+        for kv in claim_kvs:
+            try:
+                self.claims[parse_claim_name(kv.key[len(base):])] = kv
+            except SubnetError:
+                pass  # not ours to read; never in the way of a claim we write (its key differs)
 
     def leases_of(self, public_ip):
         return [lease for lease in self.leases if lease.public_ip == public_ip]
@@ -88,9 +114,35 @@ class Outcome(object):
         self.config = None
 
 
-def lease_attrs(public_ip, backend_type="udp", backend_data=None, public_ipv6=None):
-    return {"PublicIP": str(public_ip), "PublicIPv6": public_ipv6,
-            "BackendType": backend_type, "BackendData": backend_data}
+def lease_attrs(public_ip, backend_type="udp", backend_data=None, public_ipv6=None, backend_v6_data=None):
+    """A lease's attributes as leases.decode_value reads them back (BackendV6Data only when there is one)."""
+    attrs = {"PublicIP": str(public_ip), "PublicIPv6": None if public_ipv6 is None else str(public_ipv6),
+             "BackendType": backend_type, "BackendData": backend_data}
+    if backend_v6_data is not None:
+        attrs["BackendV6Data"] = backend_v6_data
+    return attrs
+
+
+def _encode(attrs):
+    return encode_value(attrs["PublicIP"], attrs["BackendType"], attrs["BackendData"], attrs["PublicIPv6"],
+                        attrs.get("BackendV6Data"))
+
+
+def host_attrs(config, mine, public_ip, backend_type, backend_data, public_ipv6=None):
+    """The attributes of `public_ip`'s lease under `config`. A dual-stack network also needs the host's
+    PublicIPv6: `public_ipv6`, else the one its lease holds (`mine`: its leases), else a LeaseError naming
+    public_ipv6; a vxlan lease gets its BackendV6Data (backends.lease_data6). An IPv4-only network writes no
+    IPv6 attribute, whatever `public_ipv6` is."""
+    if not config.dual_stack:
+        return lease_attrs(public_ip, backend_type, backend_data)
+    if public_ipv6 is None:
+        public_ipv6 = next((lease.public_ipv6 for lease in mine if lease.public_ipv6), None)
+    if public_ipv6 is None:
+        raise LeaseError("public_ipv6 is required: the network %s is dual-stack (EnableIPv6 with IPv6Network %s) "
+                         "and %s has no lease that names its IPv6 address" % (config.network, config.ipv6_network,
+                                                                                public_ip))
+    v6_data = backends.lease_data6(config.backend, public_ip) if backend_type == config.backend_type else None
+    return lease_attrs(public_ip, backend_type, backend_data, public_ipv6, v6_data)
 
 
 class FlannelStore(object):
@@ -103,11 +155,12 @@ class FlannelStore(object):
     # -- reading -------------------------------------------------------------
 
     def _reads(self):
-        return [etcd.get(self.config_key), etcd.get(self.subnets_prefix, prefix=True)]
+        return [etcd.get(self.config_key), etcd.get(self.subnets_prefix, prefix=True),
+                etcd.get(claims_prefix(self.prefix), prefix=True)]
 
     def snapshot(self):
-        revision, (config_kvs, lease_kvs) = self.client.read(*self._reads())
-        return Snapshot(self.prefix, revision, config_kvs, lease_kvs)
+        revision, ranges = self.client.read(*self._reads())
+        return Snapshot(self.prefix, revision, *ranges)
 
     def require_config(self, snap):
         if snap.config is not None:
@@ -175,8 +228,15 @@ class FlannelStore(object):
 
     def acquire(self, public_ip, ttl=DEFAULT_TTL, renew_margin=DEFAULT_RENEW_MARGIN, backend_type="udp",
                 backend_data=None, requested=None, previous=None, relet=False, check_mode=False,
-                rng=None, snap=None, max_attempts=MAX_ATTEMPTS, renew=False):
+                rng=None, snap=None, max_attempts=MAX_ATTEMPTS, renew=False, public_ipv6=None,
+                requested6=None, previous6=None):
         """Make sure `public_ip` holds exactly one compatible lease; see plan_lease() for the order.
+
+        On a dual-stack network the lease is a pair (IPv4 subnet & IPv6 subnet) in one key, written with
+        the claims of its halves in one transaction; `requested6` / `previous6` are the IPv6 halves asked for or held
+        before, `public_ipv6` the host's IPv6 address (see host_attrs). A host whose lease keeps its IPv4
+        subnet under another key (the network turned dual-stack, or back, or its IPv6 half changed) has the
+        old key deleted and the new one put in the same transaction (action "update").
 
         A kept etcd lease is renewed (to its full TTL) when less than `renew_margin` remains, or
         whatever remains with `renew`. A lease asked with another kind (`ttl` 0, a reservation, for
@@ -184,8 +244,6 @@ class FlannelStore(object):
         rewritten in one guarded transaction on the new etcd lease (none for a reservation) and
         the old etcd lease is revoked afterwards (the key no longer is attached to it).
         """
-        attrs = lease_attrs(public_ip, backend_type, backend_data)
-        value = encode_value(public_ip, backend_type, backend_data)
         snap = snap or self.snapshot()
         config = self.require_config(snap)
         out = Outcome()
@@ -196,8 +254,11 @@ class FlannelStore(object):
         granted = 0
         try:
             for _attempt in range(max_attempts):
+                attrs = host_attrs(config, snap.leases_of(public_ip), public_ip, backend_type, backend_data,
+                                   public_ipv6)
                 plan = plan_lease(config, snap.leases, snap.bad, public_ip, attrs, requested=requested,
-                                  previous=previous, relet=relet, rng=rng, avoid=avoid)
+                                  previous=previous, relet=relet, rng=rng, avoid=avoid, requested6=requested6,
+                                  previous6=previous6)
                 current = plan.current
                 if current is not None and granted and current.lease_id == granted:
                     # A transaction that looked lost (it timed out and was sent again) did attach the
@@ -216,9 +277,12 @@ class FlannelStore(object):
                     return out
                 out.changed = True
                 out.action = "update" if current is not None else ("relet" if relet and mine else "create")
-                released = list(plan.release)
+                key = lease_key(self.prefix, plan.subnet, plan.subnet6)
+                rekey = current is not None and current.key != key
+                # A rekeyed lease's old key goes in the transaction that puts the new one.
+                released = ([current] if rekey else []) + list(plan.release)
                 if check_mode:
-                    out.lease = _planned(self.prefix, plan.subnet, attrs)
+                    out.lease = _planned(self.prefix, plan.subnet, attrs, subnet6=plan.subnet6)
                     out.ttl = ttl
                     out.expires_at = _expiry(ttl)
                     out.released = released
@@ -228,17 +292,21 @@ class FlannelStore(object):
                 if ttl and not reuse and not granted:
                     granted = self.client.grant(ttl)
                 lease_id = current.lease_id if reuse else (granted if ttl else 0)
-                key = lease_key(self.prefix, plan.subnet)
-                guards = [etcd.mod_revision_is(key, current.mod_revision) if current is not None
+                guards = [etcd.mod_revision_is(key, current.mod_revision) if current is not None and not rekey
                           else etcd.version_is(key, 0)]
                 guards += [etcd.mod_revision_is(lease.key, lease.mod_revision) for lease in released]
-                ops = [etcd.put(key, value, lease_id)] + [etcd.delete(lease.key) for lease in released]
-                ok, revision, ranges = self.client.txn(guards, ops, failure=self._reads())
+                ops = [etcd.put(key, _encode(attrs), lease_id)] + [etcd.delete(lease.key) for lease in released]
+                claim_guards, claim_ops = self._claims(snap, key, plan.subnet, plan.subnet6, lease_id, released)
+                ok, revision, ranges = self.client.txn(guards + claim_guards, ops + claim_ops,
+                                                       failure=self._reads())
                 if not ok:
                     # Lost a race; the failure branch brought the fresh state.
-                    snap = Snapshot(self.prefix, revision, ranges[0], ranges[1])
+                    snap = Snapshot(self.prefix, revision, *ranges)
                     config = self.require_config(snap)
-                    if current is None and requested is None:
+                    if 4 in plan.fresh and plan.subnet6 is None:
+                        # A dual-stack transaction can lose on either half (or a claim), so the fresh
+                        # snapshot alone says what is taken: avoiding the other half would leave it free
+                        # and never tried again.
                         avoid.add(int(plan.subnet.network_address))
                     continue
                 if lease_id == granted:
@@ -248,7 +316,7 @@ class FlannelStore(object):
                     stale.add(current.lease_id)
                 for old in stale - {lease_id}:
                     self.client.revoke(old)
-                out.lease = _planned(self.prefix, plan.subnet, attrs, lease_id, 0)
+                out.lease = _planned(self.prefix, plan.subnet, attrs, lease_id, 0, plan.subnet6)
                 out.ttl = ttl
                 out.expires_at = _expiry(ttl)
                 out.released = released
@@ -258,6 +326,32 @@ class FlannelStore(object):
         finally:
             if granted:
                 self.client.revoke(granted)
+
+    def _claims(self, snap, key, subnet, subnet6, lease_id, released):
+        """(guards, ops) of the claims in a transaction that puts `key` (halves `subnet` and `subnet6`; None
+        for an IPv4-only key, which has no claims) on `lease_id` and deletes the `released` leases: each
+        half of a dual-stack key is claimed, guarded by what the snapshot saw of its claim (none: version
+        0); the claims of released halves that name their released key are deleted, guarded likewise."""
+        guards, ops, claimed = [], [], set()
+        if subnet6 is not None:
+            for half in (subnet, subnet6):
+                seen = snap.claims.get(half)
+                ckey = claim_key(self.prefix, half)
+                guards.append(etcd.mod_revision_is(ckey, seen.mod_revision) if seen is not None
+                              else etcd.version_is(ckey, 0))
+                ops.append(etcd.put(ckey, key, lease_id))
+                claimed.add(ckey)
+        for lease in released:
+            if lease.subnet6 is None:
+                continue
+            for half in (lease.subnet, lease.subnet6):
+                seen = snap.claims.get(half)
+                if seen is None or seen.key in claimed or _text(seen.value) != lease.key:
+                    continue
+                guards.append(etcd.mod_revision_is(seen.key, seen.mod_revision))
+                ops.append(etcd.delete(seen.key))
+                claimed.add(seen.key)
+        return guards, ops
 
     @staticmethod
     def _lease_fits(lease, info, ttl):
@@ -276,9 +370,10 @@ class FlannelStore(object):
             mine = snap.leases_of(public_ip)
             if not mine or check_mode:
                 return mine
+            claim_guards, claim_ops = self._claims(snap, None, None, None, 0, mine)
             ok, _rev, _ranges = self.client.txn(
-                [etcd.mod_revision_is(lease.key, lease.mod_revision) for lease in mine],
-                [etcd.delete(lease.key) for lease in mine])
+                [etcd.mod_revision_is(lease.key, lease.mod_revision) for lease in mine] + claim_guards,
+                [etcd.delete(lease.key) for lease in mine] + claim_ops)
             if ok:
                 for lease_id in set(lease.lease_id for lease in mine if lease.lease_id):
                     self.client.revoke(lease_id)
@@ -287,8 +382,12 @@ class FlannelStore(object):
         raise StoreError("could not release the lease of %s: it kept changing" % public_ip)
 
 
-def _planned(prefix, subnet, attrs, lease_id=0, mod_revision=0):
-    return Lease(lease_key(prefix, subnet), subnet, attrs, lease_id, mod_revision)
+def _planned(prefix, subnet, attrs, lease_id=0, mod_revision=0, subnet6=None):
+    return Lease(lease_key(prefix, subnet, subnet6), subnet, attrs, lease_id, mod_revision, subnet6)
+
+
+def _text(value):
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 def _expiry(ttl):

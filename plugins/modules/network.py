@@ -20,6 +20,13 @@ description:
   - "Idempotent by meaning: key order, spacing, and defaults left implicit or written out never cause a change."
   - A change that would leave existing subnet leases outside the new range, or with another prefix
     length, is refused with the list of those leases unless O(force=true).
+  - A dual-stack network (O(ipv6_network), stored as C(EnableIPv6) with C(IPv6Network), C(IPv6SubnetLen),
+    C(IPv6SubnetMin) and C(IPv6SubnetMax)) gives every host an IPv6 subnet beside its IPv4 one, in the same
+    lease key. A network that turns dual-stack (or back to IPv4-only) strands no lease, since each host keeps
+    its IPv4 subnet (M(overlay.flannel.subnet) rewrites its key); an existing IPv6 half outside a new IPv6
+    range is stranded like an IPv4 subnet.
+  - IPv6-only networks (C(EnableIPv4) false) are not supported, nor IPv6 with the V(udp) backend, which
+    flannel's udp backend does not have.
 author:
   - overlay.flannel maintainers (@overlay-flannel)
 extends_documentation_fragment:
@@ -41,20 +48,67 @@ options:
   network:
     description:
       - IPv4 CIDR of the whole overlay network, for example C(10.5.0.0/16). Required with O(state=present).
+      - Each option of the network is also accepted under flanneld's own key (C(Network), C(SubnetLen), C(IPv6Network),
+        ...), as an alias.
     type: str
+    aliases: [Network]
   subnet_len:
     description:
       - Prefix length of each host subnet.
       - Default is flannel's; 24, or the network prefix + 2 when the network is smaller than a /22.
     type: int
+    aliases: [SubnetLen]
   subnet_min:
     description:
       - First subnet that may be leased, as an address (C(10.5.1.0)) or a CIDR. Default is the second subnet of the network.
     type: str
+    aliases: [SubnetMin]
   subnet_max:
     description:
       - Last subnet that may be leased, as an address or a CIDR. Default is the last subnet of the network.
     type: str
+    aliases: [SubnetMax]
+  enable_ipv4:
+    description:
+      - C(EnableIPv4). Only V(true), flannel's default, is supported; V(false) (an IPv6-only network) is refused.
+    type: bool
+    version_added: 0.2.0
+    aliases: [EnableIPv4]
+  enable_ipv6:
+    description:
+      - C(EnableIPv6), a dual-stack network. Default is V(true) when O(ipv6_network) is given, else V(false).
+      - V(true) needs O(ipv6_network) and a backend that has IPv6 (V(vxlan) or V(host-gw), not V(udp)).
+    type: bool
+    version_added: 0.2.0
+    aliases: [EnableIPv6]
+  ipv6_network:
+    description:
+      - C(IPv6Network), the IPv6 CIDR of the whole overlay, for example C(fd00:5::/48); makes the network
+        dual-stack. At least a /124.
+    type: str
+    version_added: 0.2.0
+    aliases: [IPv6Network]
+  ipv6_subnet_len:
+    description:
+      - C(IPv6SubnetLen), the prefix length of each host's IPv6 subnet, at most 126 and at least the
+        O(ipv6_network) prefix + 2.
+      - Default is flannel's; 64, or the O(ipv6_network) prefix + 2 when that network is smaller than a /62.
+    type: int
+    version_added: 0.2.0
+    aliases: [IPv6SubnetLen]
+  ipv6_subnet_min:
+    description:
+      - C(IPv6SubnetMin), the first IPv6 subnet that may be leased, as an address or a CIDR, inside O(ipv6_network)
+        and on an O(ipv6_subnet_len) boundary. Default is the second subnet of O(ipv6_network).
+    type: str
+    version_added: 0.2.0
+    aliases: [IPv6SubnetMin]
+  ipv6_subnet_max:
+    description:
+      - C(IPv6SubnetMax), the last IPv6 subnet that may be leased. Default is the last subnet of O(ipv6_network).
+    type: str
+    version_added: 0.2.0
+    aliases: [IPv6SubnetMax]
   backend:
     description:
       - The C(Backend) object, which selects the backend of the whole network and its options.
@@ -154,6 +208,13 @@ EXAMPLES = r"""
       port: 4789
       direct_routing: true
 
+- name: A dual-stack vxlan network (each host an IPv4 /24 and an IPv6 /64, in one lease)
+  overlay.flannel.network:
+    network: 10.6.0.0/16
+    ipv6_network: fd00:6::/48
+    backend:
+      type: vxlan
+
 - name: A host-gw network (every host on one layer 2 segment; no encapsulation)
   overlay.flannel.network:
     network: 10.7.0.0/16
@@ -172,6 +233,8 @@ config:
     - The config as stored, every default written out (those of the backend too). Null after O(state=absent).
     - "C(Backend) of each type: C({Type: udp, Port: 8285}); C({Type: vxlan, VNI: 1, Port: 0, GBP: false,
       Learning: false, DirectRouting: false}) (the sample); C({Type: host-gw})."
+    - A dual-stack config also has C(EnableIPv6) (true), C(IPv6Network), C(IPv6SubnetLen), C(IPv6SubnetMin)
+      and C(IPv6SubnetMax).
   returned: always
   type: dict
   sample:
@@ -192,7 +255,9 @@ key:
   type: str
   sample: /coreos.com/network/config
 stranded_leases:
-  description: Leases that do not fit the new config (only non-empty with O(force=true)).
+  description:
+    - Leases that do not fit the new config (only non-empty with O(force=true)).
+    - The lease of a dual-stack key also has its C(ipv6_subnet).
   returned: always
   type: list
   elements: dict
@@ -214,15 +279,23 @@ from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import (
     ConfigError,
     dumps,
     from_dict,
-    incompatible_leases,
+    stranded,
 )
 from ansible_collections.overlay.flannel.plugins.module_utils.store import StoreError
-from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError, parse_cidr
+from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError, parse_cidr, parse_cidr6
 
 
 # The `backend` suboptions and flanneld's key of each (also accepted as an alias).
 BACKEND_KEYS = (("type", "Type"), ("port", "Port"), ("vni", "VNI"), ("gbp", "GBP"), ("learning", "Learning"),
                 ("direct_routing", "DirectRouting"))
+
+
+# The IPv6 options and flanneld's key of each (also accepted as an alias).
+IPV6_KEYS = (("ipv6_network", "IPv6Network"), ("ipv6_subnet_len", "IPv6SubnetLen"),
+             ("ipv6_subnet_min", "IPv6SubnetMin"), ("ipv6_subnet_max", "IPv6SubnetMax"))
+# The option a refusal of the config is about, by the flanneld key its rule starts with (netconfig's rules).
+RULE_OPTIONS = dict([(key, name) for name, key in IPV6_KEYS] + [("ipv4", "enable_ipv4"),
+                                                                 ("ipv6", "enable_ipv6 with backend.type")])
 
 
 def desired_config(params):
@@ -235,8 +308,42 @@ def desired_config(params):
         raw["SubnetMin"] = params["subnet_min"]
     if params["subnet_max"]:
         raw["SubnetMax"] = params["subnet_max"]
+    if params["enable_ipv4"] is not None:
+        raw["EnableIPv4"] = params["enable_ipv4"]
+    raw.update(ipv6_keys(params))
     raw["Backend"] = backend_object(params["backend"])
-    return from_dict(raw, strict=True)
+    try:
+        return from_dict(raw, strict=True)
+    except ConfigError as exc:
+        option = RULE_OPTIONS.get(exc.rule.split("-", 1)[0])
+        if option is None:
+            raise
+        raise ConfigError(exc.rule, "%s: %s" % (option, exc))
+
+
+def ipv6_keys(params):
+    """The IPv6 keys of the config (none for an IPv4-only network). Raises ConfigError naming the option."""
+    given = [name for name, _key in IPV6_KEYS if params[name] not in (None, "")]
+    enable = params["enable_ipv6"]
+    if enable is None:
+        enable = "ipv6_network" in given
+    if not enable:
+        if given:
+            raise ConfigError("ipv6", "%s given, but the network is IPv4-only (%s): give ipv6_network, and leave "
+                                      "enable_ipv6 unset or true, for a dual-stack network"
+                              % (", ".join(given), "enable_ipv6 false" if params["enable_ipv6"] is False
+                                 else "no ipv6_network"))
+        return {}
+    raw = {"EnableIPv6": True}
+    if params["ipv6_network"]:
+        try:
+            raw["IPv6Network"] = str(parse_cidr6(params["ipv6_network"], "ipv6_network", strict=True))
+        except SubnetError as exc:
+            raise ConfigError("IPv6Network-cidr", str(exc))
+    for name, key in IPV6_KEYS[1:]:
+        if params[name] not in (None, ""):
+            raw[key] = params[name]
+    return raw
 
 
 def backend_object(options):
@@ -247,6 +354,17 @@ def backend_object(options):
     """
     options = options or {}
     return dict((key, options[name]) for name, key in BACKEND_KEYS if options.get(name) is not None)
+
+
+def stranded_view(lease):
+    view = dict(subnet=str(lease.subnet), public_ip=lease.public_ip)
+    if lease.subnet6 is not None:
+        view["ipv6_subnet"] = str(lease.subnet6)
+    return view
+
+
+def lease_name(lease):
+    return str(lease.subnet) if lease.subnet6 is None else "%s & %s" % (lease.subnet, lease.subnet6)
 
 
 def pretty(text):
@@ -263,10 +381,16 @@ def main():
     argument_spec = etcd_argument_spec()
     argument_spec.update(
         state=dict(type="str", default="present", choices=["present", "absent"]),
-        network=dict(type="str"),
-        subnet_len=dict(type="int"),
-        subnet_min=dict(type="str"),
-        subnet_max=dict(type="str"),
+        network=dict(type="str", aliases=["Network"]),
+        subnet_len=dict(type="int", aliases=["SubnetLen"]),
+        subnet_min=dict(type="str", aliases=["SubnetMin"]),
+        subnet_max=dict(type="str", aliases=["SubnetMax"]),
+        enable_ipv4=dict(type="bool", aliases=["EnableIPv4"]),
+        enable_ipv6=dict(type="bool", aliases=["EnableIPv6"]),
+        ipv6_network=dict(type="str", aliases=["IPv6Network"]),
+        ipv6_subnet_len=dict(type="int", aliases=["IPv6SubnetLen"]),
+        ipv6_subnet_min=dict(type="str", aliases=["IPv6SubnetMin"]),
+        ipv6_subnet_max=dict(type="str", aliases=["IPv6SubnetMax"]),
         backend=dict(type="dict", default={}, options=dict(
             type=dict(type="str", default=backends.DEFAULT_TYPE, choices=list(backends.TYPES), aliases=["Type"]),
             port=dict(type="int", aliases=["Port"]),
@@ -293,27 +417,30 @@ def main():
         for _attempt in range(5):
             snap = store.snapshot()
             before = snap.config_kv.value.decode("utf-8", "replace") if snap.config_kv else None
-            stranded = []
+            strand = []
             if desired is not None:
                 result["config"] = desired.to_dict()
                 if snap.config == desired:
                     module.exit_json(**result)
-                stranded = incompatible_leases(desired, [lease.subnet for lease in snap.leases])
+                strand = stranded(desired, snap.leases)
             elif snap.config_kv is None:
                 module.exit_json(**result)
             else:
-                stranded = [lease.subnet for lease in snap.leases]
-            holders = dict((lease.subnet, lease.public_ip) for lease in snap.leases)
-            result["stranded_leases"] = [dict(subnet=str(s), public_ip=holders[s]) for s in stranded]
-            if stranded and not p["force"]:
-                listing = ", ".join("%s (%s)" % (s, holders[s]) for s in stranded)
+                strand = list(snap.leases)
+            result["stranded_leases"] = [stranded_view(lease) for lease in strand]
+            if strand and not p["force"]:
+                listing = ", ".join("%s (%s)" % (lease_name(lease), lease.public_ip) for lease in strand)
                 if desired is None:
                     module.fail_json(msg="refusing to remove the network config: %d lease(s) still use it: %s; "
-                                         "release them first or set force: true" % (len(stranded), listing), **result)
+                                         "release them first or set force: true" % (len(strand), listing), **result)
+                ipv6_range = ""
+                if desired.dual_stack:
+                    ipv6_range = ", IPv6 halves outside %s..%s or not /%d" % (
+                        desired.ipv6_subnet_min, desired.ipv6_subnet_max, desired.ipv6_subnet_len)
                 module.fail_json(msg="refusing to change the network config: %d existing lease(s) would not fit "
-                                     "the new one (outside %s..%s or not /%d): %s; set force: true to store it anyway"
-                                     % (len(stranded), desired.subnet_min, desired.subnet_max, desired.subnet_len,
-                                        listing), **result)
+                                     "the new one (outside %s..%s or not /%d%s): %s; set force: true to store it "
+                                     "anyway" % (len(strand), desired.subnet_min, desired.subnet_max,
+                                                 desired.subnet_len, ipv6_range, listing), **result)
             after_text = dumps(desired.to_dict()) if desired is not None else None
             result["changed"] = True
             if module._diff:

@@ -27,6 +27,12 @@ description:
   - "An existing lease asked with another O(ttl) keeps its subnet: V(0) turns it into a reservation (the key
     is rewritten without an etcd lease and the old etcd lease is revoked), a TTL turns a reservation back
     into a lease on a new etcd lease; each in one guarded transaction."
+  - On a dual-stack network (C(EnableIPv6)) a lease is a pair, an IPv4 and an IPv6 subnet in one key
+    C(<net>-<len>&<net6>-<len6>), written in one transaction with a claim of each of its subnets under
+    C(<etcd_prefix>/claims/), so that two hosts never hold one subnet of either family.
+  - When the network turns dual-stack, a host keeps its IPv4 subnet and gets an IPv6 half; its key is replaced
+    by the dual-stack one in one transaction (the old key deleted, the new one put). Reservations too, with
+    O(ttl=0). Back to IPv4-only, the reverse. Either is RV(action=update).
 author:
   - overlay.flannel maintainers (@overlay-flannel)
 extends_documentation_fragment:
@@ -44,6 +50,12 @@ options:
       - The host's underlay IPv4 address, stored as C(PublicIP). It identifies the host's lease.
     type: str
     required: true
+  public_ipv6:
+    description:
+      - The host's underlay IPv6 address, stored as C(PublicIPv6). Required when the network is dual-stack;
+        ignored (C(PublicIPv6) stays null) when it is IPv4-only.
+    type: str
+    version_added: 0.2.0
   state:
     description:
       - V(present) makes sure the host holds a lease; V(absent) releases every lease of O(public_ip)
@@ -76,17 +88,32 @@ options:
     description:
       - Lease exactly this subnet (CIDR). Fails when another host holds it or it does not fit the config.
       - The host's other leases are released in the same transaction.
+      - On a dual-stack network, the IPv6 half not named by O(ipv6_subnet) is the host's own when it is
+        free, else chosen as for a new lease.
     type: str
+  ipv6_subnet:
+    description:
+      - Lease exactly this IPv6 subnet (CIDR) as the IPv6 half, on a dual-stack network. Fails when another host
+        holds it or it does not fit the config.
+      - Without O(subnet), the IPv4 half is the host's own when it is free, else chosen as for a new lease.
+    type: str
+    version_added: 0.2.0
   previous_subnet:
     description:
       - A subnet this host held before, reused when it is free and fits the config, for example read back
         from C(/run/flannel/subnet.env). Either the subnet (C(10.5.34.0/24)) or the C(FLANNEL_SUBNET)
         form (C(10.5.34.1/24)).
     type: str
+  previous_ipv6_subnet:
+    description:
+      - The IPv6 half this host held before (C(FLANNEL_IPV6_SUBNET)), reused when it is free and fits the
+        config, each half on its own.
+    type: str
+    version_added: 0.2.0
   relet:
     description:
       - Give up the current subnet and take another one (day-2 re-leasing). The old lease is deleted in the
-        same transaction that creates the new one.
+        same transaction that creates the new one. On a dual-stack network both halves move.
     type: bool
     default: false
   backend_type:
@@ -136,6 +163,17 @@ EXAMPLES = r"""
     public_ip: 192.0.2.25
     ttl: 0
 
+- name: Lease a pair on a dual-stack network
+  overlay.flannel.subnet:
+    public_ip: 192.0.2.26
+    public_ipv6: 2001:db8::26
+
+- name: Move only the IPv6 half of a host; its IPv4 subnet stays
+  overlay.flannel.subnet:
+    public_ip: 192.0.2.26
+    public_ipv6: 2001:db8::26
+    ipv6_subnet: fd00:6:0:9::/64
+
 - name: Move a host to another subnet
   overlay.flannel.subnet:
     public_ip: 192.0.2.23
@@ -163,6 +201,24 @@ network:
   returned: when O(state=present)
   type: str
   sample: 10.5.0.0/16
+ipv6_subnet:
+  description: The host's IPv6 subnet on a dual-stack network; null on an IPv4-only one.
+  returned: when O(state=present)
+  type: str
+  version_added: 0.2.0
+  sample: fd00:5:0:22::/64
+ipv6_subnet_gateway:
+  description: The first usable address of the IPv6 subnet with its length (C(FLANNEL_IPV6_SUBNET)); null on an IPv4-only network.
+  returned: when O(state=present)
+  type: str
+  version_added: 0.2.0
+  sample: fd00:5:0:22::1/64
+ipv6_network:
+  description: The overlay's IPv6 network (C(FLANNEL_IPV6_NETWORK)); null on an IPv4-only network.
+  returned: when O(state=present)
+  type: str
+  version_added: 0.2.0
+  sample: fd00:5::/48
 lease_key:
   description: The etcd key of the lease.
   returned: when O(state=present)
@@ -195,7 +251,8 @@ previous_reservation:
 action:
   description:
     - What was done, V(keep), V(renew), V(update), V(create), V(relet) or V(release).
-    - V(update) is also a conversion between a lease and a reservation, on the same subnet.
+    - V(update) is also a conversion between a lease and a reservation, on the same subnet, and the move of a
+      lease to another key on the same IPv4 subnet (its IPv6 half added, changed or dropped).
   returned: always
   type: str
   sample: create
@@ -221,6 +278,13 @@ released:
   type: list
   elements: str
   sample: ["10.5.12.0/24"]
+released_ipv6:
+  description: IPv6 halves the host gave up (of its old leases, or all of them with O(state=absent)).
+  returned: always
+  type: list
+  elements: str
+  version_added: 0.2.0
+  sample: ["fd00:5:0:12::/64"]
 """
 
 import time
@@ -240,7 +304,9 @@ from ansible_collections.overlay.flannel.plugins.module_utils.subnets import (
     SubnetError,
     gateway,
     parse_cidr,
+    parse_cidr6,
     parse_ipv4,
+    parse_ipv6,
 )
 
 
@@ -257,7 +323,14 @@ def lease_view(lease, ttl=None):
     view = dict(subnet=str(lease.subnet), public_ip=lease.public_ip, backend_type=lease.attrs["BackendType"],
                 backend_data=lease.attrs["BackendData"], key=lease.key,
                 reservation=not lease.lease_id if ttl is None else not ttl)
+    if lease.subnet6 is not None or lease.public_ipv6:
+        view.update(ipv6_subnet=str(lease.subnet6) if lease.subnet6 is not None else None,
+                    public_ipv6=lease.public_ipv6)
     return view
+
+
+def released_ipv6(leases, kept=None):
+    return [str(old.subnet6) for old in leases if old.subnet6 is not None and old.subnet6 != kept]
 
 
 def main():
@@ -267,22 +340,28 @@ def main():
         state=dict(type="str", default="present", choices=["present", "absent"]),
         renew=dict(type="bool", default=False),
         subnet=dict(type="str"),
+        ipv6_subnet=dict(type="str"),
         previous_subnet=dict(type="str"),
+        previous_ipv6_subnet=dict(type="str"),
         relet=dict(type="bool", default=False),
         backend_type=dict(type="str"),
         backend_data=dict(type="raw"),
     )
-    argument_spec.update(settings.argument_spec("subnet", ("ttl", "renew_margin")))
+    argument_spec.update(settings.argument_spec("subnet", ("ttl", "renew_margin", "public_ipv6")))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_together=ETCD_REQUIRED_TOGETHER,
-                           mutually_exclusive=[("subnet", "relet")])
+                           mutually_exclusive=[("subnet", "relet"), ("ipv6_subnet", "relet")])
     p = module.params
-    result = dict(changed=False, action="keep", released=[])
+    result = dict(changed=False, action="keep", released=[], released_ipv6=[])
     try:
         public_ip = str(parse_ipv4(p["public_ip"], "public_ip"))
+        public_ipv6 = str(parse_ipv6(p["public_ipv6"], "public_ipv6")) if p["public_ipv6"] else None
         requested = parse_cidr(p["subnet"], "subnet") if p["subnet"] else None
+        requested6 = parse_cidr6(p["ipv6_subnet"], "ipv6_subnet") if p["ipv6_subnet"] else None
         # subnet.env holds the gateway form (10.5.34.1/24): accept it as the subnet it names.
         previous = parse_cidr(p["previous_subnet"], "previous_subnet", strict=False) if p["previous_subnet"] else None
+        previous6 = (parse_cidr6(p["previous_ipv6_subnet"], "previous_ipv6_subnet", strict=False)
+                     if p["previous_ipv6_subnet"] else None)
     except SubnetError as exc:
         module.fail_json(msg=str(exc), **result)
     # The table's rules: a TTL of 0 (a reservation) or more, a margin below it (or every run would renew).
@@ -295,6 +374,7 @@ def main():
         if p["state"] == "absent":
             released = store.release(public_ip, check_mode=module.check_mode)
             result["released"] = [str(lease.subnet) for lease in released]
+            result["released_ipv6"] = released_ipv6(released)
             if released:
                 result.update(changed=True, action="release")
                 if module._diff:
@@ -308,9 +388,14 @@ def main():
             module.warn("no network config at %s yet: a lease would be created once it exists" % store.config_key)
             result.update(changed=True, action="create", subnet=None, subnet_gateway=None, network=None,
                           lease_key=None, ttl=p["ttl"], expires_at=None, backend_port=None, backend_type=None,
-                          previous_expires_at=None, previous_reservation=False)
+                          previous_expires_at=None, previous_reservation=False, ipv6_subnet=None,
+                          ipv6_subnet_gateway=None, ipv6_network=None)
             module.exit_json(**result)
         config = store.require_config(snap)
+        if config.dual_stack and public_ipv6 is None:
+            module.fail_json(msg="public_ipv6 is required: the network config at %s is dual-stack (EnableIPv6, "
+                                 "IPv6Network %s); give the host's underlay IPv6 address"
+                             % (store.config_key, config.ipv6_network), **result)
         backend_type = p["backend_type"] or config.backend_type
         backend_data = p["backend_data"]
         if backend_data is None and backend_type == config.backend_type:
@@ -319,7 +404,8 @@ def main():
         out = store.acquire(public_ip, ttl=p["ttl"], renew_margin=p["renew_margin"],
                             backend_type=backend_type,
                             backend_data=backend_data, requested=requested, previous=previous,
-                            relet=p["relet"], check_mode=module.check_mode, snap=snap, renew=p["renew"])
+                            relet=p["relet"], check_mode=module.check_mode, snap=snap, renew=p["renew"],
+                            public_ipv6=public_ipv6, requested6=requested6, previous6=previous6)
     except (EtcdError, StoreError, LeaseError) as exc:
         module.fail_json(msg=str(exc), **result)
 
@@ -338,6 +424,10 @@ def main():
         previous_expires_at=expiry(out.before_ttl),
         previous_reservation=out.before_ttl == 0,
         released=[str(old.subnet) for old in out.released if old.subnet != lease.subnet],
+        released_ipv6=released_ipv6(out.released, lease.subnet6),
+        ipv6_subnet=str(lease.subnet6) if lease.subnet6 is not None else None,
+        ipv6_subnet_gateway=gateway(lease.subnet6) if lease.subnet6 is not None else None,
+        ipv6_network=str(out.config.ipv6_network) if out.config.dual_stack else None,
     )
     if module._diff and out.changed:
         before = lease_view(out.before)

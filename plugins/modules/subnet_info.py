@@ -35,7 +35,9 @@ options:
     description: Only list the leases of this underlay address.
     type: str
   subnet:
-    description: Only list the lease of this subnet (CIDR), or the leases inside it when it is larger.
+    description:
+      - Only list the lease of this subnet (CIDR), or the leases inside it when it is larger.
+      - An IPv6 CIDR selects by the IPv6 halves of dual-stack leases.
     type: str
 """
 
@@ -101,6 +103,16 @@ leases:
       description: True for a key with no etcd lease (never expires).
       type: bool
       sample: false
+    ipv6_subnet:
+      description: The IPv6 half of a dual-stack lease (only in the entries of dual-stack leases).
+      type: str
+      version_added: 0.2.0
+      sample: fd00:5:0:22::/64
+    public_ipv6:
+      description: C(PublicIPv6) of a dual-stack lease, the host's underlay IPv6 address (only in the entries of dual-stack leases).
+      type: str
+      version_added: 0.2.0
+      sample: 2001:db8::21
 invalid:
   description: Keys under the subnets prefix that are not readable leases, with the reason.
   returned: always
@@ -125,7 +137,22 @@ from ansible_collections.overlay.flannel.plugins.module_utils.ansible_etcd impor
 )
 from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdError
 from ansible_collections.overlay.flannel.plugins.module_utils.leases import lease_entries
-from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError, parse_cidr, parse_ipv4
+from ansible_collections.overlay.flannel.plugins.module_utils.subnets import (
+    SubnetError,
+    parse_cidr,
+    parse_cidr6,
+    parse_ipv4,
+)
+
+
+def selected(lease, only_ip, only_net):
+    if only_ip is not None and lease.public_ip != only_ip:
+        return False
+    if only_net is None:
+        return True
+    if only_net.version == 6:
+        return lease.subnet6 is not None and lease.subnet6.subnet_of(only_net)
+    return lease.subnet.subnet_of(only_net)
 
 
 def main():
@@ -140,16 +167,16 @@ def main():
     result = dict(changed=False, config=None, config_error=None, leases=[], invalid=[])
     try:
         only_ip = str(parse_ipv4(p["public_ip"], "public_ip")) if p["public_ip"] else None
-        only_net = parse_cidr(p["subnet"], "subnet") if p["subnet"] else None
+        only_net = None
+        if p["subnet"]:
+            only_net = parse_cidr6(p["subnet"], "subnet") if ":" in p["subnet"] else parse_cidr(p["subnet"], "subnet")
     except SubnetError as exc:
         module.fail_json(msg=str(exc), **result)
 
     store = connect(module)
     try:
         snap = store.snapshot()
-        leases = [lease for lease in snap.leases
-                  if (only_ip is None or lease.public_ip == only_ip)
-                  and (only_net is None or lease.subnet.subnet_of(only_net))]
+        leases = [lease for lease in snap.leases if selected(lease, only_ip, only_net)]
         ttls = store.ttls(leases)
     except EtcdError as exc:
         module.fail_json(msg=str(exc), **result)

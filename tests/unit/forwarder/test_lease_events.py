@@ -194,3 +194,47 @@ def test_the_keeper_logs_a_listing_and_the_same_watch_events_alike(caplog):
     watcher._apply([collections.namedtuple("Event", "kind kv")("delete", KV(key(n), b"", 0, 2))
                     for n in ("10.5.2.0-24", "10.5.99.0-24")])
     assert [r.getMessage() for r in caplog.records] == ["peer removed subnet=10.5.2.0/24"]
+
+
+# --- dual-stack leases: the daemon is IPv4 only, and routes their IPv4 halves --------------------------------------
+
+DUAL_VXLAN = from_dict({"Network": "10.5.0.0/16", "EnableIPv6": True, "IPv6Network": "fd00:5::/48",
+                        "Backend": {"Type": "vxlan"}})
+
+
+def dual_value(ip, ipv6, data=None, data6=None, btype="vxlan"):
+    return json.dumps({"PublicIP": ip, "PublicIPv6": ipv6, "BackendType": btype, "BackendData": data,
+                       "BackendV6Data": data6})
+
+
+@pytest.mark.parametrize("config", [VXLAN, DUAL_VXLAN])
+def test_the_ipv4_half_of_a_dual_stack_peer_is_routed_as_an_ipv4_lease(config):
+    data = {"VNI": 1, "VtepMAC": MAC}
+    plain = ev.classify(key("10.5.2.0-24"), value(PEER_IP, "vxlan", data), here(config))
+    dual = ev.classify(key("10.5.2.0-24&fd00:5:0:2::-64"),
+                       dual_value(PEER_IP, "2001:db8::2", data, {"VNI": 1, "VtepMAC": backends.vtep_mac6(PEER_IP, 1)}),
+                       here(config), lease_id=3, mod_revision=4)
+    assert (dual.kind, dual.subnet, dual.peer, dual.change()) == (plain.kind, plain.subnet, plain.peer, plain.change())
+    assert dual.change() == (NET("10.5.2.0/24"), ks.VxlanPeer(PEER_IP, MAC))
+    assert dual.lease.subnet6 == ipaddress.IPv6Network("fd00:5:0:2::/64")
+    # its delete unroutes the IPv4 subnet
+    assert ev.classify(key("10.5.2.0-24&fd00:5:0:2::-64"), None, here(config)).change() == (NET("10.5.2.0/24"), None)
+    # a udp peer's dual-stack key (flanneld never writes one; our parser reads it all the same)
+    udp = ev.classify(key("10.5.3.0-24&fd00:5:0:3::-64"), dual_value("192.0.2.3", "2001:db8::3", btype="udp"), here())
+    assert udp.change() == (NET("10.5.3.0/24"), Peer("192.0.2.3", 8285))
+
+
+def test_the_own_dual_stack_key_is_the_keepers():
+    got = ev.classify(key("10.5.1.0-24&fd00:5:0:1::-64"), dual_value(OWN_IP, "2001:db8::1"), here(DUAL_VXLAN))
+    assert (got.kind, got.subnet, got.change()) == (ev.OWN, OWN, None)
+
+
+@pytest.mark.parametrize("name", ["10.5.2.0-24&zz::-64", "10.5.2.0-24&fd00:5:0:2::1-64", "10.5.2.0-24&FD00::-64"])
+def test_a_garbage_ipv6_half_skips_the_lease_naming_the_key_and_unroutes_its_ipv4_subnet(name):
+    # The choice: the whole lease is skipped (flanneld cannot read such a key either), not its IPv4 half used.
+    got = ev.classify(key(name), dual_value(PEER_IP, "2001:db8::2", {"VNI": 1, "VtepMAC": MAC}), here(DUAL_VXLAN))
+    assert (got.kind, got.reason, got.subnet, got.key) == (ev.IGNORED, ev.GARBAGE, NET("10.5.2.0/24"), key(name))
+    assert name in got.why and "IPv6 half" in got.why
+    assert got.change() == (NET("10.5.2.0/24"), None)
+    listed = ev.of_listing(Snapshot(PREFIX, 1, [], [KV(key(name), b"{}", 0, 1)]), here(DUAL_VXLAN))
+    assert [(e.kind, e.reason, e.key) for e in listed] == [(ev.IGNORED, ev.GARBAGE, key(name))]
