@@ -178,7 +178,7 @@ def _ipv6(raw, backend):
         return None
     if backend["Type"] == backends.UDP:
         raise ConfigError("ipv6", "the udp backend has no IPv6 (flannel's udp is IPv4 only): "
-                                      "EnableIPv6 needs Backend.Type vxlan or host-gw")
+                          "EnableIPv6 needs Backend.Type vxlan or host-gw")
     if raw.get("IPv6Network") in (None, ""):
         raise ConfigError("IPv6Network-required",
                           "IPv6Network is required with EnableIPv6 (an IPv6 CIDR such as fd00:5::/48)")

@@ -139,8 +139,8 @@ def host_attrs(config, mine, public_ip, backend_type, backend_data, public_ipv6=
         public_ipv6 = next((lease.public_ipv6 for lease in mine if lease.public_ipv6), None)
     if public_ipv6 is None:
         raise LeaseError("public_ipv6 is required: the network %s is dual-stack (EnableIPv6 with IPv6Network %s) "
-                         "and %s has no lease that names its IPv6 address" % (config.network, config.ipv6_network,
-                                                                                public_ip))
+                         "and %s has no lease that names its IPv6 address"
+                         % (config.network, config.ipv6_network, public_ip))
     v6_data = backends.lease_data6(config.backend, public_ip) if backend_type == config.backend_type else None
     return lease_attrs(public_ip, backend_type, backend_data, public_ipv6, v6_data)
 

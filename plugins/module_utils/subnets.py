@@ -103,7 +103,7 @@ def parse_subnet_key_pair(name):
     flanneld does not read such a key either. Raises SubnetError.
     """
     subnet = parse_subnet_key_name(name)
-    v4, amp, v6 = name.partition("&")
+    _v4, amp, v6 = name.partition("&")
     if not amp:
         return subnet, None
     return subnet, _parse_ipv6_half(name, v6)

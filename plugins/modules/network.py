@@ -294,8 +294,8 @@ BACKEND_KEYS = (("type", "Type"), ("port", "Port"), ("vni", "VNI"), ("gbp", "GBP
 IPV6_KEYS = (("ipv6_network", "IPv6Network"), ("ipv6_subnet_len", "IPv6SubnetLen"),
              ("ipv6_subnet_min", "IPv6SubnetMin"), ("ipv6_subnet_max", "IPv6SubnetMax"))
 # The option a refusal of the config is about, by the flanneld key its rule starts with (netconfig's rules).
-RULE_OPTIONS = dict([(key, name) for name, key in IPV6_KEYS] + [("ipv4", "enable_ipv4"),
-                                                                 ("ipv6", "enable_ipv6 with backend.type")])
+RULE_OPTIONS = dict([(key, name) for name, key in IPV6_KEYS]
+                    + [("ipv4", "enable_ipv4"), ("ipv6", "enable_ipv6 with backend.type")])
 
 
 def desired_config(params):
@@ -435,7 +435,7 @@ def main():
                                          "release them first or set force: true" % (len(strand), listing), **result)
                 ipv6_range = ""
                 if desired.dual_stack:
-                    ipv6_range = ", IPv6 halves outside %s..%s or not /%d" % (
+                    ipv6_range = ", IPv6 halves outside %s..%s or not /%s" % (
                         desired.ipv6_subnet_min, desired.ipv6_subnet_max, desired.ipv6_subnet_len)
                 module.fail_json(msg="refusing to change the network config: %d existing lease(s) would not fit "
                                      "the new one (outside %s..%s or not /%d%s): %s; set force: true to store it "

@@ -136,8 +136,8 @@ def test_subnet_info_shows_both_halves(dual_net, client, prefix):
     info = run_module("subnet_info", dual_net)
     assert info["config"]["IPv6Network"] == "fd00:5::/48"
     first, second = info["leases"]
-    assert (first["subnet"], first["ipv6_subnet"], first["public_ipv6"]) == ("10.5.1.0/24", "fd00:5:0:1::/64",
-                                                                            "2001:db8::1")
+    assert (first["subnet"], first["ipv6_subnet"], first["public_ipv6"]) == \
+        ("10.5.1.0/24", "fd00:5:0:1::/64", "2001:db8::1")
     assert first["key"] == prefix + "/subnets/10.5.1.0-24&fd00:5:0:1::-64"
     assert second["subnet"] == "10.5.2.0/24" and "ipv6_subnet" not in second
     only = run_module("subnet_info", dict(dual_net, subnet="fd00:5:0:1::/64"))

@@ -247,8 +247,8 @@ def test_a_host_keeps_its_pair_and_previous_pairs_come_back_half_by_half():
 def test_turning_dual_stack_keeps_the_ipv4_subnet_under_a_new_key_and_back():
     v4only = lease("10.5.7.0/24", "192.0.2.10", lease_id=0)
     got = plan([v4only], previous6=V6("fd00:5:0:70::/64"))
-    assert (got.action, got.subnet, got.subnet6, got.current) == ("rekey", V4("10.5.7.0/24"),
-                                                                   V6("fd00:5:0:70::/64"), v4only)
+    assert (got.action, got.subnet, got.subnet6, got.current) == \
+        ("rekey", V4("10.5.7.0/24"), V6("fd00:5:0:70::/64"), v4only)
     assert got.reason == "dual-stack key"
     pair = lease("10.5.7.0/24", "192.0.2.10", "fd00:5:0:70::/64")
     back = plan([pair], config=from_dict({"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}}))
@@ -258,11 +258,11 @@ def test_turning_dual_stack_keeps_the_ipv4_subnet_under_a_new_key_and_back():
 def test_a_named_half_is_taken_and_the_other_kept_if_free_else_chosen():
     pair = lease("10.5.7.0/24", "192.0.2.10", "fd00:5:0:70::/64")
     got = plan([pair], requested6=V6("fd00:5:0:71::/64"))
-    assert (got.action, got.subnet, got.subnet6, got.fresh) == ("rekey", V4("10.5.7.0/24"), V6("fd00:5:0:71::/64"),
-                                                                 frozenset())
+    assert (got.action, got.subnet, got.subnet6, got.fresh) == \
+        ("rekey", V4("10.5.7.0/24"), V6("fd00:5:0:71::/64"), frozenset())
     got = plan([pair], requested=V4("10.5.8.0/24"))
-    assert (got.action, got.subnet, got.subnet6, got.release) == ("create", V4("10.5.8.0/24"),
-                                                                   V6("fd00:5:0:70::/64"), [pair])
+    assert (got.action, got.subnet, got.subnet6, got.release) == \
+        ("create", V4("10.5.8.0/24"), V6("fd00:5:0:70::/64"), [pair])
     got = plan([pair], requested=V4("10.5.8.0/24"), requested6=V6("fd00:5:0:80::/64"))
     assert (got.subnet, got.subnet6) == (V4("10.5.8.0/24"), V6("fd00:5:0:80::/64"))
     # The host's own IPv6 half is held by another host too (a duplicate from before): it is chosen anew.
