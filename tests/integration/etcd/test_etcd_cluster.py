@@ -109,6 +109,23 @@ def test_the_modules_work_as_the_flannel_user(ec):
     assert ec.password not in str(wrong) and ec.password not in str(res)
 
 
+def test_dual_stack_pairs_and_their_claims_as_the_flannel_user(ec):
+    """A dual-stack lease writes its key and the claims of its halves in one transaction: all under the prefix
+    the flannel user may use (its own sub-prefix here, so the other tests' keys stay as they are)."""
+    args = dict(ec.module_args(), etcd_prefix=PREFIX + "/dual")
+    res = run_module("network", dict(args, network="10.5.0.0/16", ipv6_network="fd00:5::/48", backend={"type": "vxlan"}))
+    assert res["changed"], res
+    res = run_module("subnet", dict(args, public_ip="192.0.2.41", public_ipv6="2001:db8::41", subnet="10.5.41.0/24",
+                                    ipv6_subnet="fd00:5:0:41::/64"))
+    assert res["changed"] and res["lease_key"] == PREFIX + "/dual/subnets/10.5.41.0-24&fd00:5:0:41::-64", res
+    keys = ec.get_prefix(PREFIX + "/dual/")
+    assert keys[PREFIX + "/dual/claims/10.5.41.0-24"] == keys[PREFIX + "/dual/claims/fd00:5:0:41::-64"] == \
+        res["lease_key"]
+    gone = run_module("subnet", dict(args, public_ip="192.0.2.41", state="absent"))
+    assert gone["released_ipv6"] == ["fd00:5:0:41::/64"]
+    assert sorted(ec.get_prefix(PREFIX + "/dual/")) == [PREFIX + "/dual/config"]
+
+
 def test_leader_killed_a_new_one_is_elected(ec):
     old = ec.leader()
     assert old
