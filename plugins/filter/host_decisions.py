@@ -15,4 +15,4 @@ class FilterModule(object):
 
     def filters(self):
         return {"files_due": hoststate.files_due, "iptables_plan": hoststate.iptables_plan,
-                "subnet_env": parse_subnet_env}
+                "subnet_env": parse_subnet_env, "forwarder_not_ready": hoststate.forwarder_not_ready}

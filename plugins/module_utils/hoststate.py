@@ -18,7 +18,7 @@ import re
 import shlex
 
 from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_subnet_env
-from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError, parse_cidr
+from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError, parse_cidr, parse_ipv4
 
 # What flannel sets on dockerd, and what docker refuses to have twice.
 DAEMON_JSON_CONFLICTS = ("bip", "mtu", "bridge")
@@ -276,8 +276,11 @@ def public_ip(given, route_src):
     """(address, valid) of the lease's PublicIP: the one the inventory gives (flannel_public_ip), else the
     default route's source address; valid only for a plain dotted IPv4 address."""
     address = given or route_src or ""
-    return address, re.match(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$", address) is not None and all(
-        int(part) < 256 for part in address.split("."))
+    try:
+        parse_ipv4(address)
+    except SubnetError:
+        return address, False
+    return address, True
 
 
 def unit_states(systemctl_show):

@@ -170,6 +170,59 @@ def _subnet_bound(raw, name, network, subnet_len, family=4):
     return make(int(addr), subnet_len)
 
 
+# Per address family: the prefix of the config's key names and flannel's numbers (pkg/subnet/config.go): the
+# subnet length a network gets by default, and the longest network prefix that still holds four subnets.
+_FAMILIES = {
+    4: dict(keys="", bits=32, parse=parse_cidr, subnet_at=subnet_at, default_len=24, smallest=28),
+    6: dict(keys="IPv6", bits=128, parse=parse_cidr6, subnet_at=subnet6_at, default_len=64, smallest=124),
+}
+
+
+def _subnet_range(raw, family):
+    """(Network, SubnetLen, SubnetMin, SubnetMax) of one address family (the IPv6 keys are IPv6Network, ...),
+    by flannel's rules and defaults: SubnetLen at most the family's bits less 2 and at least the network's
+    prefix + 2 (four subnets); by default the family's default length while the network holds four of them,
+    else prefix + 2 down to the smallest useful network; SubnetMin/SubnetMax the second and the last subnet."""
+    fam = _FAMILIES[family]
+    net_name, len_name = fam["keys"] + "Network", fam["keys"] + "SubnetLen"
+    try:
+        network = fam["parse"](raw[net_name], net_name, strict=False)
+    except SubnetError as exc:
+        raise ConfigError(net_name + "-cidr", str(exc))
+    subnet_len = _int_field(raw, len_name)
+    if subnet_len:
+        if subnet_len > fam["bits"] - 2:
+            raise ConfigError(len_name + "-max", "%s must be less than /%d (got /%d)"
+                              % (len_name, fam["bits"] - 1, subnet_len))
+        if subnet_len < network.prefixlen + 2:
+            raise ConfigError(
+                len_name + "-min",
+                "%s %s must be able to accommodate at least four subnets: "
+                "%s must be /%d or longer (got /%d)" % (net_name, network, len_name, network.prefixlen + 2, subnet_len))
+    elif network.prefixlen <= fam["default_len"] - 2:
+        subnet_len = fam["default_len"]
+    elif network.prefixlen <= fam["smallest"]:
+        subnet_len = network.prefixlen + 2
+    else:
+        raise ConfigError(net_name + "-too-small", "%s %s is too small. Minimum useful network prefix is /%d"
+                          % (net_name, network, fam["smallest"]))
+    bounds = []
+    for bound, first in (("SubnetMin", True), ("SubnetMax", False)):
+        name = fam["keys"] + bound
+        if raw.get(name) in (None, ""):
+            size = 2 ** (fam["bits"] - subnet_len)
+            start = int(network.network_address) + size if first else int(network.broadcast_address) + 1 - size
+            bounds.append(fam["subnet_at"](start, subnet_len))
+        else:
+            bounds.append(_subnet_bound(raw, name, network, subnet_len, family))
+    subnet_min, subnet_max = bounds
+    if int(subnet_min.network_address) > int(subnet_max.network_address):
+        raise ConfigError("%sSubnetMin-le-%sSubnetMax" % (fam["keys"], fam["keys"]),
+                          "%sSubnetMin %s is greater than %sSubnetMax %s"
+                          % (fam["keys"], subnet_min.network_address, fam["keys"], subnet_max.network_address))
+    return network, subnet_len, subnet_min, subnet_max
+
+
 def _ipv6(raw, backend):
     """The IPv6 half of a dual-stack config: (IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax) with
     flannel's defaults and rules (pkg/subnet/config.go), or None when EnableIPv6 is not true (flanneld then
@@ -182,42 +235,7 @@ def _ipv6(raw, backend):
     if raw.get("IPv6Network") in (None, ""):
         raise ConfigError("IPv6Network-required",
                           "IPv6Network is required with EnableIPv6 (an IPv6 CIDR such as fd00:5::/48)")
-    try:
-        network = parse_cidr6(raw["IPv6Network"], "IPv6Network", strict=False)
-    except SubnetError as exc:
-        raise ConfigError("IPv6Network-cidr", str(exc))
-    subnet_len = _int_field(raw, "IPv6SubnetLen")
-    if subnet_len:
-        if subnet_len > 126:
-            raise ConfigError("IPv6SubnetLen-max", "IPv6SubnetLen must be less than /127 (got /%d)" % subnet_len)
-        if subnet_len < network.prefixlen + 2:
-            raise ConfigError(
-                "IPv6SubnetLen-min",
-                "IPv6Network %s must be able to accommodate at least four subnets: "
-                "IPv6SubnetLen must be /%d or longer (got /%d)" % (network, network.prefixlen + 2, subnet_len))
-    else:
-        # flannel: /64 for networks of /62 and larger, prefix + 2 down to /124.
-        if network.prefixlen <= 62:
-            subnet_len = 64
-        elif network.prefixlen <= 124:
-            subnet_len = network.prefixlen + 2
-        else:
-            raise ConfigError("IPv6Network-too-small",
-                              "IPv6Network %s is too small. Minimum useful network prefix is /124" % network)
-    size = 2 ** (128 - subnet_len)
-    if raw.get("IPv6SubnetMin") in (None, ""):
-        subnet_min = subnet6_at(int(network.network_address) + size, subnet_len)
-    else:
-        subnet_min = _subnet_bound(raw, "IPv6SubnetMin", network, subnet_len, family=6)
-    if raw.get("IPv6SubnetMax") in (None, ""):
-        subnet_max = subnet6_at(int(network.broadcast_address) + 1 - size, subnet_len)
-    else:
-        subnet_max = _subnet_bound(raw, "IPv6SubnetMax", network, subnet_len, family=6)
-    if int(subnet_min.network_address) > int(subnet_max.network_address):
-        raise ConfigError("IPv6SubnetMin-le-IPv6SubnetMax",
-                          "IPv6SubnetMin %s is greater than IPv6SubnetMax %s"
-                          % (subnet_min.network_address, subnet_max.network_address))
-    return network, subnet_len, subnet_min, subnet_max
+    return _subnet_range(raw, 6)
 
 
 def _backend(raw, strict=False):
@@ -239,43 +257,7 @@ def from_dict(raw, strict=False):
     if not _bool_field(raw, "EnableIPv4", True):
         raise ConfigError("ipv4", "EnableIPv4 false (an IPv6-only network) is not supported: IPv6-only is out of "
                                   "scope; a dual-stack network (EnableIPv6 true beside the IPv4 Network) is")
-    try:
-        network = parse_cidr(raw["Network"], "Network", strict=False)
-    except SubnetError as exc:
-        raise ConfigError("Network-cidr", str(exc))
-
-    subnet_len = _int_field(raw, "SubnetLen")
-    if subnet_len:
-        if subnet_len > 30:
-            raise ConfigError("SubnetLen-max", "SubnetLen must be less than /31 (got /%d)" % subnet_len)
-        if subnet_len < network.prefixlen + 2:
-            raise ConfigError(
-                "SubnetLen-min",
-                "Network %s must be able to accommodate at least four subnets: "
-                "SubnetLen must be /%d or longer (got /%d)" % (network, network.prefixlen + 2, subnet_len))
-    else:
-        # flannel: /24 for networks of /22 and larger, prefix + 2 down to /28.
-        if network.prefixlen < 22:
-            subnet_len = 24
-        elif network.prefixlen <= 28:
-            subnet_len = network.prefixlen + 2
-        else:
-            raise ConfigError("Network-too-small",
-                              "Network %s is too small. Minimum useful network prefix is /28" % network)
-
-    subnet_size = 2 ** (32 - subnet_len)
-    if raw.get("SubnetMin") in (None, ""):
-        subnet_min = subnet_at(int(network.network_address) + subnet_size, subnet_len)
-    else:
-        subnet_min = _subnet_bound(raw, "SubnetMin", network, subnet_len)
-    if raw.get("SubnetMax") in (None, ""):
-        subnet_max = subnet_at(int(network.broadcast_address) + 1 - subnet_size, subnet_len)
-    else:
-        subnet_max = _subnet_bound(raw, "SubnetMax", network, subnet_len)
-    if int(subnet_min.network_address) > int(subnet_max.network_address):
-        raise ConfigError("SubnetMin-le-SubnetMax",
-                          "SubnetMin %s is greater than SubnetMax %s"
-                          % (subnet_min.network_address, subnet_max.network_address))
+    network, subnet_len, subnet_min, subnet_max = _subnet_range(raw, 4)
     backend = _backend(raw, strict)
     return NetworkConfig(network, subnet_len, subnet_min, subnet_max, backend, _ipv6(raw, backend))
 

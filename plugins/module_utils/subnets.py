@@ -148,38 +148,32 @@ def parse_lease_key_pair(prefix, key):
     return parse_subnet_key_pair(key[len(base):])
 
 
-def parse_cidr(text, what="subnet", strict=True):
-    """Parse an IPv4 CIDR with an error that names `what` and the problem."""
-    if isinstance(text, ipaddress.IPv4Network):
+def _parse_network(text, what, strict, network_class, family):
+    """An IPv4 or IPv6 CIDR (`network_class`), with an error that names `what` and the problem."""
+    example = "10.5.0.0/16" if family == 4 else "fd00:5::/48"
+    if isinstance(text, network_class):
         return text
     if not isinstance(text, str) or "/" not in text:
-        raise SubnetError("%s %r is not an IPv4 CIDR such as 10.5.0.0/16" % (what, text))
+        raise SubnetError("%s %r is not an IPv%d CIDR such as %s" % (what, text, family, example))
     try:
-        return ipaddress.IPv4Network(text.strip(), strict=strict)
+        return network_class(text.strip(), strict=strict)
     except ipaddress.NetmaskValueError:
         raise SubnetError("%s %r has an invalid prefix length" % (what, text))
     except ValueError as exc:
         if "host bits set" in str(exc):
-            fixed = ipaddress.IPv4Network(text.strip(), strict=False)
+            fixed = network_class(text.strip(), strict=False)
             raise SubnetError("%s %r has host bits set (did you mean %s?)" % (what, text, fixed))
-        raise SubnetError("%s %r is not an IPv4 CIDR such as 10.5.0.0/16" % (what, text))
+        raise SubnetError("%s %r is not an IPv%d CIDR such as %s" % (what, text, family, example))
+
+
+def parse_cidr(text, what="subnet", strict=True):
+    """Parse an IPv4 CIDR with an error that names `what` and the problem."""
+    return _parse_network(text, what, strict, ipaddress.IPv4Network, 4)
 
 
 def parse_cidr6(text, what="IPv6 subnet", strict=True):
     """Parse an IPv6 CIDR with an error that names `what` and the problem."""
-    if isinstance(text, ipaddress.IPv6Network):
-        return text
-    if not isinstance(text, str) or "/" not in text:
-        raise SubnetError("%s %r is not an IPv6 CIDR such as fd00:5::/48" % (what, text))
-    try:
-        return ipaddress.IPv6Network(text.strip(), strict=strict)
-    except ipaddress.NetmaskValueError:
-        raise SubnetError("%s %r has an invalid prefix length" % (what, text))
-    except ValueError as exc:
-        if "host bits set" in str(exc):
-            fixed = ipaddress.IPv6Network(text.strip(), strict=False)
-            raise SubnetError("%s %r has host bits set (did you mean %s?)" % (what, text, fixed))
-        raise SubnetError("%s %r is not an IPv6 CIDR such as fd00:5::/48" % (what, text))
+    return _parse_network(text, what, strict, ipaddress.IPv6Network, 6)
 
 
 def parse_ipv6(text, what="address"):

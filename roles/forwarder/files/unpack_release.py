@@ -9,7 +9,7 @@ ARCHIVE (copied into STAGING) holds the directory NAME; it is unpacked in
 STAGING (anything left there by an interrupted run is removed first),
 compiled for RELEASES_DIR/NAME (where it will be read from), renamed to
 RELEASES_DIR/NAME in one step, and STAGING is removed. A failure leaves
-RELEASES_DIR as it was. Prints one JSON object: release, files.
+RELEASES_DIR as it was. Prints one JSON object: release.
 """
 
 import compileall
@@ -35,9 +35,8 @@ def main(argv):
         return 1
     if not os.path.exists(dest):
         os.rename(tree, dest)
-    files = sum(len(names) for _dir, _dirs, names in os.walk(dest))
     shutil.rmtree(staging, ignore_errors=True)
-    print(json.dumps(dict(release=dest, files=files)))
+    print(json.dumps(dict(release=dest)))
     return 0
 
 
