@@ -174,23 +174,6 @@ def test_check_diff_reports_no_change(site):
     assert all(r["changed"] == 0 for r in run.recap.values()), (run.recap, run.changed_tasks())
 
 
-def test_masquerade_rule_is_added_once_and_removed(site):
-    host = site.hosts[0].name
-    count = "iptables -t nat -S POSTROUTING | grep -c 'overlay.flannel ip-masq' || true"
-    try:
-        for _round in range(2):
-            run = run_playbook(site, "site.yml", "-e", "flannel_ip_masq=true", "--limit", host)
-            assert run.rc == 0, run.tail()
-            assert site.run(host, count).stdout.strip() == "1"
-        assert subnet_env(site, host)["FLANNEL_IPMASQ"] == "true"
-        assert "--ip-masq=false" in site.run(host, "cat /run/flannel/docker").stdout
-    finally:
-        run = run_playbook(site, "site.yml", "--limit", host)
-    assert run.rc == 0, run.tail()
-    assert site.run(host, count).stdout.strip() == "0"
-    assert subnet_env(site, host)["FLANNEL_IPMASQ"] == "false"
-
-
 # --- restart and reboot ----------------------------------------------------------------
 
 def test_forwarder_killed_comes_back_with_the_same_subnet(site):
