@@ -5,12 +5,14 @@
   (playbooks/wheelhouse.yml) alone; one that lacks the hosts' target is named
   with the command that fills it, before anything changes.
 - flannel_mtu reaches the TUN, subnet.env, docker0 and the containers as one
-  number, which survives a forwarder restart and a reboot with changed=0.
-- A lease the forwarder re-creates keeps flannel_subnet_ttl.
-- A host whose subnet changed converges in one site.yml run: back past its
-  TTL with the subnet still free (same subnet, docker0 unchanged), and back
-  past its TTL with the subnet taken meanwhile (a new subnet, docker0 and a
-  container with a restart policy on it, reaching every other host).
+  number, which survives a forwarder restart and a reboot with changed=0; in
+  the same runs flannel_ip_masq adds its masquerade rule once (and docker's
+  own masquerading stays off), and a lease the forwarder re-creates keeps
+  flannel_subnet_ttl; back to the defaults, all three go back.
+- Hosts back past their TTL converge in one site.yml run (two at once): one
+  with its subnet still free (same subnet, docker0 unchanged), one with its
+  subnet taken meanwhile (a new subnet, docker0 and a container with a
+  restart policy on it, reaching every other host).
 """
 
 import json
@@ -126,9 +128,17 @@ def test_an_air_gapped_controller_stages_from_its_wheelhouse_alone(converged, tm
     assert sorted(os.listdir(os.path.join(cache, "releases"))) == sorted(n + ".tar.gz" for n in names)
 
 
-def test_flannel_mtu_is_one_number_through_restart_and_reboot(converged):
+MASQ_RULES = "iptables -t nat -S POSTROUTING | grep -c 'overlay.flannel ip-masq' || true"
+# flannel_mtu, flannel_ip_masq and flannel_subnet_ttl on one host, in one set of runs (each --limit run that
+# restarts the forwarder costs about 30 s): each holds through a forwarder restart, a second run (changed=0)
+# and a reboot, and goes back with the defaults.
+ONE_HOST = ["-e", "flannel_mtu=1400", "-e", "flannel_ip_masq=true", "-e", "flannel_subnet_ttl=7200"]
+
+
+def test_mtu_ip_masq_and_ttl_hold_through_restart_recreation_and_reboot(converged, tmp_path):
     c = converged
     host = c.hosts[0].name
+    ip = c.hosts[0].ip
     other = c.hosts[1].name
 
     def mtus():
@@ -139,113 +149,104 @@ def test_flannel_mtu_is_one_number_through_restart_and_reboot(converged):
         eth0 = c.run(host, "docker exec ofl-e2e cat /sys/class/net/eth0/mtu", check=True).stdout.strip()
         return dict(tun=tun, env=subnet_env(c, host)["FLANNEL_MTU"], docker=net, container=eth0)
 
+    def masquerading():
+        env = subnet_env(c, host)["FLANNEL_IPMASQ"]
+        return env, c.run(host, MASQ_RULES).stdout.strip()
+
     try:
-        run = run_playbook(c, "site.yml", "-e", "flannel_mtu=1400", "--limit", host)
+        run = run_playbook(c, "site.yml", *ONE_HOST, "--limit", host)
         assert run.rc == 0, run.tail()
         assert mtus() == dict(tun="1400", env="1400", docker="1400", container="1400")
-        assert "--mtu=1400" in c.run(host, "cat /run/flannel/docker", check=True).stdout
+        opts = c.run(host, "cat /run/flannel/docker", check=True).stdout
+        # docker's own masquerading stays off: the forwarder's rule does it, once.
+        assert "--mtu=1400" in opts and "--ip-masq=false" in opts, opts
+        assert masquerading() == ("true", "1")
+        key = lease_of(c, tmp_path, ip)["key"]
+        assert granted_ttl(c, key) == 7200
+        # A lease the forwarder re-creates keeps flannel_subnet_ttl.
+        c.etcdctl("del", key)
+        wait_for(lambda: lease_of(c, tmp_path, ip), timeout=30, what="the forwarder to re-create its lease")
+        assert lease_of(c, tmp_path, ip)["key"] == key
+        assert granted_ttl(c, key) == 7200
         docker_before = service_state(c, host, "docker.service")["MainPID"]
         c.run(host, "systemctl restart flannel-forwarder", check=True)
         wait_for(lambda: c.run(host, "systemctl is-active flannel-forwarder").stdout.strip() == "active",
                  timeout=60, what="the forwarder after a restart")
         assert subnet_env(c, host)["FLANNEL_MTU"] == "1400"
         assert service_state(c, host, "docker.service")["MainPID"] == docker_before
-        again = run_playbook(c, "site.yml", "-e", "flannel_mtu=1400", "--limit", host)
+        again = run_playbook(c, "site.yml", *ONE_HOST, "--limit", host)
         assert again.rc == 0 and all_changed_zero(again), (again.recap, again.changed_tasks())
+        assert masquerading() == ("true", "1"), "the masquerade rule was added twice"
         c.reboot(host)
         wait_for(lambda: c.run(host, "systemctl is-active flannel-forwarder docker").stdout.split()
                  == ["active", "active"], timeout=90, what="forwarder and docker after the reboot")
         assert mtus() == dict(tun="1400", env="1400", docker="1400", container="1400")
         ips = {h.name: start_container(c, h.name) for h in c.hosts}
         assert ping(c, host, ips[other]).returncode == 0
-        after_reboot = run_playbook(c, "site.yml", "-e", "flannel_mtu=1400", "--limit", host)
+        after_reboot = run_playbook(c, "site.yml", *ONE_HOST, "--limit", host)
         assert after_reboot.rc == 0 and all_changed_zero(after_reboot), \
             (after_reboot.recap, after_reboot.changed_tasks())
+        assert masquerading() == ("true", "1")
     finally:
         back = run_playbook(c, "site.yml", "--limit", host)
     assert back.rc == 0, back.tail()
     assert mtus()["env"] == "1472"
+    assert masquerading() == ("false", "0")
+    assert granted_ttl(c, lease_of(c, tmp_path, ip)["key"]) != 7200
 
 
-def test_a_lease_the_forwarder_recreates_keeps_flannel_subnet_ttl(converged, tmp_path):
+def test_hosts_back_past_their_ttl_converge_in_one_run_with_their_subnet_free_or_taken(converged, tmp_path):
+    """Two hosts powered off past a short TTL at once: the last finds its subnet still free (its forwarder
+    re-claims it from its state file before any run: /run is new after a boot), the one before finds it taken
+    by another lease meanwhile; one site.yml converges both (a new subnet, docker0 and a container with a
+    restart policy on it, reaching every other host), and the next run is changed=0."""
     c = converged
-    host = c.hosts[1]
-    try:
-        run = run_playbook(c, "site.yml", "-e", "flannel_subnet_ttl=7200", "--limit", host.name)
-        assert run.rc == 0, run.tail()
-        key = lease_of(c, tmp_path, host.ip)["key"]
-        assert granted_ttl(c, key) == 7200
-        c.etcdctl("del", key)
-        wait_for(lambda: lease_of(c, tmp_path, host.ip), timeout=30, what="the forwarder to re-create its lease")
-        lease = lease_of(c, tmp_path, host.ip)
-        assert lease["key"] == key
-        assert granted_ttl(c, key) == 7200
-    finally:
-        back = run_playbook(c, "site.yml", "--limit", host.name)
-    assert back.rc == 0, back.tail()
-
-
-def stop_past_ttl(c, tmp_path, host):
-    """Give the host a short TTL, power it off and wait until its lease has expired."""
-    run = run_playbook(c, "site.yml", "--limit", host.name, *SHORT_TTL)
-    assert run.rc == 0, run.tail()
-    c.stop(host.name)
-    wait_for(lambda: lease_of(c, tmp_path, host.ip) is None, timeout=40, interval=2,
-             what="the lease of the stopped host to expire")
-
-
-def test_host_back_past_its_ttl_gets_its_free_subnet_back(converged, tmp_path):
-    c = converged
-    host = c.hosts[2]
-    before = subnet_env(c, host.name)["FLANNEL_SUBNET"]
-    stop_past_ttl(c, tmp_path, host)
-    c.start(host.name)
-    # The forwarder re-claims the subnet it kept in its state file (/run is new after a boot).
-    wait_for(lambda: c.run(host.name, "systemctl is-active flannel-forwarder docker").stdout.split()
-             == ["active", "active"], timeout=90, what="forwarder and docker after the start")
-    assert subnet_env(c, host.name)["FLANNEL_SUBNET"] == before
-    run = run_playbook(c, "site.yml", "--limit", host.name, *SHORT_TTL)
-    assert run.rc == 0, run.tail()
-    assert subnet_env(c, host.name)["FLANNEL_SUBNET"] == before
-    assert bridge_address(c, host.name) == before
-    back = run_playbook(c, "site.yml")
-    assert back.rc == 0, back.tail()
-
-
-def test_host_back_past_its_ttl_with_its_subnet_taken_converges_in_one_run(converged, tmp_path):
-    c = converged
-    host = c.hosts[2]
-    old = subnet_env(c, host.name)["FLANNEL_SUBNET"]
-    old_subnet = lease_of(c, tmp_path, host.ip)["subnet"]
+    taken_host, free_host = c.hosts[1], c.hosts[2]
+    away = [taken_host, free_host]
+    free_before = subnet_env(c, free_host.name)["FLANNEL_SUBNET"]
+    old = subnet_env(c, taken_host.name)["FLANNEL_SUBNET"]
+    old_subnet = lease_of(c, tmp_path, taken_host.ip)["subnet"]
     squatter = "10.213.0.99"  # no host: a lease that took the subnet while the host was away
-    stop_past_ttl(c, tmp_path, host)
+    run = run_playbook(c, "site.yml", "--limit", ",".join(h.name for h in away), *SHORT_TTL)
+    assert run.rc == 0, run.tail()
+    for host in away:
+        c.stop(host.name)
+    wait_for(lambda: all(lease_of(c, tmp_path, h.ip) is None for h in away), timeout=40, interval=2,
+             what="the leases of the stopped hosts to expire")
     taken = module(c, tmp_path, "subnet", public_ip=squatter, subnet=old_subnet)
     assert taken["subnet"] == old_subnet
     try:
-        c.start(host.name)
-        c.run(host.name, "docker rm -f ofl-keep >/dev/null 2>&1; "
-                         "docker run -d --restart=always --stop-timeout 1 --name ofl-keep busybox sleep 3600", check=True, timeout=60)
+        for host in away:
+            c.start(host.name)
+        wait_for(lambda: c.run(free_host.name, "systemctl is-active flannel-forwarder docker").stdout.split()
+                 == ["active", "active"], timeout=90, what="forwarder and docker after the start")
+        assert subnet_env(c, free_host.name)["FLANNEL_SUBNET"] == free_before
+        c.run(taken_host.name, "docker rm -f ofl-keep >/dev/null 2>&1; "
+                               "docker run -d --restart=always --stop-timeout 1 --name ofl-keep busybox sleep 3600",
+              check=True, timeout=60)
         run = run_playbook(c, "site.yml")
         assert run.rc == 0, run.tail()
-        new = subnet_env(c, host.name)["FLANNEL_SUBNET"]
+        assert subnet_env(c, free_host.name)["FLANNEL_SUBNET"] == free_before
+        assert bridge_address(c, free_host.name) == free_before
+        new = subnet_env(c, taken_host.name)["FLANNEL_SUBNET"]
         assert new != old
-        assert bridge_address(c, host.name) == new
+        assert bridge_address(c, taken_host.name) == new
         leases = leases_in_etcd(c)["leases"]
         assert len(set(lease["subnet"] for lease in leases)) == len(leases), leases
         assert {lease["public_ip"]: lease["subnet"] for lease in leases}[squatter] == old_subnet
-        keep_ip = c.run(host.name, ["docker", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", "ofl-keep"],
+        keep_ip = c.run(taken_host.name, ["docker", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", "ofl-keep"],
                         check=True).stdout.strip()
         assert keep_ip.rsplit(".", 1)[0] == new.split("/")[0].rsplit(".", 1)[0], (keep_ip, new)
-        ips = {h.name: start_container(c, h.name) for h in c.hosts if h.name != host.name}
+        ips = {h.name: start_container(c, h.name) for h in c.hosts if h.name != taken_host.name}
         for other, ip in ips.items():
-            res = c.run(host.name, "docker exec ofl-keep ping -c 2 -W 2 %s" % ip, check=False, timeout=60)
+            res = c.run(taken_host.name, "docker exec ofl-keep ping -c 2 -W 2 %s" % ip, check=False, timeout=60)
             assert res.returncode == 0, (other, res.stdout)
             assert ping(c, other, keep_ip).returncode == 0, other
         again = run_playbook(c, "site.yml")
         assert again.rc == 0 and all_changed_zero(again), (again.recap, again.changed_tasks())
     finally:
         module(c, tmp_path, "subnet", public_ip=squatter, state="absent")
-        c.run(host.name, "docker rm -f ofl-keep", check=False)
+        c.run(taken_host.name, "docker rm -f ofl-keep", check=False)
 
 
 def test_garbage_in_etcd_never_breaks_site_yml_or_the_forwarders(converged, tmp_path):
