@@ -86,8 +86,8 @@ def converged(cluster):
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
     """The collection as a user gets it: this checkout's tarball, installed into an empty collections path
-    (flannel_helpers.build_and_install); test_site_galaxy.py checks the tarball, test_site_mixed.py runs
-    site.yml from it."""
+    (flannel_helpers.build_and_install); test_site_galaxy.py checks the tarball, `debian13` installs it on
+    the Debian 13 controller, from which test_site_mixed.py runs site.yml."""
     from cluster.flannel_helpers import ansible_tool, build_and_install
     if not ansible_tool("ansible-galaxy") or not ansible_tool("ansible-playbook"):
         pytest.fail("ansible-galaxy/ansible-playbook not installed (make venv)", pytrace=False)
