@@ -20,7 +20,8 @@ VENV_MIN ?= $(CURDIR)/.venv-min
 STAMP_MIN := $(VENV_MIN)/.installed-$(shell sha1sum requirements/controller-min.txt | cut -c1-12)
 
 .PHONY: all deps venv venv-min demo test checks-lane ledger test-min test-unit test-integration sanity lint bench clean \
-	cluster-deps cluster-up cluster-down cluster-demo test-cluster release-lint docs wheelhouse
+	cluster-deps cluster-up cluster-down cluster-demo test-cluster release-lint docs wheelhouse controller test-debian13 \
+	test-debian13-modules sanity-debian13
 
 all: test
 
@@ -79,8 +80,10 @@ lint: venv
 #   - beside it, the checks lane (`make checks-lane`, its output kept in
 #     build/checks-lane.log and printed after pytest's): test-min (the module
 #     tests with the oldest claimed ansible-core; pytest -qq prints no closing
-#     line), release-lint, sanity with the oldest and the newest ansible-core,
-#     and ansible-lint. Sanity and lint fail the run on any finding.
+#     line), the same module tests with ansible-core 2.20 inside the Debian 13
+#     controller (test-debian13), release-lint, sanity with 2.16 and 2.19 here and
+#     with 2.20 and 2.21 inside the Debian 13 controller, and ansible-lint. Sanity
+#     and lint fail the run on any finding.
 # Every step runs even when one before it failed, each recorded with its time in
 # the ledger (tests/support/ledger.py: build/ledger.jsonl, with every test,
 # playbook run, bring-up, reboot and deliberate wait inside them); its summary
@@ -91,7 +94,7 @@ CHECKS_LOG := $(CURDIR)/build/checks-lane.log
 test:
 	@mkdir -p build && rm -f $(LEDGER_FILE) $(CHECKS_LOG)
 	@rc=0; \
-	$(LEDGER) phase "setup (apt, venvs)" -- $(MAKE) --no-print-directory deps cluster-deps venv venv-min || rc=1; \
+	$(LEDGER) phase "setup (apt, venvs, Debian 13 controller)" -- $(MAKE) --no-print-directory deps cluster-deps venv venv-min controller || rc=1; \
 	$(MAKE) --no-print-directory checks-lane >$(CHECKS_LOG) 2>&1 & checks=$$!; \
 	$(LEDGER) phase "pytest (unit, integration, cluster)" -- \
 	  env OVERLAY_FLANNEL_MIN_VENV=$(VENV_MIN) $(PY) -m pytest -n 2 tests/unit tests/integration tests/cluster || rc=1; \
@@ -111,8 +114,14 @@ checks-lane:
 	OVERLAY_FLANNEL_LEDGER_PHASE=test-min $(LEDGER) phase "test-min (oldest ansible-core)" -- \
 	  env OVERLAY_FLANNEL_ANSIBLE_VENV=$(VENV_MIN) $(PY) -m pytest -qq $(MIN_TESTS) || rc=1; \
 	$(LEDGER) phase "release-lint (changelog, docs)" -- nice -n $(CHECKS_NICE) $(MAKE) --no-print-directory release-lint || rc=1; \
-	$(LEDGER) phase "sanity (oldest ansible-core)" -- env VENV=$(VENV_MIN) nice -n $(CHECKS_NICE) tests/sanity/run.sh || rc=1; \
-	$(LEDGER) phase "sanity (newest ansible-core)" -- env VENV=$(VENV) nice -n $(CHECKS_NICE) tests/sanity/run.sh || rc=1; \
+	$(LEDGER) phase "sanity (ansible-core 2.16, oldest)" -- env VENV=$(VENV_MIN) nice -n $(CHECKS_NICE) tests/sanity/run.sh || rc=1; \
+	$(LEDGER) phase "sanity (ansible-core 2.19, Debian 12)" -- env VENV=$(VENV) nice -n $(CHECKS_NICE) tests/sanity/run.sh || rc=1; \
+	OVERLAY_FLANNEL_LEDGER_PHASE=test-debian13 $(LEDGER) phase "test-debian13 (ansible-core 2.20, Debian 13 controller)" -- \
+	  $(MAKE) --no-print-directory test-debian13-modules || rc=1; \
+	$(LEDGER) phase "sanity (ansible-core 2.20, Debian 13 controller)" -- \
+	  nice -n $(CHECKS_NICE) $(MAKE) --no-print-directory sanity-debian13 DEBIAN13_CORE=2.20 || rc=1; \
+	$(LEDGER) phase "sanity (ansible-core 2.21, Debian 13 controller)" -- \
+	  nice -n $(CHECKS_NICE) $(MAKE) --no-print-directory sanity-debian13 DEBIAN13_CORE=2.21 || rc=1; \
 	$(LEDGER) phase "ansible-lint" -- env VENV=$(VENV) nice -n $(CHECKS_NICE) tests/lint/run.sh || rc=1; \
 	exit $$rc
 
@@ -130,6 +139,34 @@ MIN_TESTS := $(addprefix tests/integration/etcd/,test_ansible_under_test.py test
 test-min: deps venv venv-min
 	OVERLAY_FLANNEL_ANSIBLE_VENV=$(VENV_MIN) $(PY) -m pytest $(MIN_TESTS)
 	VENV=$(VENV_MIN) tests/sanity/run.sh
+
+# The Debian 13 controller (tests/cluster/harness/controller.py): a copy of the test
+# hosts' Debian 13 image with Python 3.13 and a virtualenv for each of ansible-core
+# 2.20 and 2.21 (requirements/controller-2.20.txt, controller-2.21.txt), entered with
+# chroot in the root network namespace; built once, cached under
+# /var/cache/overlay-flannel/controllers/. In it: the module tests against a real
+# etcd with 2.20 (the tests run here, the modules and plays in the controller),
+# and ansible-test sanity of each version on the whole tree. (Its site.yml and
+# report.yml runs with 2.21 from the built tarball are in tests/cluster/test_site_mixed.py.)
+CONTROLLER_PATH = $$($(PYTHON) tests/cluster/harness/controller.py path)
+DEBIAN13_CORE ?= 2.21
+controller: cluster-deps
+	$(PYTHON) tests/cluster/harness/controller.py build
+
+test-debian13-modules:
+	@ctl=$(CONTROLLER_PATH) && OVERLAY_FLANNEL_ANSIBLE_VENV=$$ctl/venv-2.20 OVERLAY_FLANNEL_CONTROLLER_BIND=$(CURDIR) \
+	  $(PY) -m pytest -qq $(MIN_TESTS)
+
+sanity-debian13:
+	@ctl=$(CONTROLLER_PATH) && OVERLAY_FLANNEL_CONTROLLER_BIND=$(CURDIR) $$ctl/enter.sh $$ctl/rootfs \
+	  /usr/bin/env VENV=/opt/ansible-$(DEBIAN13_CORE) SANITY_PYTHON=3.13 $(CURDIR)/tests/sanity/run.sh
+
+# Both, with a full report (pytest's closing line): make test-debian13
+test-debian13: deps venv controller
+	OVERLAY_FLANNEL_ANSIBLE_VENV=$$($(PYTHON) tests/cluster/harness/controller.py path)/venv-2.20 \
+	  OVERLAY_FLANNEL_CONTROLLER_BIND=$(CURDIR) $(PY) -m pytest $(MIN_TESTS)
+	$(MAKE) --no-print-directory sanity-debian13 DEBIAN13_CORE=2.20
+	$(MAKE) --no-print-directory sanity-debian13 DEBIAN13_CORE=2.21
 
 bench: deps venv
 	$(PY) bench/subnet_acquire.py
@@ -173,7 +210,7 @@ cluster-demo: cluster-up $(COLLECTIONS)/ansible_collections/overlay/flannel
 	time $(PLAYBOOK) -i $(CLUSTER_STATE)/inventory.ini playbooks/site.yml
 	$(PLAYBOOK) -i $(CLUSTER_STATE)/inventory.ini playbooks/examples/overlay_ping.yml
 
-test-cluster: deps cluster-deps venv venv-min
+test-cluster: deps cluster-deps venv venv-min controller
 	OVERLAY_FLANNEL_MIN_VENV=$(VENV_MIN) $(PY) -m pytest tests/cluster
 
 # --- release checks and the docs site (see CONTRIBUTING.md) -------------------

@@ -86,9 +86,24 @@ def converged(cluster):
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
     """The collection as a user gets it: this checkout's tarball, installed into an empty collections path
-    (flannel_helpers.build_and_install); test_site_galaxy.py checks the tarball, test_site_mixed.py runs
-    site.yml from it."""
+    (flannel_helpers.build_and_install); test_site_galaxy.py checks the tarball, `debian13` installs it on
+    the Debian 13 controller, from which test_site_mixed.py runs site.yml."""
     from cluster.flannel_helpers import ansible_tool, build_and_install
     if not ansible_tool("ansible-galaxy") or not ansible_tool("ansible-playbook"):
         pytest.fail("ansible-galaxy/ansible-playbook not installed (make venv)", pytrace=False)
     return build_and_install(tmp_path_factory.mktemp("galaxy"))
+
+
+@pytest.fixture(scope="session")
+def debian13(built, tmp_path_factory):
+    """The Debian 13 controller (harness/controller.py: Python 3.13, ansible-core 2.21, entered with chroot
+    in the root network namespace; make test builds it in its set-up, else it is built here): `built`'s
+    tarball installed by that controller's ansible-galaxy into another empty collections path.
+    (its ansible-playbook, (tarball, collections, work, env) as `built`)."""
+    from cluster.flannel_helpers import install_tarball
+    from cluster.harness import controller
+    require_cluster_tools()
+    ctl = controller.ensure_controller()
+    bindir = os.path.join(ctl.venv("2.21"), "bin")
+    installed = install_tarball(os.path.join(bindir, "ansible-galaxy"), built[0], tmp_path_factory.mktemp("debian13"))
+    return os.path.join(bindir, "ansible-playbook"), installed

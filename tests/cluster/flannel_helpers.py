@@ -393,13 +393,26 @@ def build_and_install(base):
     return tarballs[0], collections, work, env
 
 
-def site_from_tarball(cluster, built, *args, timeout=900):
-    """ansible-playbook overlay.flannel.site from the installed tarball, cwd outside the checkout."""
+def install_tarball(galaxy, tarball, base):
+    """`tarball` installed by `galaxy` (an ansible-galaxy) into an empty collections path under `base`:
+    (tarball, collections path, an empty working directory, the environment to run ansible in), as
+    build_and_install returns them."""
+    collections, work = (os.path.join(str(base), d) for d in ("collections", "work"))
+    for d in (collections, work):
+        os.makedirs(d)
+    env = clean_env(collections)
+    run_checked([galaxy, "collection", "install", "--offline", "-p", collections, tarball], cwd=work, env=env)
+    return tarball, collections, work, env
+
+
+def site_from_tarball(cluster, built, *args, timeout=900, playbook_tool=None, playbook="site", label="tarball"):
+    """ansible-playbook overlay.flannel.<playbook> from the installed tarball, cwd outside the checkout
+    (`playbook_tool`: another ansible-playbook than the one under test, e.g. the Debian 13 controller's)."""
     _tarball, _collections, work, env = built
-    cmd = [ansible_tool("ansible-playbook"), "-i", cluster.inventory_path, "overlay.flannel.site",
-           "-e", "flannel_network=%s" % NETWORK] + list(args)
+    cmd = [playbook_tool or ansible_tool("ansible-playbook"), "-i", cluster.inventory_path,
+           "overlay.flannel.%s" % playbook, "-e", "flannel_network=%s" % NETWORK] + list(args)
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=env, timeout=timeout, check=False)
     run = PlaybookRun(proc, time.monotonic() - start)
-    record_run("overlay.flannel.site (tarball) " + describe("", args).strip(), run)
+    record_run("overlay.flannel.%s (%s) %s" % (playbook, label, describe("", args).strip()), run)
     return run

@@ -5,9 +5,11 @@ galaxy.yml's build_ignore) and `ansible-galaxy collection install` puts it into
 an empty collections path. Here: what the tarball holds and that ansible sees
 only the installed copy. site.yml from it (`ansible-playbook
 overlay.flannel.site` from a temporary directory with only that path) runs in
-test_site_mixed.py, on the mixed-release fleet: it must converge, the overlay
-must work, and a second run must change nothing; a file the roles or the
-forwarder need that build_ignore left out fails there.
+test_site_mixed.py, on the mixed-release fleet, from the Debian 13 controller
+(ansible-core 2.21, conftest.py `debian13`, which installs this tarball with its
+own ansible-galaxy): it must converge, the overlay must work, and a second run
+must change nothing; a file the roles or the forwarder need that build_ignore
+left out fails there.
 """
 
 import json

@@ -9,15 +9,20 @@ staged for its own Python, docker0 carries the lease's gateway and MTU on
 both docker.io versions, containers on every pair of hosts reach each other
 (bookworm <-> trixie and trixie <-> trixie), and the second run changes
 nothing. Both runs are `ansible-playbook overlay.flannel.site` from the
-collection as a user gets it (conftest.py `built`: the tarball installed into
-an empty collections path, run from a temporary directory), so a file the
-roles or the forwarder need that galaxy.yml's build_ignore left out fails
-here too. Timings are printed (pytest -s) and written to
-<state dir>/mixed-timings.json.
+collection as a user gets it, on today's controller: the Debian 13 controller
+(conftest.py `debian13`: Python 3.13 and ansible-core 2.21, the newest that
+meta/runtime.yml claims) installs the built tarball with its ansible-galaxy
+into an empty collections path and runs the playbooks from a temporary
+directory, so a file the roles or the forwarder need that galaxy.yml's
+build_ignore left out fails here too, and so does a deprecation warning that
+ansible-core 2.21 prints for our code. Then report.yml, from the same
+install, must find the overlay healthy. Timings are printed (pytest -s) and
+written to <state dir>/mixed-timings.json.
 """
 
 import json
 import os
+import subprocess
 import time
 
 import pytest
@@ -33,6 +38,7 @@ from cluster.flannel_helpers import (
     start_container,
     subnet_env,
 )
+from support.requires_ansible import claimed_range, specifier
 
 pytestmark = pytest.mark.cluster
 
@@ -80,10 +86,35 @@ def test_each_host_runs_its_own_release(mixed):
         assert "%s ansible_host=%s test_cluster_suite=%s" % (host.name, host.ip, mixed.suite(host.name)) in inventory
 
 
-def test_site_converges_on_both_releases(mixed, built):
-    run = site_from_tarball(mixed, built)
+def no_deprecation(run):
+    found = [line for line in run.output.splitlines() if "[DEPRECATION WARNING]" in line]
+    assert not found, found
+
+
+def test_the_debian13_controller_runs_the_newest_claimed_ansible_core_from_the_tarball(debian13):
+    playbook_tool, (_tarball, collections, work, env) = debian13
+    out = subprocess.run([playbook_tool, "--version"], capture_output=True, text=True, check=True, timeout=120,
+                         cwd=work, env=env).stdout
+    head = out.splitlines()[0]
+    version = head.split("[core ")[1].rstrip("]")
+    assert version in specifier() and version.split(".")[:2] == ["2", "21"], (head, specifier())
+    assert int(claimed_range()[1].split(".")[1]) == 22, claimed_range()
+    assert "python version = 3.13." in out, out
+    galaxy = os.path.join(os.path.dirname(playbook_tool), "ansible-galaxy")
+    found = json.loads(subprocess.run([galaxy, "collection", "list", "overlay.flannel", "--format", "json"],
+                                      capture_output=True, text=True, check=True, timeout=120, cwd=work,
+                                      env=env).stdout)
+    installed = os.path.join(collections, "ansible_collections")
+    assert list(found) == [installed], found
+    assert not os.path.islink(os.path.join(installed, "overlay", "flannel"))
+
+
+def test_site_converges_on_both_releases(mixed, debian13):
+    playbook_tool, installed = debian13
+    run = site_from_tarball(mixed, installed, playbook_tool=playbook_tool, label="tarball, Debian 13 controller")
     TIMINGS["first_run_s"] = round(run.seconds, 1)
     assert run.rc == 0, run.tail()
+    no_deprecation(run)
     assert set(run.recap) == set(mixed.host_names)
     assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in run.recap.values()), run.recap
 
@@ -132,12 +163,29 @@ def test_containers_on_every_pair_of_hosts_reach_each_other(mixed):
     assert not failures, "\n".join(failures)
 
 
-def test_second_run_changes_nothing_and_restarts_nothing(mixed, built):
+def test_second_run_changes_nothing_and_restarts_nothing(mixed, debian13):
+    playbook_tool, installed = debian13
     units = ("flannel-forwarder.service", "docker.service")
     before = {h: {u: service_state(mixed, h, u) for u in units} for h in mixed.host_names}
-    run = site_from_tarball(mixed, built)
+    run = site_from_tarball(mixed, installed, playbook_tool=playbook_tool, label="tarball, Debian 13 controller")
     TIMINGS["second_run_s"] = round(run.seconds, 1)
     assert run.rc == 0, run.tail()
+    no_deprecation(run)
     assert all(r["changed"] == 0 for r in run.recap.values()), (run.recap, run.changed_tasks())
     after = {h: {u: service_state(mixed, h, u) for u in units} for h in mixed.host_names}
     assert after == before
+
+
+def test_report_from_the_debian13_controller_finds_nothing(mixed, debian13, tmp_path):
+    playbook_tool, installed = debian13
+    path = tmp_path / "report.json"  # under /tmp, which the controller shares
+    run = site_from_tarball(mixed, installed, "-e", "flannel_report_json=%s" % path, "-e", "flannel_report_strict=true",
+                            playbook_tool=playbook_tool, playbook="report", label="tarball, Debian 13 controller")
+    TIMINGS["report_s"] = round(run.seconds, 1)
+    assert run.rc == 0, run.tail()
+    no_deprecation(run)
+    assert all(r["changed"] == 0 for r in run.recap.values()), (run.recap, run.changed_tasks())
+    data = json.loads(path.read_text())
+    assert data["ok"] is True and data["findings"] == [], data["findings"]
+    assert sorted(row["host"] for row in data["rows"]) == sorted(mixed.host_names), data["rows"]
+    assert all(row["forwarder_ready"] is True for row in data["rows"]), data["rows"]

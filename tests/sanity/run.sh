@@ -16,7 +16,8 @@
 #    only local build output and caches are left out (.cache, .venv, build,
 #    dist, tests/output, tests/cluster/state, __pycache__, ...). Findings are
 #    fixed in the code; the few rules that do not apply to a file are listed,
-#    each with its reason as a trailing comment, in tests/sanity/ignore-X.Y.txt
+#    each with its reason as a trailing comment, in tests/sanity/ignores.txt, from
+#    which tools/sanity_ignores.py generates tests/sanity/ignore-X.Y.txt
 #    (X.Y: the ansible-core version; ansible-test reads the one of its own).
 # 2. With --requirements, ansible-test builds one virtualenv per sanity test and
 #    bootstraps pip in it with a get-pip script downloaded from a host that is

@@ -44,6 +44,13 @@ PLAY = textwrap.dedent("""\
     """)
 
 
+def assert_no_deprecation(proc):
+    """Whatever ansible-core runs the play (the newest, the oldest, 2.20 in the Debian 13 controller)
+    finds nothing deprecated in our modules, roles and plays."""
+    found = [line for line in (proc.stdout + proc.stderr).splitlines() if "[DEPRECATION WARNING]" in line]
+    assert not found, found
+
+
 def ansible_playbook():
     path = tool("ansible-playbook")
     assert path, "ansible-playbook not installed (make venv)"
@@ -60,6 +67,7 @@ def play(tmp_path, etcd, *extra):
     proc = subprocess.run([ansible_playbook(), "-i", str(inventory),
                            str(book)] + list(extra), capture_output=True, text=True, env=env, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_no_deprecation(proc)
     recap = re.search(r"localhost\s+:\s+ok=(\d+)\s+changed=(\d+)", proc.stdout)
     return int(recap.group(2)), json.loads(out.read_text()), proc.stdout
 
@@ -108,6 +116,7 @@ def role_play(tmp_path, etcd, extra_vars):
                           capture_output=True, text=True, env=env, timeout=300, check=False)
     recap = re.search(r"localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=\d+\s+failed=(\d+)", proc.stdout)
     assert recap, proc.stdout + proc.stderr
+    assert_no_deprecation(proc)
     return proc.returncode, int(recap.group(2)), proc.stdout + proc.stderr
 
 

@@ -6,7 +6,7 @@ one burst (10 transactions of 100 puts; etcd allows 128 operations per
 transaction), then the test waits until the table holds all of them and
 checks every one routes to its host and passes the anti-spoofing check
 for its own subnet only.  Then the same for 1000 deletions.  The times are
-printed (run with -s to see them; the README quotes them); they are not
+printed (run with -s to see them; docs/performance.md quotes them); they are not
 asserted.
 """
 

@@ -20,7 +20,7 @@ is either forwarded or counted as dropped by a known reason, and the counts
 add up (TX: each TUN read is one drop or >= 1 packet sent, and every packet
 counted as sent arrives or is counted as a send error; RX: each datagram
 received is one packet written or one drop); what the specification says
-to accept (README: known peer, inner source in its subnets, a sound IPv4
+to accept (docs/forwarder.md: known peer, inner source in its subnets, a sound IPv4
 header) arrives unchanged apart from the TTL and the checksums, and
 nothing else arrives.
 
@@ -404,7 +404,7 @@ rx_srcs = st.sampled_from([NET_A | 2, NETS_B[0] | 5, NETS_B[1] | 6, NETS_B[1] | 
 
 
 def accepted(d: bytes, sender: str) -> bool:
-    """The README's rule, written out: from a known peer, the inner source in its subnets, a sound IPv4 header, TTL > 1."""
+    """The rule of docs/forwarder.md, written out: from a known peer, the inner source in its subnets, a sound IPv4 header, TTL > 1."""
     nets = SUBNETS.get(sender)
     if nets is None or len(d) < 20 or d[0] >> 4 != 4:
         return False
