@@ -117,7 +117,7 @@ checks-lane:
 	$(LEDGER) phase "sanity (ansible-core 2.16, oldest)" -- env VENV=$(VENV_MIN) nice -n $(CHECKS_NICE) tests/sanity/run.sh || rc=1; \
 	$(LEDGER) phase "sanity (ansible-core 2.19, Debian 12)" -- env VENV=$(VENV) nice -n $(CHECKS_NICE) tests/sanity/run.sh || rc=1; \
 	OVERLAY_FLANNEL_LEDGER_PHASE=test-debian13 $(LEDGER) phase "test-debian13 (ansible-core 2.20, Debian 13 controller)" -- \
-	  $(MAKE) --no-print-directory test-debian13-modules || rc=1; \
+	  nice -n $(CHECKS_NICE) $(MAKE) --no-print-directory test-debian13-modules || rc=1; \
 	$(LEDGER) phase "sanity (ansible-core 2.20, Debian 13 controller)" -- \
 	  nice -n $(CHECKS_NICE) $(MAKE) --no-print-directory sanity-debian13 DEBIAN13_CORE=2.20 || rc=1; \
 	$(LEDGER) phase "sanity (ansible-core 2.21, Debian 13 controller)" -- \
