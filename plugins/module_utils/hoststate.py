@@ -429,11 +429,13 @@ def unit_states(systemctl_show):
     return units
 
 
-def forwarder_not_ready(unit, subnet_env, network, subnet, backend):
+def forwarder_not_ready(unit, subnet_env, network, subnet, backend, ipv6_subnet=None):
     """What keeps the forwarder from being ready for the docker role (an empty list when nothing does): its
     unit (from unit_states) active, subnet.env (parsed, or None) holding the lease's network and subnet (the
     forwarder writes it for its lease before READY=1), and its status naming the network's backend (after a
-    backend change the forwarders restart on their own: docker must not read FLANNEL_MTU before that)."""
+    backend change the forwarders restart on their own: docker must not read FLANNEL_MTU before that).
+    `ipv6_subnet`: the IPv6 half of the lease with its gateway (FLANNEL_IPV6_SUBNET), "" for an IPv4-only
+    lease (subnet.env must have none: docker reads --ipv6 from it), None not to look."""
     unit = unit or {}
     env = subnet_env or {}
     gaps = []
@@ -442,6 +444,11 @@ def forwarder_not_ready(unit, subnet_env, network, subnet, backend):
     if env.get("FLANNEL_NETWORK") != network or env.get("FLANNEL_SUBNET") != subnet:
         gaps.append("subnet.env has FLANNEL_NETWORK=%s FLANNEL_SUBNET=%s, not %s and %s"
                     % (env.get("FLANNEL_NETWORK", "(none)"), env.get("FLANNEL_SUBNET", "(none)"), network, subnet))
+    if ipv6_subnet is not None:
+        have = env.get("FLANNEL_IPV6_SUBNET")
+        if (_ipv6_cidr(have) or have or "") != (_ipv6_cidr(ipv6_subnet) or ipv6_subnet):
+            gaps.append("subnet.env has FLANNEL_IPV6_SUBNET=%s, not %s"
+                        % (have or "(none)", ipv6_subnet or "(none: the lease is IPv4-only)"))
     if not (unit.get("status_text") or "").startswith(backend + ":"):
         gaps.append("its status is %r, not the %s backend's" % (unit.get("status_text") or "", backend))
     return gaps

@@ -107,7 +107,8 @@ options:
     description:
       - Before reading, wait until the forwarder is ready for the docker role (as C(tasks_from=ready) of the
         C(forwarder) role needs) - its unit active, C(subnet.env) holding O(wait_ready.network) and
-        O(wait_ready.subnet), and its status naming O(wait_ready.backend). Fails after O(wait_ready.timeout)
+        O(wait_ready.subnet) (and O(wait_ready.ipv6_subnet) when given), and its status naming O(wait_ready.backend).
+        Fails after O(wait_ready.timeout)
         seconds, with what is not ready and the unit's journal.
       - Not given, nothing is waited for.
     type: dict
@@ -124,6 +125,11 @@ options:
         description: The host's subnet with its gateway, as C(FLANNEL_SUBNET) writes it (C(10.5.34.1/24)).
         type: str
         required: true
+      ipv6_subnet:
+        description:
+          - The IPv6 half of the host's lease with its gateway, as C(FLANNEL_IPV6_SUBNET) writes it
+            (C(fd00:5:0:22::1/64)); V("") for an IPv4-only lease (subnet.env must have none). Not given, not looked at.
+        type: str
       backend:
         description: The network's backend type.
         type: str
@@ -488,7 +494,7 @@ def wait_ready(module, want, subnet_file):
                                                   "Id,ActiveState,UnitFileState,MainPID,StatusText", want["unit"]]))
         text = read_text(subnet_file)
         gaps = hoststate.forwarder_not_ready(unit.get(want["unit"]), parse_subnet_env(text) if text else None,
-                                             want["network"], want["subnet"], want["backend"])
+                                             want["network"], want["subnet"], want["backend"], want["ipv6_subnet"])
         if not gaps:
             return
         if time.monotonic() >= deadline:
@@ -515,7 +521,8 @@ def main():
         wait_ready=dict(type="dict", options=dict(
             unit=dict(type="str", default="flannel-forwarder.service"),
             network=dict(type="str", required=True), subnet=dict(type="str", required=True),
-            backend=dict(type="str", required=True), timeout=dict(type="int", default=60))),
+            backend=dict(type="str", required=True), timeout=dict(type="int", default=60),
+            ipv6_subnet=dict(type="str"))),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params

@@ -400,3 +400,18 @@ def test_ip6tables_rules_of_an_overlay_that_is_ipv4_only_again_are_stale():
     assert len(H.iptables_plan(listed, RULES, "10.5.0.0/16", "fd00:6::/48")["stale"]) == 3
     # retire: every rule of the overlay, both families
     assert len(H.iptables_plan(dict(listed, nat=NAT + MASQ), [], "")["stale"]) == 6
+
+
+def test_the_forwarder_is_ready_only_with_the_leases_ipv6_half_in_subnet_env():
+    unit = dict(active="active", status_text="vxlan: 2 peers")
+    env = dict(FLANNEL_NETWORK="10.5.0.0/16", FLANNEL_SUBNET="10.5.3.1/24")
+    dual = dict(env, FLANNEL_IPV6_NETWORK="fd00:5::/48", FLANNEL_IPV6_SUBNET="fd00:5:0:22::1/64")
+    ready = ("10.5.0.0/16", "10.5.3.1/24", "vxlan")
+    assert H.forwarder_not_ready(unit, dual, *ready, ipv6_subnet="fd00:5:0:22:0::1/64") == []
+    assert H.forwarder_not_ready(unit, env, *ready, ipv6_subnet="") == []
+    assert H.forwarder_not_ready(unit, env, *ready) == [] and H.forwarder_not_ready(unit, dual, *ready) == []
+    # the network just turned dual-stack, the forwarder still runs without it; and back
+    assert H.forwarder_not_ready(unit, env, *ready, ipv6_subnet="fd00:5:0:22::1/64") == \
+        ["subnet.env has FLANNEL_IPV6_SUBNET=(none), not fd00:5:0:22::1/64"]
+    assert H.forwarder_not_ready(unit, dual, *ready, ipv6_subnet="") == \
+        ["subnet.env has FLANNEL_IPV6_SUBNET=fd00:5:0:22::1/64, not (none: the lease is IPv4-only)"]
