@@ -160,12 +160,13 @@ def docker0_problem(subnet_env_text, addresses, mtu):
 
 def previous_subnets(subnet_env_text, state_text):
     """The subnets the host held before, in the order the lease asks for them: subnet.env's FLANNEL_SUBNET
-    (as its network), then the forwarder's state file (one CIDR, which survives a reboot where /run does
-    not). Garbage in either is ignored."""
+    (as its network), then the forwarder's state file (its first line, which survives a reboot where /run does
+    not; hostfiles.render_lease_state). Garbage in either is ignored."""
     found = []
     gateway = parse_subnet_env(subnet_env_text or "").get("FLANNEL_SUBNET")
     candidates = [gateway] if gateway else []
-    candidates += [(state_text or "").strip()] if (state_text or "").strip() else []
+    state = (state_text or "").strip().splitlines()  # its first line (a dual-stack host's second: its IPv6 half)
+    candidates += [state[0].strip()] if state else []
     for text in candidates:
         try:
             net = str(parse_cidr(text, "previous subnet", strict=False))

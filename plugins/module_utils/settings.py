@@ -132,9 +132,10 @@ SETTINGS = (
     _S("flannel_etcd_timeout", "float", 5.0, "seconds", module="etcd", option="etcd_timeout", client="timeout"),
     # the host's lease
     _S("flannel_public_ip", "str", module="subnet", option="public_ip", flag="public-ip", var_default=MISSING),
-    # IPv6 (dual-stack): module options now; their inventory variables (flannel_public_ipv6,
+    # IPv6 (dual-stack): the module options and the daemon's flag (flanneld's --public-ipv6; unset: the
+    # global IPv6 address of the underlay interface); their inventory variables (flannel_public_ipv6,
     # flannel_ipv6_network, flannel_ipv6_subnet_len) come with the roles' IPv6 step, which sets `var` here
-    _S(None, "str", module="subnet", option="public_ipv6"),
+    _S(None, "str", module="subnet", option="public_ipv6", flag="public-ipv6"),
     _S("flannel_iface", "str", flag="iface", var_default=MISSING),
     _S("flannel_subnet_ttl", "int", 86400, "seconds", module="subnet", option="ttl", flag="subnet-lease-ttl",
        minimum=1, zero="a reservation"),
