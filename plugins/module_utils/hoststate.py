@@ -18,7 +18,7 @@ import json
 import re
 import shlex
 
-from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_subnet_env
+from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_lease_state, parse_subnet_env
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import (
     SubnetError, parse_cidr, parse_cidr6, parse_ipv4, parse_ipv6)
 
@@ -185,34 +185,30 @@ def _ipv6_cidr(text):
 # --- the subnet the host held before (flanneld reads it back from subnet.env) -----------------------------
 
 
-def _state_words(state_text):
-    return (state_text or "").split()
-
-
 def previous_subnets(subnet_env_text, state_text):
     """The subnets the host held before, in the order the lease asks for them: subnet.env's FLANNEL_SUBNET
-    (as its network), then the forwarder's state file (the CIDRs it kept, which survive a reboot where /run
-    does not; the IPv4 one here). Garbage in either is ignored."""
+    (as its network), then the forwarder's state file (its first line, which survives a reboot where /run does
+    not; hostfiles.render_lease_state). Garbage in either is ignored."""
     gateway = parse_subnet_env(subnet_env_text or "").get("FLANNEL_SUBNET")
-    return _previous([gateway] if gateway else [], _state_words(state_text), parse_cidr)
+    return _previous(gateway, parse_lease_state(state_text)[0], parse_cidr)
 
 
 def previous_ipv6_subnets(subnet_env_text, state_text):
-    """The IPv6 halves the host held before, as previous_subnets: subnet.env's FLANNEL_IPV6_SUBNET, then an
-    IPv6 CIDR of the state file."""
+    """The IPv6 halves the host held before, as previous_subnets: subnet.env's FLANNEL_IPV6_SUBNET, then the
+    state file's second line (a dual-stack host's)."""
     gateway = parse_subnet_env(subnet_env_text or "").get("FLANNEL_IPV6_SUBNET")
-    return _previous([gateway] if gateway else [], _state_words(state_text), parse_cidr6)
+    return _previous(gateway, parse_lease_state(state_text)[1], parse_cidr6)
 
 
-def _previous(first, then, parse):
+def _previous(gateway, kept, parse):
     found = []
-    for text in first + then:
+    for text in [gateway] if gateway else []:
         try:
-            net = str(parse(text, "previous subnet", strict=False))
+            found.append(str(parse(text, "previous subnet", strict=False)))
         except SubnetError:
-            continue
-        if net not in found:
-            found.append(net)
+            pass
+    if kept is not None and str(kept) not in found:
+        found.append(str(kept))
     return found
 
 
@@ -368,8 +364,25 @@ def interface_addresses(ip_o_addr):
     return found
 
 
-# An address that is going away or not (yet) the host's: never the lease's PublicIPv6.
-UNUSABLE_IPV6_FLAGS = ("temporary", "deprecated", "dadfailed")
+# Never the lease's PublicIPv6: an address that changes by design (a privacy one) or is not the host's.
+UNUSABLE_IPV6_FLAGS = ("temporary", "dadfailed")
+# Then, in this order of preference: a usable one, one still in duplicate address detection, one past its
+# preferred lifetime (a router advertisement's that is going away).
+IPV6_FLAG_RANK = (("tentative", 1), ("deprecated", 2))
+
+
+def choose_ipv6(candidates):
+    """The public IPv6 address among `candidates`, [(address, [flag words])] of the global addresses of the
+    underlay interface in the kernel's order: the first usable one (UNUSABLE_IPV6_FLAGS and link-local ones
+    left out, IPV6_FLAG_RANK's last). None when there is none. The rule of the roles (public_ipv6) and of the
+    daemon's default (flannel_forwarder.cli.global_ipv6)."""
+    ranked = []
+    for order, (address, flags) in enumerate(candidates):
+        if set(flags) & set(UNUSABLE_IPV6_FLAGS) or address.lower().startswith("fe80:"):
+            continue
+        rank = max([r for flag, r in IPV6_FLAG_RANK if flag in flags] or [0])
+        ranked.append((rank, order, address))
+    return min(ranked)[2] if ranked else None
 
 
 def underlay_iface(addresses, public_ip, iface=""):
@@ -385,15 +398,12 @@ def underlay_iface(addresses, public_ip, iface=""):
 
 def public_ipv6(given, addresses, iface):
     """(address, valid) of the lease's PublicIPv6: the one the inventory gives (flannel_public_ipv6), else the
-    first global IPv6 address of the underlay interface `iface` that is not temporary, deprecated or a
-    failed duplicate (one that is still tentative only when there is no other). Valid for a unicast IPv6
-    address that is neither link-local, loopback nor unspecified; ("", False) when there is none."""
-    address = given or ""
-    if not address:
-        mine = [entry for entry in addresses if entry["family"] == 6 and entry["iface"] == iface
-                and entry["scope"] == "global" and not set(entry["flags"]) & set(UNUSABLE_IPV6_FLAGS)]
-        mine.sort(key=lambda entry: "tentative" in entry["flags"])  # stable: the listing's order otherwise
-        address = mine[0]["address"] if mine else ""
+    one choose_ipv6 takes among the global IPv6 addresses of the underlay interface `iface` (interface_addresses).
+    Valid for a unicast IPv6 address that is neither link-local, loopback nor unspecified; ("", False) when
+    there is none."""
+    address = given or choose_ipv6([(entry["address"], entry["flags"]) for entry in addresses
+                                    if entry["family"] == 6 and entry["iface"] == iface
+                                    and entry["scope"] == "global"]) or ""
     try:
         parsed = parse_ipv6(address)
     except SubnetError:

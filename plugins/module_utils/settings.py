@@ -132,8 +132,9 @@ SETTINGS = (
     _S("flannel_etcd_timeout", "float", 5.0, "seconds", module="etcd", option="etcd_timeout", client="timeout"),
     # the host's lease
     _S("flannel_public_ip", "str", module="subnet", option="public_ip", flag="public-ip", var_default=MISSING),
-    # IPv6 (dual-stack); unset: the host probe's choice, the first global IPv6 address of the underlay interface
-    _S("flannel_public_ipv6", "str", module="subnet", option="public_ipv6", var_default=MISSING),
+    # IPv6 (dual-stack): flanneld's --public-ipv6; unset: the first global IPv6 address of the underlay interface
+    # (the roles: the host probe's choice, hoststate.public_ipv6; the daemon: its own, the same rule)
+    _S("flannel_public_ipv6", "str", module="subnet", option="public_ipv6", flag="public-ipv6", var_default=MISSING),
     _S("flannel_iface", "str", flag="iface", var_default=MISSING),
     _S("flannel_subnet_ttl", "int", 86400, "seconds", module="subnet", option="ttl", flag="subnet-lease-ttl",
        minimum=1, zero="a reservation"),

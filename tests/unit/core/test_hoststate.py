@@ -415,3 +415,15 @@ def test_the_forwarder_is_ready_only_with_the_leases_ipv6_half_in_subnet_env():
         ["subnet.env has FLANNEL_IPV6_SUBNET=(none), not fd00:5:0:22::1/64"]
     assert H.forwarder_not_ready(unit, dual, *ready, ipv6_subnet="") == \
         ["subnet.env has FLANNEL_IPV6_SUBNET=fd00:5:0:22::1/64, not (none: the lease is IPv4-only)"]
+
+
+def test_choose_ipv6_is_one_rule_for_the_roles_and_the_daemon():
+    from flannel_forwarder.cli import global_ipv6
+    assert H.choose_ipv6([("2001:db8::9", ["deprecated"]), ("fd00::5", ["tentative"]), ("2001:db8::7", [])]) == \
+        "2001:db8::7"
+    assert H.choose_ipv6([("2001:db8::9", ["deprecated", "dynamic"]), ("fd00::5", ["tentative"])]) == "fd00::5"
+    assert H.choose_ipv6([("2001:db8::9", ["deprecated"])]) == "2001:db8::9"  # going away, but the only one
+    assert H.choose_ipv6([("2001:db8::a", ["temporary"]), ("2001:db8::b", ["dadfailed"]), ("fe80::1", [])]) is None
+    # the daemon reads the same from the kernel's flag bits
+    assert global_ipv6([("2001:db8::a", 0, 0x01), ("2001:db8::9", 0, 0x20), ("2001:db8::7", 0, 0x80)]) == "2001:db8::7"
+    assert global_ipv6([("2001:db8::a", 0, 0x01)]) is None
