@@ -202,15 +202,26 @@ def dual_stack_and_back(c):
         assert " --ipv6 " in opts and " --fixed-cidr-v6=%s " % net6(subnets6[h.name]) in opts, opts
         assert subnets6[h.name] in c.run(h.name, "ip -6 -o addr show dev docker0", check=True).stdout
         link = ipj(c, h.name, "-d", "link", "show", "flannel-v6.1")[0]
-        assert link["mtu"] == 1430 and link["linkinfo"]["info_data"]["local"] == h.ip6, link
+        assert link["mtu"] == 1430 and link["linkinfo"]["info_data"]["local6"] == h.ip6, link
+        assert link["address"] == value["BackendV6Data"]["VtepMAC"] != value["BackendData"]["VtepMAC"], link
         assert c.run(h.name, "sysctl -n net.ipv6.conf.all.forwarding net.ipv6.conf.eth0.accept_ra",
                      check=True).stdout.split() == ["1", "2"]
         rules = c.run(h.name, "ip6tables -S FORWARD", check=True).stdout
         assert "-s %s -m comment --comment \"overlay.flannel forward\" -j ACCEPT" % IPV6_NETWORK in rules, rules
     for h in c.hosts:
-        routes = {r["dst"] for r in ipj(c, h.name, "-6", "route", "show", "dev", "flannel-v6.1")}
-        peers = {net6(subnets6[p]) for p in c.host_names if p != h.name}
-        assert peers <= routes, (h.name, routes)
+        # flanneld's entries for each peer's IPv6 side: route (onlink via the subnet's address), neighbour, FDB
+        routes = {r["dst"]: r for r in ipj(c, h.name, "-6", "route", "show", "dev", "flannel-v6.1")}
+        neigh = {n["dst"]: n["lladdr"] for n in ipj(c, h.name, "-6", "neigh", "show", "dev", "flannel-v6.1",
+                                                      "nud", "permanent")}
+        fdb = json.loads(c.run(h.name, "bridge -j fdb show dev flannel-v6.1", check=True).stdout or "[]")
+        for peer in c.hosts:
+            if peer.name == h.name:
+                continue
+            sub = net6(subnets6[peer.name])
+            mac = values[peer.ip]["BackendV6Data"]["VtepMAC"]
+            assert routes[sub]["gateway"] == sub.split("/")[0] and "onlink" in routes[sub]["flags"], routes
+            assert neigh.get(sub.split("/")[0]) == mac, neigh
+            assert {"mac": mac, "dst": peer.ip6} in [{"mac": e["mac"], "dst": e.get("dst")} for e in fdb], fdb
     addresses = container_addresses(c)
     assert all(six.startswith("fd00:5:") for _four, six in addresses.values()), addresses
     assert unreachable(c, addresses) == []
