@@ -211,16 +211,17 @@ def dual_stack_and_back(c):
     for h in c.hosts:
         # flanneld's entries for each peer's IPv6 side: route (onlink via the subnet's address), neighbour, FDB
         routes = {r["dst"]: r for r in ipj(c, h.name, "-6", "route", "show", "dev", "flannel-v6.1")}
-        neigh = {n["dst"]: n["lladdr"] for n in ipj(c, h.name, "-6", "neigh", "show", "dev", "flannel-v6.1",
-                                                      "nud", "permanent")}
+        neigh = {n["dst"]: n["lladdr"]
+                 for n in ipj(c, h.name, "-6", "neigh", "show", "dev", "flannel-v6.1", "nud", "permanent")}
         fdb = json.loads(c.run(h.name, "bridge -j fdb show dev flannel-v6.1", check=True).stdout or "[]")
         for peer in c.hosts:
             if peer.name == h.name:
                 continue
             sub = net6(subnets6[peer.name])
+            address = str(ipaddress.IPv6Network(sub).network_address)
             mac = values[peer.ip]["BackendV6Data"]["VtepMAC"]
-            assert routes[sub]["gateway"] == sub.split("/")[0] and "onlink" in routes[sub]["flags"], routes
-            assert neigh.get(sub.split("/")[0]) == mac, neigh
+            assert routes[sub]["gateway"] == address and "onlink" in routes[sub]["flags"], routes
+            assert neigh.get(address) == mac, neigh
             assert {"mac": mac, "dst": peer.ip6} in [{"mac": e["mac"], "dst": e.get("dst")} for e in fdb], fdb
     addresses = container_addresses(c)
     assert all(six.startswith("fd00:5:") for _four, six in addresses.values()), addresses
