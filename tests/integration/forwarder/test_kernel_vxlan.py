@@ -1,4 +1,7 @@
-"""The vxlan backend of flannel-forwarder: namespace hosts, a real etcd, the real kernel (see kernel_lab.py)."""
+"""The vxlan backend of flannel-forwarder: namespace hosts, a real etcd, the real kernel (see kernel_lab.py).
+
+The lab is dual-stack: each test of the IPv4 side also checks the IPv6 one (flannel-v6.1, the IPv6 entries,
+pings and transfers between the containers' IPv6 addresses)."""
 
 import ipaddress
 import os
@@ -12,9 +15,9 @@ from ansible_collections.overlay.flannel.plugins.module_utils import backends
 from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import put
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import lease_key
 
-from kernel_lab import (DEVICE, PREFIX, PROTO, VNI, container_ip, fdb, host_ip, ipj, lease, lease_value,
-                        make_env, neighbours, routes, subnet, transfer)
-from lab import wait_for
+from kernel_lab import (DEVICE, DEVICE6, PREFIX, PROTO, VNI, container_ip, fdb, host_ip, ipj, lease, lease_key_of,
+                        lease_value, make_env, neighbours, routes, routes6, subnet, transfer)
+from lab import NETWORK6, container_ip6, host_ip6, subnet6, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +54,40 @@ def test_vxlan_device_lease_and_files(vx):
     assert route["gateway"] == "10.5.2.0" and route["dev"] == DEVICE and "onlink" in route["flags"]
     assert lab.http(1, "/readyz")[0] == 200
     assert lab.metric(1, 'backend_info{type="vxlan"}') == 1
-    assert lab.metric(1, 'kernel_entries{kind="route"}') == 1
+    assert lab.metric(1, 'kernel_entries{kind="route"}') == 2  # h2's IPv4 and IPv6 subnets
     assert lab.metric(1, "packets_total") is None  # the kernel moves the packets: no udp counters
+
+
+def test_vxlan_ipv6_device_lease_and_files(vx):
+    """flanneld's IPv6 side: flannel-v6.1 over the PublicIPv6 with its own MAC, the IPv6 subnet's network
+    address /128, the kernel's MTU over IPv6 (1500 - 70); the lease pair in one key with PublicIPv6 and
+    BackendV6Data; subnet.env's FLANNEL_IPV6_* and docker's --ipv6 --fixed-cidr-v6; h2's IPv6 entries."""
+    lab, store = vx["lab"], vx["store"]
+    mac6 = backends.vtep_mac6(host_ip(1), VNI)
+    link = ipj(lab, "h1", "-d", "link", "show", DEVICE6)[0]
+    info = link["linkinfo"]["info_data"]
+    assert link["address"] == mac6 and link["mtu"] == 1430 and "UP" in link["flags"]
+    assert info["id"] == VNI and info.get("local6", info.get("local")) == host_ip6(1)  # (iproute2's names vary)
+    assert info["link"] == "u0" and info["port"] == 8472
+    addrs = [(a["local"], a["prefixlen"]) for a in ipj(lab, "h1", "addr", "show", "dev", DEVICE6)[0]["addr_info"]
+             if a["family"] == "inet6" and a["scope"] == "global"]
+    assert addrs == [("fd00:5:0:1::", 128)]
+    assert lease_key_of(store, 1) == PREFIX + "/subnets/10.5.1.0-24&fd00:5:0:1::-64"
+    value = lease_value(store, 1)
+    assert value["PublicIPv6"] == host_ip6(1) and value["BackendV6Data"] == {"VNI": VNI, "VtepMAC": mac6}
+    subnet_env, docker = lab.files(1)
+    with open(subnet_env) as fh:
+        assert fh.read() == ("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.1.1/24\nFLANNEL_IPV6_NETWORK=%s\n"
+                             "FLANNEL_IPV6_SUBNET=fd00:5:0:1::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n" % NETWORK6)
+    with open(docker) as fh:
+        assert "--bip=10.5.1.1/24 --ipv6 --fixed-cidr-v6=fd00:5:0:1::/64 " in fh.read()
+    with open(lab.state_file(1)) as fh:
+        assert fh.read() == "10.5.1.0/24\nfd00:5:0:1::/64\n"
+    mac2 = backends.vtep_mac6(host_ip(2), VNI)
+    assert neighbours(lab, "h1", DEVICE6) == {"fd00:5:0:2::": mac2}
+    assert fdb(lab, "h1", DEVICE6) == {mac2: host_ip6(2)}
+    route = routes6(lab, "h1")[subnet6(2)]
+    assert route["gateway"] == "fd00:5:0:2::" and route["dev"] == DEVICE6 and "onlink" in route["flags"]
 
 
 def test_vxlan_ping_and_checked_tcp_transfer(vx):
@@ -62,20 +97,35 @@ def test_vxlan_ping_and_checked_tcp_transfer(vx):
     assert got["bytes"] == 8 << 20 and got["sha256"] == sent["sha256"]
 
 
+def test_vxlan_ipv6_ping_and_checked_tcp_transfer_both_ways(vx):
+    lab = vx["lab"]
+    assert lab.probe("c1", "ping", container_ip6(2), "5", "0.05")["received"] == 5
+    assert lab.probe("c2", "ping", container_ip6(1), "5", "0.05")["received"] == 5
+    for src, dst, port in (("c1", 2, 5311), ("c2", 1, 5312)):
+        sent, got = transfer(lab, src, dst, port, ip=container_ip6)
+        assert got["bytes"] == 8 << 20 and got["sha256"] == sent["sha256"]
+
+
 def test_vxlan_peer_added_and_removed_while_running(vx):
     lab, store = vx["lab"], vx["store"]
     lease(store, vx["backend"], 3)  # the lease alone: h1 programs h3 before h3's own daemon runs
-    mac3 = backends.vtep_mac(host_ip(3), VNI)
+    mac3, mac36 = backends.vtep_mac(host_ip(3), VNI), backends.vtep_mac6(host_ip(3), VNI)
     wait_for(lambda: "10.5.3.0/24" in routes(lab, "h1") and neighbours(lab, "h1").get("10.5.3.0") == mac3
-             and fdb(lab, "h1").get(mac3) == host_ip(3), timeout=5, what="h1 to program h3")
+             and fdb(lab, "h1").get(mac3) == host_ip(3) and subnet6(3) in routes6(lab, "h1")
+             and neighbours(lab, "h1", DEVICE6).get("fd00:5:0:3::") == mac36
+             and fdb(lab, "h1", DEVICE6).get(mac36) == host_ip6(3), timeout=5, what="h1 to program h3")
     p3 = lab.start_forwarder(3, vx["server"].endpoint)
     assert lab.probe("c1", "ping", container_ip(3), "3", "0.05")["received"] == 3
     assert lab.probe("c3", "ping", container_ip(2), "3", "0.05")["received"] == 3
+    assert lab.probe("c1", "ping", container_ip6(3), "3", "0.05")["received"] == 3
+    assert lab.probe("c3", "ping", container_ip6(2), "3", "0.05")["received"] == 3
     lab.stop(p3)
     store.release(host_ip(3))
     wait_for(lambda: "10.5.3.0/24" not in routes(lab, "h1") and "10.5.3.0" not in neighbours(lab, "h1")
-             and mac3 not in fdb(lab, "h1"), timeout=5, what="h1 to forget h3")
-    assert set(routes(lab, "h1")) == {"10.5.2.0/24"}
+             and mac3 not in fdb(lab, "h1") and subnet6(3) not in routes6(lab, "h1")
+             and not neighbours(lab, "h1", DEVICE6).get("fd00:5:0:3::") and mac36 not in fdb(lab, "h1", DEVICE6),
+             timeout=5, what="h1 to forget h3")
+    assert set(routes(lab, "h1")) == {"10.5.2.0/24"} and set(routes6(lab, "h1")) == {subnet6(2)}
 
 
 def test_vxlan_entries_removed_by_hand_are_restored(vx):
