@@ -12,7 +12,7 @@ if os.geteuid() != 0:
     pytest.fail("needs root: network namespaces and VXLAN devices", pytrace=False)
 
 from ansible_collections.overlay.flannel.plugins.module_utils import backends
-from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import put
+from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import delete, put
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import lease_key
 
 from kernel_lab import (DEVICE, DEVICE6, PREFIX, PROTO, VNI, container_ip, fdb, host_ip, ipj, lease, lease_key_of,
@@ -167,16 +167,20 @@ def test_vxlan_restart_keeps_the_mac_and_sigterm_keeps_the_kernel_state(vx):
 
 
 def test_vxlan_interoperates_with_a_flanneld_shaped_host(vx):
-    """h3 is programmed by hand exactly as flanneld programs a vxlan host (its own random MAC, its lease in
-    flanneld's JSON): our h1 reaches it and it reaches h1, in both directions."""
+    """h3 is programmed by hand exactly as flanneld programs a vxlan host (its own random MACs, its lease in
+    flanneld's JSON): first as an IPv4-only host (a lease with no IPv6 half: reached over IPv4 only, beside
+    the dual-stack h2), then as a dual-stack one (flannel-v6.1 and its entries, the lease re-keyed onto the
+    pair with PublicIPv6 and BackendV6Data): our h1 reaches it and it reaches h1, both ways, in both
+    families. A half-written IPv6 part (no BackendV6Data) is reported with the key and used over IPv4 only."""
     lab, store = vx["lab"], vx["store"]
-    mac3 = "5a:1b:2c:3d:4e:5f"
-    mac1 = backends.vtep_mac(host_ip(1), VNI)
+    mac3, mac36 = "5a:1b:2c:3d:4e:5f", "5a:1b:2c:3d:4e:60"
+    mac1, mac16 = backends.vtep_mac(host_ip(1), VNI), backends.vtep_mac6(host_ip(1), VNI)
 
     def h3(*a):
         return lab.run("h3", *a)
 
-    lab.run("h3", "ip", "link", "del", DEVICE, check=False)  # what our daemon left there in an earlier test
+    for dev in (DEVICE, DEVICE6):  # what our daemon left there in an earlier test
+        lab.run("h3", "ip", "link", "del", dev, check=False)
     h3("ip", "link", "add", DEVICE, "address", mac3, "mtu", "1450", "type", "vxlan", "id", "1", "local", host_ip(3),
        "dev", "u0", "nolearning", "dstport", "0")
     h3("ip", "addr", "add", "10.5.3.0/32", "dev", DEVICE)
@@ -184,27 +188,67 @@ def test_vxlan_interoperates_with_a_flanneld_shaped_host(vx):
     h3("ip", "neigh", "replace", "10.5.1.0", "lladdr", mac1, "dev", DEVICE, "nud", "permanent")
     h3("bridge", "fdb", "append", mac1, "dev", DEVICE, "dst", host_ip(1), "self", "permanent")
     h3("ip", "route", "replace", "10.5.1.0/24", "via", "10.5.1.0", "dev", DEVICE, "onlink")
+    key4 = lease_key(PREFIX, ipaddress.IPv4Network(subnet(3)))
+    key6 = lease_key(PREFIX, ipaddress.IPv4Network(subnet(3)), ipaddress.IPv6Network(subnet6(3)))
     value = '{"PublicIP":"%s","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"%s"}}' % (
         host_ip(3), mac3)
-    store.client.txn([], [put(lease_key(PREFIX, ipaddress.IPv4Network(subnet(3))), value,
-                              store.client.grant(600))])
+    store.client.txn([], [put(key4, value, store.client.grant(600))])
     try:
         wait_for(lambda: neighbours(lab, "h1").get("10.5.3.0") == mac3, timeout=5, what="h1 to program h3")
         assert lab.probe("c1", "ping", container_ip(3), "3", "0.05")["received"] == 3
         assert lab.probe("c3", "ping", container_ip(1), "3", "0.05")["received"] == 3
+        assert subnet6(3) not in routes6(lab, "h1") and len(fdb(lab, "h1", DEVICE6)) == 1  # h2's only
+        assert lab.probe("c1", "ping", container_ip6(2), "2", "0.05")["received"] == 2  # the dual-stack h2 still
+
+        # A half-written IPv6 part: the pair's key, PublicIPv6, no BackendV6Data.
+        half = ('{"PublicIP":"%s","PublicIPv6":"%s","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"%s"}}'
+                % (host_ip(3), host_ip6(3), mac3))
+        store.client.txn([], [delete(key4), put(key6, half, store.client.grant(600))])
+        wait_for(lambda: "lease %s: its IPv6 part is not used (BackendV6Data" % key6 in lab.log(vx["procs"][1]),
+                 timeout=5, what="the half-written IPv6 part reported")
+        assert neighbours(lab, "h1").get("10.5.3.0") == mac3 and subnet6(3) not in routes6(lab, "h1")
+
+        # flanneld's dual-stack host: flannel-v6.1 over its PublicIPv6, the IPv6 subnet's address /128.
+        h3("ip", "link", "add", DEVICE6, "address", mac36, "type", "vxlan", "id", "1", "local", host_ip6(3),
+           "dev", "u0", "nolearning", "dstport", "0")
+        h3("ip", "addr", "add", "fd00:5:0:3::/128", "dev", DEVICE6)
+        h3("ip", "link", "set", DEVICE6, "up")
+        h3("ip", "neigh", "replace", "fd00:5:0:1::", "lladdr", mac16, "dev", DEVICE6, "nud", "permanent")
+        h3("bridge", "fdb", "append", mac16, "dev", DEVICE6, "dst", host_ip6(1), "self", "permanent")
+        h3("ip", "-6", "route", "replace", subnet6(1), "via", "fd00:5:0:1::", "dev", DEVICE6, "onlink")
+        full = ('{"PublicIP":"%s","PublicIPv6":"%s","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"%s"},'
+                '"BackendV6Data":{"VNI":1,"VtepMAC":"%s"}}' % (host_ip(3), host_ip6(3), mac3, mac36))
+        store.client.txn([], [put(key6, full, store.client.grant(600))])
+        wait_for(lambda: neighbours(lab, "h1", DEVICE6).get("fd00:5:0:3::") == mac36
+                 and fdb(lab, "h1", DEVICE6).get(mac36) == host_ip6(3) and subnet6(3) in routes6(lab, "h1"),
+                 timeout=5, what="h1 to program h3's IPv6 side")
+        assert link_mtu(lab, "h3", DEVICE6) == 1430  # the kernel's own MTU over IPv6: ours is the same
+        assert lab.probe("c1", "ping", container_ip6(3), "3", "0.05")["received"] == 3
+        assert lab.probe("c3", "ping", container_ip6(1), "3", "0.05")["received"] == 3
+        sent, got = transfer(lab, "c3", 1, 5313, ip=container_ip6)
+        assert got["bytes"] == 8 << 20 and got["sha256"] == sent["sha256"]
+        assert lab.probe("c1", "ping", container_ip(3), "2", "0.05")["received"] == 2
     finally:
         store.release(host_ip(3))
-        h3("ip", "link", "del", DEVICE)
+        for dev in (DEVICE, DEVICE6):
+            lab.run("h3", "ip", "link", "del", dev, check=False)
+
+
+def link_mtu(lab, host, dev):
+    return ipj(lab, host, "link", "show", dev)[0]["mtu"]
 
 
 def test_remove_kernel_state_takes_it_all_away(vx):
     lab = vx["lab"]
     assert lab.stop(vx["procs"][2]) == 0
     out = lab.forwarder_command(2, "--remove-kernel-state").stdout
-    assert "device %s" % DEVICE in out
-    assert not lab.run("h2", "ip", "link", "show", DEVICE, check=False).returncode == 0
-    assert routes(lab, "h2") == {}
-    # Started again, it builds everything anew, with the same MAC.
+    assert "device %s" % DEVICE in out and "device %s" % DEVICE6 in out
+    for dev in (DEVICE, DEVICE6):
+        assert not lab.run("h2", "ip", "link", "show", dev, check=False).returncode == 0
+    assert routes(lab, "h2") == {} and routes6(lab, "h2") == {}
+    # Started again, it builds everything anew, with the same MACs.
     vx["procs"][2] = lab.start_forwarder(2, vx["server"].endpoint)
     assert ipj(lab, "h2", "link", "show", DEVICE)[0]["address"] == backends.vtep_mac(host_ip(2), VNI)
+    assert ipj(lab, "h2", "link", "show", DEVICE6)[0]["address"] == backends.vtep_mac6(host_ip(2), VNI)
     assert lab.probe("c1", "ping", container_ip(2), "3", "0.05")["received"] == 3
+    assert lab.probe("c1", "ping", container_ip6(2), "3", "0.05")["received"] == 3
