@@ -166,6 +166,39 @@ def test_vxlan_restart_keeps_the_mac_and_sigterm_keeps_the_kernel_state(vx):
     assert lab.probe("c2", "ping", container_ip(1), "3", "0.05")["received"] == 3
 
 
+def test_vxlan_daemon_rekeys_an_ipv4_only_lease_onto_the_pair_and_needs_an_ipv6_address(vx):
+    """h3 holds an IPv4-only lease (written before the network turned dual-stack): its daemon takes it and
+    re-keys it onto the pair in one transaction (the IPv4 subnet kept, the IPv6 half from its state file);
+    without an IPv6 address on the underlay and no --public-ipv6 it refuses to start, naming the flag."""
+    lab, store = vx["lab"], vx["store"]
+    key4 = lease_key(PREFIX, ipaddress.IPv4Network(subnet(3)))
+    value = '{"PublicIP":"%s","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"%s"}}' % (
+        host_ip(3), backends.vtep_mac(host_ip(3), VNI))
+    store.client.txn([], [put(key4, value, store.client.grant(600))])
+    with open(lab.state_file(3), "w") as fh:
+        fh.write("10.5.3.0/24\nfd00:5:0:33::/64\n")
+    lab.run("h3", "ip", "addr", "del", host_ip6(3) + "/64", "dev", "u0")
+    try:
+        proc = lab.start_forwarder(3, vx["server"].endpoint, ready=False)
+        assert proc.wait(15) == 1
+        assert "give --public-ipv6 / FLANNELD_PUBLIC_IPV6" in lab.log(proc)
+        assert lease_key_of(store, 3) == key4  # nothing written
+    finally:
+        lab.run("h3", "ip", "addr", "add", host_ip6(3) + "/64", "dev", "u0", "nodad")
+    proc = lab.start_forwarder(3, vx["server"].endpoint)
+    try:
+        assert lease_key_of(store, 3) == PREFIX + "/subnets/10.5.3.0-24&fd00:5:0:33::-64"
+        assert store.client.get(key4) is None
+        assert lease_value(store, 3)["PublicIPv6"] == host_ip6(3)
+        wait_for(lambda: "fd00:5:0:33::/64" in routes6(lab, "h1"), timeout=5, what="h1 to route h3's IPv6 half")
+        assert lab.probe("c1", "ping", container_ip(3), "2", "0.05")["received"] == 2
+    finally:
+        lab.stop(proc)
+        store.release(host_ip(3))
+        for dev in (DEVICE, DEVICE6):
+            lab.run("h3", "ip", "link", "del", dev, check=False)
+
+
 def test_vxlan_interoperates_with_a_flanneld_shaped_host(vx):
     """h3 is programmed by hand exactly as flanneld programs a vxlan host (its own random MACs, its lease in
     flanneld's JSON): first as an IPv4-only host (a lease with no IPv6 half: reached over IPv4 only, beside
