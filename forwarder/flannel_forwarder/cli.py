@@ -27,11 +27,14 @@ import threading
 
 from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient, EtcdError
 from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import (
+    parse_lease_state,
     previous_subnet,
+    previous_subnet6,
     render_docker_opts,
+    render_lease_state,
     render_subnet_env,
 )
-from ansible_collections.overlay.flannel.plugins.module_utils import backends
+from ansible_collections.overlay.flannel.plugins.module_utils import backends, hoststate
 from ansible_collections.overlay.flannel.plugins.module_utils.backends import BackendError
 from ansible_collections.overlay.flannel.plugins.module_utils.settings import MIN_MTU
 from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore, StoreError
@@ -94,8 +97,39 @@ def underlay(settings):
         return ip, name, mtu
 
 
+# The kernel's address flags (IFA_F_*) by the names `ip addr` prints.
+IFA_FLAGS = (("temporary", 0x01), ("dadfailed", 0x08), ("deprecated", 0x20), ("tentative", 0x40))
+RT_SCOPE_UNIVERSE = 0
+
+
+def global_ipv6(addresses):
+    """flanneld's default PublicIPv6: among `addresses` ([(address, scope, flags)] of the underlay interface, as
+    the kernel lists them), the global one hoststate.choose_ipv6 takes, the roles' rule (the first usable one;
+    a privacy or failed duplicate one never; one still tentative, then a deprecated one - a router
+    advertisement's, past its preferred lifetime - only when there is no other). None when there is none."""
+    return hoststate.choose_ipv6([(address, [name for name, bit in IFA_FLAGS if flags & bit])
+                                  for address, scope, flags in addresses if scope == RT_SCOPE_UNIVERSE])
+
+
+def public_ipv6(settings, iface):
+    """--public-ipv6 as given, else the global IPv6 address of the underlay interface `iface` (None: none).
+    Used on a dual-stack network only (the lease keeper refuses a dual-stack network without one)."""
+    if settings.public_ipv6:
+        return settings.public_ipv6
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=iface)
+        if not index:
+            return None
+        return global_ipv6([(a.get_attr("IFA_ADDRESS"), a["scope"], a.get_attr("IFA_FLAGS") or a["flags"])
+                            for a in ipr.get_addr(family=socket.AF_INET6, index=index[0])])
+
+
 def read_previous(subnet_file, state_file):
-    """The subnet this host held before: subnet.env first, else the state file kept across reboots."""
+    """(subnet, IPv6 subnet) this host held before: subnet.env first, else the state file kept across reboots
+    (hostfiles.render_lease_state; None for a half neither names)."""
+    found, found6 = None, None
     for path in (subnet_file, state_file):
         if not path:
             continue
@@ -104,10 +138,13 @@ def read_previous(subnet_file, state_file):
                 text = fh.read()
         except OSError:
             continue
-        found = previous_subnet(text) if "=" in text else previous_subnet("FLANNEL_SUBNET=" + text.strip())
-        if found is not None:
-            return found
-    return None
+        if "=" in text:
+            subnet, subnet6 = previous_subnet(text), previous_subnet6(text)
+        else:
+            subnet, subnet6 = parse_lease_state(text)
+        found = found or subnet
+        found6 = found6 or subnet6
+    return found, found6
 
 
 def choose_mtu(setting, underlay_mtu, iface, backend_type=backends.UDP):
@@ -124,9 +161,17 @@ def choose_mtu(setting, underlay_mtu, iface, backend_type=backends.UDP):
     return setting
 
 
-def write_host_files(s, network, subnet, mtu):
-    """subnet.env and docker's options file (the forwarder is their only writer), each replaced atomically."""
-    env = render_subnet_env(network, subnet, mtu, s.ip_masq)
+def choose_mtu6(mtu, underlay_mtu, backend_type):
+    """The MTU of the IPv6 VXLAN device: the underlay's less the encapsulation over IPv6 (the kernel's), or
+    the data path's `mtu` (FLANNEL_MTU) when that is smaller (--mtu)."""
+    return min(mtu, backends.mtu6(backend_type, underlay_mtu))
+
+
+def write_host_files(s, config, subnet, mtu, subnet6=None):
+    """subnet.env and docker's options file (the forwarder is their only writer), each replaced atomically;
+    a dual-stack host's (`subnet6`) name its IPv6 network and subnet too."""
+    network6 = config.ipv6_network if config.dual_stack and subnet6 is not None else None
+    env = render_subnet_env(config.network, subnet, mtu, s.ip_masq, network6, subnet6 if network6 else None)
     write_atomic(s.subnet_file, env)
     if s.docker_opts_file:
         write_atomic(s.docker_opts_file, render_docker_opts(env))
@@ -154,40 +199,48 @@ class Daemon:
     def run(self):
         s = self.settings
         public_ip, iface, underlay_mtu = underlay(s)
-        log.info("starting version=%s public_ip=%s iface=%s underlay_mtu=%d", __version__, public_ip, iface, underlay_mtu)
+        ipv6 = public_ipv6(s, iface)
+        log.info("starting version=%s public_ip=%s public_ipv6=%s iface=%s underlay_mtu=%d", __version__, public_ip,
+                 ipv6, iface, underlay_mtu)
         client = EtcdClient(**etcd_client_options(s))
         store = FlannelStore(client, s.etcd_prefix)
         self.keeper = keeper = LeaseKeeper(store, public_ip, renew_margin=s.renew_margin_seconds,
-                                           ttl=s.subnet_lease_ttl)
+                                           ttl=s.subnet_lease_ttl, public_ipv6=ipv6)
         lease = None
         kind = None  # the class of the config's backend
         health = None
         try:
-            lease = keeper.claim(read_previous(s.subnet_file, s.lease_state_file))
+            lease = keeper.claim(*read_previous(s.subnet_file, s.lease_state_file))
             config = keeper.config
             kind = backend_registry.get(config.backend_type)
             mtu = choose_mtu(s.mtu, underlay_mtu, iface, config.backend_type)
-            self.backend = backend = kind(config, backend_registry.Host(public_ip, iface, lease.subnet, mtu), s)
-            backend.start(keeper.initial_peers(backend.peer_of))
+            if config.dual_stack:
+                host = backend_registry.Host(public_ip, iface, lease.subnet, mtu, keeper.public_ipv6, lease.subnet6,
+                                             choose_mtu6(mtu, underlay_mtu, config.backend_type))
+            else:
+                host = backend_registry.Host(public_ip, iface, lease.subnet, mtu)
+            self.backend = backend = kind(config, host, s)
+            backend.start(keeper.initial_peers(backend.peer_of, backend.peer6_of if config.dual_stack else None))
             describe = backend.describe()
-            write_host_files(s, config.network, lease.subnet, mtu)
+            write_host_files(s, config, lease.subnet, mtu, host.subnet6)
             if s.lease_state_file:
-                write_atomic(s.lease_state_file, "%s\n" % lease.subnet)
+                write_atomic(s.lease_state_file, render_lease_state(lease.subnet, host.subnet6))
 
             def on_config(new):
                 # A grown or moved network: the backend follows it (udp: the TUN's route), and
-                # FLANNEL_NETWORK for docker's side.
+                # FLANNEL_NETWORK (FLANNEL_IPV6_NETWORK) for docker's side.
                 backend.follow_network(new.network)
-                write_host_files(s, new.network, lease.subnet, mtu)
+                write_host_files(s, new, lease.subnet, mtu, host.subnet6)
 
             keeper.start(backend.peers, on_fatal=lambda exc: self.stop_event.set(), on_config=on_config)
             if s.healthz_port:
                 health = HealthServer(s.healthz_ip, s.healthz_port, self).start()
             self.is_ready = True
             # The status line starts with the backend: the forwarder role waits for it after a backend change.
-            notify("READY=1\nSTATUS=%s: %s, subnet %s, %d peers" % (config.backend_type, describe, lease.subnet,
+            subnets = "%s & %s" % (lease.subnet, host.subnet6) if host.subnet6 is not None else str(lease.subnet)
+            notify("READY=1\nSTATUS=%s: %s, subnet %s, %d peers" % (config.backend_type, describe, subnets,
                                                                     len(backend.peers)))
-            log.info("ready backend=%s subnet=%s %s mtu=%d peers=%d", config.backend_type, lease.subnet, describe,
+            log.info("ready backend=%s subnet=%s %s mtu=%d peers=%d", config.backend_type, subnets, describe,
                      mtu, len(backend.peers))
             while not self.stop_event.wait(1.0):
                 if backend.failed:

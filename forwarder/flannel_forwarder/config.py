@@ -42,6 +42,8 @@ class Settings:
     etcd_username: str | None = _default("etcd-username")
     etcd_password: str | None = _default("etcd-password")
     public_ip: str | None = _default("public-ip")
+    # dual-stack networks only; unset: the global IPv6 address of the underlay interface (flanneld's default)
+    public_ipv6: str | None = _default("public-ipv6")
     iface: str | None = _default("iface")
     subnet_file: str = _default("subnet-file")
     # /run does not survive a reboot: the subnet last held is also kept here,
@@ -78,6 +80,8 @@ FLAGS = (
     ("etcd-username", "str", "etcd user name"),
     ("etcd-password", "str", "etcd password (prefer FLANNELD_ETCD_PASSWORD in an environment file)"),
     ("public-ip", "ip", "this host's underlay address (default: the address of the default-route interface)"),
+    ("public-ipv6", "ip6", "this host's underlay IPv6 address, used on a dual-stack network (EnableIPv6) only "
+                           "(default: the global IPv6 address of the underlay interface)"),
     ("iface", "str", "underlay interface (default: the one holding --public-ip, else the default-route one)"),
     ("subnet-file", "str", "where to write FLANNEL_* variables (default %s)" % _default("subnet-file")),
     ("lease-state-file", "path0", "where to keep the subnet last held across reboots "
@@ -137,6 +141,11 @@ def _convert(flag, kind, text):
             return str(ipaddress.IPv4Address(text))
         except ValueError:
             raise SettingsError("%s: %r is not an IPv4 address" % (where, text)) from None
+    if kind == "ip6":
+        try:
+            return str(ipaddress.IPv6Address(text))
+        except ValueError:
+            raise SettingsError("%s: %r is not an IPv6 address" % (where, text)) from None
     if kind == "level":
         if text.lower() not in LOG_LEVELS:
             raise SettingsError("%s: %r is not one of %s" % (where, text, ", ".join(LOG_LEVELS)))

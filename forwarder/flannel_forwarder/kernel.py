@@ -10,8 +10,9 @@ hand (``ip neigh del``, ``bridge fdb del``, ``ip route del``) is back within
 about a second.
 
 The entries it owns: routes in the main table with protocol FLANNEL_PROTO
-(so a route of anybody else is never removed), and the permanent neighbour
-and FDB entries of its own VXLAN device ``flannel.<VNI>``.
+(so a route of anybody else is never removed), IPv4 and IPv6, and the
+permanent neighbour and FDB entries of its own VXLAN devices
+``flannel.<VNI>`` and, on a dual-stack network, ``flannel-v6.<VNI>``.
 
 On SIGTERM the kernel state stays in place (a documented choice): the kernel
 forwards on its own, so containers keep talking while the daemon restarts or
@@ -37,7 +38,7 @@ FLANNEL_PROTO = 0x46  # rtnetlink protocol of our routes (70; not one of /etc/ip
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 RTNH_F_ONLINK = 0x04
-DEVICE_PREFIX = "flannel."
+DEVICE_PREFIXES = ("flannel.", "flannel-v6.")  # flannel.<VNI>, and flannel-v6.<VNI> of a dual-stack network
 
 
 def _ipr():
@@ -51,28 +52,30 @@ def link_index(ipr, name):
 
 
 def vxlan_devices(ipr):
-    """{name: index} of every VXLAN device called flannel.<n>."""
+    """{name: index} of every VXLAN device called flannel.<n> or flannel-v6.<n>."""
     out = {}
     for link in ipr.get_links():
         name = link.get_attr("IFLA_IFNAME") or ""
         info = link.get_attr("IFLA_LINKINFO")
-        if name.startswith(DEVICE_PREFIX) and info is not None and info.get_attr("IFLA_INFO_KIND") == "vxlan":
+        if name.startswith(DEVICE_PREFIXES) and info is not None and info.get_attr("IFLA_INFO_KIND") == "vxlan":
             out[name] = link["index"]
     return out
 
 
 def our_routes(ipr):
-    """The routes of the main table with our protocol: [(dst/len, message)]."""
+    """The routes of the main table with our protocol, IPv4 then IPv6: [(dst/len, message)]."""
     out = []
-    for route in ipr.get_routes(family=socket.AF_INET, table=254):
-        if route["proto"] != FLANNEL_PROTO:
-            continue
-        out.append(("%s/%d" % (route.get_attr("RTA_DST") or "0.0.0.0", route["dst_len"]), route))
+    for family, default in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        for route in ipr.get_routes(family=family, table=254):
+            if route["proto"] != FLANNEL_PROTO:
+                continue
+            out.append(("%s/%d" % (route.get_attr("RTA_DST") or default, route["dst_len"]), route))
     return out
 
 
-def remove_all(keep_device=None, keep_routes=False):
-    """Remove the kernel state of these backends: every flannel.<n> VXLAN device but `keep_device`,
+def remove_all(keep_device=None, keep_routes=False, keep_devices=()):
+    """Remove the kernel state of these backends: every flannel.<n> and flannel-v6.<n> VXLAN device but
+    `keep_device` and `keep_devices`,
     and our routes unless `keep_routes` (a starting backend keeps them: its first sync corrects
     them, so a restart does not cut the traffic its routes carry). Returns what was removed, as
     text lines (for the log, or --remove-kernel-state)."""
@@ -81,13 +84,13 @@ def remove_all(keep_device=None, keep_routes=False):
         for dst, route in ([] if keep_routes else our_routes(ipr)):
             try:
                 ipr.route("del", dst=dst, table=254, proto=FLANNEL_PROTO, oif=route.get_attr("RTA_OIF"),
-                          gateway=route.get_attr("RTA_GATEWAY"))
+                          gateway=route.get_attr("RTA_GATEWAY"), family=route["family"])
                 removed.append("route %s" % dst)
             except Exception as exc:  # pyroute2's NetlinkError; a route gone meanwhile is fine
                 if getattr(exc, "code", None) != errno.ESRCH:
                     raise
         for name, index in sorted(vxlan_devices(ipr).items()):
-            if name != keep_device:
+            if name != keep_device and name not in keep_devices:
                 ipr.link("del", index=index)
                 removed.append("device %s" % name)
     return removed
@@ -145,6 +148,7 @@ class KernelBackend(Backend):
 
     KEEPS_KERNEL_STATE = True
     device = None
+    device6 = None  # vxlan on a dual-stack network: the IPv6 VXLAN device
 
     def __init__(self, config, host, settings=None, interval=1.0):
         super().__init__(config, host, settings)
@@ -153,6 +157,11 @@ class KernelBackend(Backend):
         self.underlay = host.underlay  # interface name
         self.subnet = host.subnet  # own subnet (IPv4Network)
         self.mtu = host.mtu
+        # The IPv6 side (a dual-stack network): the host's PublicIPv6 and IPv6 subnet, else None.
+        self.dual = bool(config.dual_stack and host.public_ipv6 and host.subnet6 is not None)
+        self.public_ipv6 = host.public_ipv6 if self.dual else None
+        self.subnet6 = host.subnet6 if self.dual else None
+        self.mtu6 = host.mtu6
         self.interval = interval
         self._wake = threading.Event()
         self.peers = KernelPeers(self._wake.set)
@@ -171,6 +180,9 @@ class KernelBackend(Backend):
     def peer_of(self, lease):
         return ks.peer_of(self.backend, lease)
 
+    def peer6_of(self, lease):
+        return ks.peer6_of(self.backend, lease)
+
     @property
     def healthy(self):
         return self._healthy
@@ -181,7 +193,7 @@ class KernelBackend(Backend):
         """Set up the device (vxlan), take over or remove what a previous run left, program `peers`."""
         self._ipr = _ipr()
         self.peers.replace(peers)
-        gone = remove_all(keep_device=self.device, keep_routes=True)
+        gone = remove_all(keep_device=self.device, keep_routes=True, keep_devices=(self.device6,))
         if gone:
             log.info("removed kernel state not of this backend: %s", ", ".join(gone))
         self._setup_device()
@@ -204,14 +216,15 @@ class KernelBackend(Backend):
         """Before each sync: re-create the device if it went."""
 
     def _read_device(self, ipr):
-        """(neighbour entries, FDB entries) of the backend's device that are ours."""
+        """(neighbour entries, FDB entries) of the backend's devices that are ours."""
         return set(), set()
 
     # -- sync ----------------------------------------------------------------
 
     def _direct(self):
+        index = self._underlay_index()
         nets = ["%s/%d" % (a.get_attr("IFA_ADDRESS"), a["prefixlen"])
-                for a in self._ipr.get_addr(family=socket.AF_INET, index=self._underlay_index())]
+                for family in (socket.AF_INET, socket.AF_INET6) for a in self._ipr.get_addr(family=family, index=index)]
         return ks.on_link(nets)
 
     def read(self):
@@ -228,7 +241,7 @@ class KernelBackend(Backend):
     def sync(self):
         """Make the kernel hold exactly the desired entries; returns the number of changes made."""
         peers, changed = self.peers.take()
-        want, unreachable = ks.desired(self.backend, peers, self.device, self.underlay, self._direct())
+        want, unreachable = ks.desired(self.backend, peers, self.device, self.underlay, self._direct(), self.device6)
         for subnet, ip in unreachable:
             if (subnet, ip) not in self._warned:
                 log.error("peer %s at %s is not on a network of %s: host-gw needs the hosts on one L2 network "
@@ -256,13 +269,16 @@ class KernelBackend(Backend):
     def _do(self, op, entry):
         ipr = self._ipr
         if isinstance(entry, ks.Neigh):
-            index = link_index(ipr, self.device)
+            v6 = ks.is_ipv6(entry.dst)
+            index = link_index(ipr, self.device6 if v6 else self.device)
+            family = socket.AF_INET6 if v6 else socket.AF_INET
             if op == "set":
-                ipr.neigh("replace", ifindex=index, dst=entry.dst, lladdr=entry.mac, state=NUD_PERMANENT)
+                ipr.neigh("replace", ifindex=index, dst=entry.dst, lladdr=entry.mac, state=NUD_PERMANENT,
+                          family=family)
             else:
-                ipr.neigh("del", ifindex=index, dst=entry.dst, lladdr=entry.mac)
+                ipr.neigh("del", ifindex=index, dst=entry.dst, lladdr=entry.mac, family=family)
         elif isinstance(entry, ks.Fdb):
-            index = link_index(ipr, self.device)
+            index = link_index(ipr, self.device6 if ks.is_ipv6(entry.dst) else self.device)
             if op == "set":
                 ipr.fdb("replace", ifindex=index, lladdr=entry.mac, dst=entry.dst, state=NUD_PERMANENT,
                         flags=NTF_SELF)
@@ -270,7 +286,8 @@ class KernelBackend(Backend):
                 ipr.fdb("del", ifindex=index, lladdr=entry.mac, dst=entry.dst)
         else:
             oif = link_index(ipr, entry.dev)
-            args = dict(dst=entry.dst, gateway=entry.gateway, oif=oif, table=254, proto=FLANNEL_PROTO)
+            args = dict(dst=entry.dst, gateway=entry.gateway, oif=oif, table=254, proto=FLANNEL_PROTO,
+                        family=socket.AF_INET6 if ks.is_ipv6(entry.dst) else socket.AF_INET)
             if entry.onlink:
                 args["flags"] = RTNH_F_ONLINK
             if op == "set":

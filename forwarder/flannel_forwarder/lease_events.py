@@ -15,6 +15,14 @@ already read), and comes out as one ``LeaseEvent``:
   words for the log); a subnet it names is unrouted, as a re-list would
   leave it.
 
+On a dual-stack network a PEER's peer carries the IPv6 part of the lease
+(its ``v6``: the IPv6 subnet, PublicIPv6 and, for vxlan, BackendV6Data's
+VtepMAC) when that part is usable; a lease of an IPv4-only host (no IPv6
+half in its key) is a peer over IPv4 only, and a lease whose IPv6 part is
+garbage or half-written (no PublicIPv6, no BackendV6Data, an IPv6 half
+outside the network) is a peer over IPv4 only too, with ``why6`` saying
+why its IPv6 part is skipped (the keeper logs it with the key).
+
 No I/O and no logging here: the lease keeper logs each event once, the
 same way whichever path it came by.
 """
@@ -50,6 +58,8 @@ class Here(NamedTuple):
     public_ip: Optional[str]  # this host's public IP (None: no second lease of ours is recognised)
     config: Any  # the network config (netconfig.NetworkConfig) in force
     peer_of: Callable  # lease -> the running backend's peer; raises BackendError for an unusable lease
+    # lease -> the IPv6 part of its peer (raises BackendError for an unusable one); None on an IPv4-only network
+    peer6_of: Optional[Callable] = None
 
 
 class LeaseEvent(NamedTuple):
@@ -60,6 +70,7 @@ class LeaseEvent(NamedTuple):
     lease: Any = None  # the Lease read (PEER, OWN put, IGNORED with a readable value)
     reason: Optional[str] = None  # IGNORED: one of the reasons above
     why: Optional[str] = None  # IGNORED: the reason in words
+    why6: Optional[str] = None  # PEER on a dual-stack network: why the lease's IPv6 part is not used (None: it is)
 
     def change(self):
         """(subnet, peer or None) this event makes in the peer table, or None when it makes none."""
@@ -127,7 +138,16 @@ def classify_lease(lease, here: Here) -> LeaseEvent:
         peer = here.peer_of(lease)
     except BackendError as exc:
         return LeaseEvent(IGNORED, key, subnet, lease=lease, reason=BAD_BACKEND_DATA, why=str(exc))
-    return LeaseEvent(PEER, key, subnet, peer=peer, lease=lease)
+    why6 = None
+    if here.peer6_of is not None and lease.subnet6 is not None:
+        if not config.contains_lease6(lease.subnet6):
+            why6 = "%s is no host subnet of the IPv6 network %s" % (lease.subnet6, config.ipv6_network)
+        else:
+            try:
+                peer = peer._replace(v6=here.peer6_of(lease))
+            except BackendError as exc:
+                why6 = str(exc)
+    return LeaseEvent(PEER, key, subnet, peer=peer, lease=lease, why6=why6)
 
 
 def of_listing(snapshot, here: Here):
@@ -141,8 +161,8 @@ def table(events):
     return {event.subnet: event.peer for event in events if event.kind == PEER}
 
 
-def peers_from(leases, own_subnet, config, peer_of, public_ip=None):
+def peers_from(leases, own_subnet, config, peer_of, public_ip=None, peer6_of=None):
     """{subnet: peer} of readable leases (leases.Lease) seen from the host of `own_subnet` (and `public_ip`):
     every lease but its own that is a usable host subnet of `config`."""
-    here = Here(None, own_subnet, public_ip, config, peer_of)
+    here = Here(None, own_subnet, public_ip, config, peer_of, peer6_of)
     return table(classify_lease(lease, here) for lease in leases)

@@ -45,7 +45,12 @@ from ansible_collections.overlay.flannel.plugins.module_utils import renewal
 from ansible_collections.overlay.flannel.plugins.module_utils.leases import LeaseError
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import ConfigError, dumps
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import parse as parse_config
-from ansible_collections.overlay.flannel.plugins.module_utils.store import DEFAULT_RENEW_MARGIN, DEFAULT_TTL, StoreError
+from ansible_collections.overlay.flannel.plugins.module_utils.store import (
+    DEFAULT_RENEW_MARGIN,
+    DEFAULT_TTL,
+    StoreError,
+    host_attrs,
+)
 
 from . import lease_events as ev
 
@@ -56,6 +61,10 @@ class NoLease(Exception):
     """This host has no lease and none can be re-claimed: the playbook must run first."""
 
 
+class NoPublicIPv6(NoLease):
+    """The network is dual-stack and this host has no IPv6 address to lease its IPv6 half with."""
+
+
 class LeaseLost(Exception):
     """Another host holds our subnet now."""
 
@@ -64,23 +73,36 @@ class ConfigChanged(Exception):
     """The network config changed in a way the running daemon cannot follow (its backend)."""
 
 
-def config_change(old, new, own_subnet):
+def config_change(old, new, own_subnet, own_subnet6=None):
     """What a running forwarder does about a changed network config: (action, why).
 
     "keep": nothing it uses changed; "follow": apply `new` now (the network,
     SubnetMin/SubnetMax changed, the own subnet is still a host subnet of
     it); "restart": the Backend object changed (its type or an option: the
-    data path is chosen at start); "refuse": the own subnet is no host
-    subnet of `new` (this host needs a new lease first: relet.yml).
+    data path is chosen at start), or the network turned dual-stack or
+    back to IPv4-only (the lease's key changes: the subnet module re-keys
+    it, the restarted daemon takes the new key and sets up or removes its
+    IPv6 side); "refuse": the own subnet (or, `own_subnet6` given, its IPv6
+    half) is no host subnet of `new` (this host needs a new lease first:
+    relet.yml). The IPv6 network growing or its range changing is followed
+    as the IPv4 one is.
     """
     if new == old:
         return "keep", "unchanged"
     if new.backend != old.backend:
         return "restart", "backend %s -> %s" % (_describe(old.backend), _describe(new.backend))
+    if new.dual_stack != old.dual_stack:
+        return "restart", ("network turned dual-stack (IPv6Network %s)" % new.ipv6_network if new.dual_stack
+                           else "network turned IPv4-only (IPv6Network %s dropped)" % old.ipv6_network)
     if not new.contains_lease(own_subnet):
         return "refuse", "this host's subnet %s is no host subnet of the new network %s" % (own_subnet, new.network)
-    return "follow", "network %s -> %s" % (old.network, new.network) if new.network != old.network else \
-        "subnet range changed within %s" % new.network
+    if new.dual_stack and own_subnet6 is not None and not new.contains_lease6(own_subnet6):
+        return "refuse", "this host's IPv6 subnet %s is no host subnet of the new IPv6 network %s" % (
+            own_subnet6, new.ipv6_network)
+    moves = ["network %s -> %s" % (old.network, new.network)] if new.network != old.network else []
+    if new.ipv6_network != old.ipv6_network:
+        moves.append("IPv6 network %s -> %s" % (old.ipv6_network, new.ipv6_network))
+    return "follow", ", ".join(moves) or "subnet range changed within %s" % new.network
 
 
 def _describe(backend):
@@ -90,9 +112,10 @@ def _describe(backend):
 
 class LeaseKeeper:
     def __init__(self, store, public_ip, renew_margin=DEFAULT_RENEW_MARGIN, ttl=DEFAULT_TTL, check_interval=10.0,
-                 rng=None):
+                 rng=None, public_ipv6=None):
         self.store = store
         self.public_ip = public_ip
+        self.public_ipv6 = public_ipv6  # this host's IPv6 address, for a dual-stack network's lease (None: none)
         self.renew_margin = renew_margin
         self.ttl = ttl  # of a lease re-created here (the playbook's flannel_subnet_ttl)
         self.check_interval = check_interval
@@ -101,6 +124,8 @@ class LeaseKeeper:
         self.lease = None
         self.peers = None
         self.peer_of = None  # lease -> the running backend's peer (initial_peers)
+        self.peer6_of = None  # lease -> the IPv6 part of its peer on a dual-stack network (initial_peers)
+        self.subnet6 = None  # the IPv6 half of the own lease the daemon runs with
         self.revision = 0
         self.expires_at = None  # monotonic deadline of our etcd lease; None for a reservation
         self.seen_ttl = None  # granted TTL of the own lease last seen in etcd, 0 for a reservation; None: not yet
@@ -116,10 +141,16 @@ class LeaseKeeper:
 
     # -- start ---------------------------------------------------------------
 
-    def claim(self, previous=None):
-        """Find (or re-claim `previous`) the lease of this host. Returns the Lease. Raises NoLease."""
+    def claim(self, previous=None, previous6=None):
+        """Find (or re-claim `previous`, with the IPv6 half `previous6` on a dual-stack network) the lease of
+        this host. Returns the Lease. Raises NoLease (NoPublicIPv6: a dual-stack network, no IPv6 address)."""
         snap = self.store.snapshot()
         self.config = self.store.require_config(snap)
+        if self.config.dual_stack and self.public_ipv6 is None:
+            raise NoPublicIPv6("the network %s is dual-stack (EnableIPv6, IPv6Network %s) and this host has no IPv6 "
+                               "address: give --public-ipv6 / FLANNELD_PUBLIC_IPV6 (default: the global IPv6 address "
+                               "of the underlay interface, which has none)" % (self.config.network,
+                                                                               self.config.ipv6_network))
         mine = [lease for lease in snap.leases_of(self.public_ip) if self.config.contains_lease(lease.subnet)]
         if mine:
             lease = mine[0]
@@ -127,7 +158,7 @@ class LeaseKeeper:
         elif previous is not None:
             try:
                 out = self.store.acquire(self.public_ip, requested=previous, snap=snap, ttl=self.ttl,
-                                         **self.backend_attrs())
+                                         previous6=previous6, **self.backend_attrs())
             except LeaseError as exc:
                 raise NoLease("no lease for %s in etcd and the subnet %s of the subnet file cannot be re-claimed (%s): "
                               "run playbooks/site.yml (or playbooks/relet.yml) for this host"
@@ -144,41 +175,57 @@ class LeaseKeeper:
         self._claim_snapshot = snap
         self.etcd_connected = True
         self._update_expiry()
-        self._own_attrs()
+        self._own_attrs(previous6)
+        self.subnet6 = self.lease.subnet6
         return self.lease
 
     def backend_attrs(self):
         """BackendType and BackendData of this host's lease under the current config (the subnet module
-        computes the same, backends.lease_data, so neither rewrites what the other wrote). The daemon has
-        no IPv6 address of its own yet: a lease it rewrites or re-creates on a dual-stack network keeps the
-        PublicIPv6 its lease holds (the store falls back to the host's leases in etcd too)."""
+        computes the same, backends.lease_data, so neither rewrites what the other wrote), and on a dual-stack
+        network this host's PublicIPv6 (the store adds BackendV6Data, backends.lease_data6)."""
         attrs = {"backend_type": self.config.backend_type,
                  "backend_data": backends.lease_data(self.config.backend, self.public_ip)}
-        if self.lease is not None and self.lease.attrs.get("PublicIPv6"):
+        if self.public_ipv6 is not None:
+            attrs["public_ipv6"] = self.public_ipv6
+        elif self.lease is not None and self.lease.attrs.get("PublicIPv6"):
             attrs["public_ipv6"] = self.lease.attrs["PublicIPv6"]
         return attrs
 
-    def _own_attrs(self):
+    def _own_attrs(self, previous6=None):
         """A lease written for another backend (the config changed since) is rewritten in place: same key,
-        same etcd lease, this backend's type and data, so that peers program this host right."""
+        same etcd lease, this backend's type and data, so that peers program this host right. On a
+        dual-stack network the same goes for PublicIPv6 and BackendV6Data, and a lease without its IPv6
+        half (or with one the network does not hold) is re-keyed onto the pair (the store keeps its IPv4
+        subnet and its IPv6 half when free, else takes `previous6` when free, else a free one) in one
+        transaction, as the subnet module does; on an IPv4-only network a pair loses its IPv6 half."""
         want = self.backend_attrs()
-        attrs = self.lease.attrs
-        if (attrs.get("BackendType"), attrs.get("BackendData")) == (want["backend_type"], want["backend_data"]):
+        attrs, lease, config = self.lease.attrs, self.lease, self.config
+        wanted = host_attrs(config, [lease], self.public_ip, want["backend_type"], want["backend_data"],
+                            want.get("public_ipv6"))
+        if attrs == wanted and config.fits(lease.subnet, lease.subnet6):
             return
-        log.info("own lease on %s is for backend %s: rewriting it for %s", self.lease.subnet,
-                 attrs.get("BackendType") or "udp", want["backend_type"])
+        if (attrs.get("BackendType"), attrs.get("BackendData")) != (want["backend_type"], want["backend_data"]):
+            log.info("own lease on %s is for backend %s: rewriting it for %s", lease.subnet,
+                     attrs.get("BackendType") or "udp", want["backend_type"])
+        else:
+            log.info("own lease %s: rewriting it for the %s network (IPv6 half %s, PublicIPv6 %s)", lease.key,
+                     "dual-stack" if config.dual_stack else "IPv4-only", lease.subnet6, want.get("public_ipv6"))
         try:
-            out = self.store.acquire(self.public_ip, requested=self.lease.subnet, ttl=self.recreate_ttl(), **want)
+            out = self.store.acquire(self.public_ip, requested=self.lease.subnet, ttl=self.recreate_ttl(),
+                                     previous6=lease.subnet6 or previous6, **want)
         except LeaseError as exc:
             raise NoLease("the lease on %s cannot be rewritten for the %s backend: %s"
                           % (self.lease.subnet, want["backend_type"], exc)) from None
         self.lease = self._find(self.store.snapshot().leases, out.lease.subnet) or out.lease
         self._update_expiry()
 
-    def initial_peers(self, peer_of):
+    def initial_peers(self, peer_of, peer6_of=None):
         """The peer table from the listing claim() read; the watch starts right after its revision.
-        `peer_of(lease)` makes the running backend's peer of a lease (raises BackendError to skip it)."""
+        `peer_of(lease)` makes the running backend's peer of a lease (raises BackendError to skip it);
+        `peer6_of(lease)` the IPv6 part of it on a dual-stack network (raises BackendError to use the lease
+        over IPv4 only)."""
         self.peer_of = peer_of
+        self.peer6_of = peer6_of
         return self._listed(self._claim_snapshot, {})
 
     @staticmethod
@@ -317,6 +364,7 @@ class LeaseKeeper:
         if decision.action == renewal.MOVED:
             raise LeaseLost(decision.why)
         if decision.action == renewal.ADOPT:
+            self._same_pair(decision.lease)
             self.lease = decision.lease
             self._update_expiry()
             log.info("own lease on %s %s", subnet, decision.why)
@@ -331,8 +379,17 @@ class LeaseKeeper:
             raise LeaseLost("subnet %s cannot be re-created: %s" % (subnet, exc)) from None
         except StoreError as exc:
             raise LeaseLost(str(exc)) from None
+        self._same_pair(out.lease)
         self.lease = out.lease
         self._update_expiry()
+
+    def _same_pair(self, lease):
+        """The own lease as found now keeps the IPv6 half the daemon runs with; else (re-keyed onto another
+        IPv6 half, or with its half added or dropped) LeaseLost: the daemon exits and restarts on it, as
+        for an IPv4 subnet that moved."""
+        if lease.subnet6 != self.subnet6:
+            raise LeaseLost("this host's IPv6 subnet changed from %s to %s (key %s); exiting to restart on it"
+                            % (self.subnet6, lease.subnet6, lease.key))
 
     def _watch_loop(self):
         backoff = 0.5
@@ -387,7 +444,8 @@ class LeaseKeeper:
     # table whole (what it leaves out is gone); a watch response's changes go in one swap.
 
     def _here(self, prefix):
-        return ev.Here(prefix, self.lease.subnet, self.public_ip, self.config, self.peer_of)
+        return ev.Here(prefix, self.lease.subnet, self.public_ip, self.config, self.peer_of,
+                       self.peer6_of if self.config.dual_stack else None)
 
     def _listed(self, snap, current):
         """The peer table of a listing `snap`, the peer table being `current` ({subnet: peer})."""
@@ -420,7 +478,7 @@ class LeaseKeeper:
 
     def _follow_config(self, new):
         """Take over a changed network config when config_change allows; True when peers need a re-list."""
-        action, why = config_change(self.config, new, self.lease.subnet)
+        action, why = config_change(self.config, new, self.lease.subnet, self.lease.subnet6)
         if action == "keep":
             return False
         if action == "restart":
@@ -497,7 +555,14 @@ class LeaseKeeper:
             if before:
                 log.info("peer removed subnet=%s", subnet)
         elif peer != before:
-            log.info("peer set subnet=%s public_ip=%s", subnet, event.lease.public_ip)
+            v6 = getattr(peer, "v6", None)
+            if v6 is not None:
+                log.info("peer set subnet=%s public_ip=%s ipv6_subnet=%s public_ipv6=%s", subnet,
+                         event.lease.public_ip, v6.subnet, v6.public_ip)
+            else:
+                log.info("peer set subnet=%s public_ip=%s", subnet, event.lease.public_ip)
+            if event.why6:
+                log.warning("lease %s: its IPv6 part is not used (%s); routed over IPv4 only", event.key, event.why6)
 
     def _own_key(self, event, watched):
         lease = event.lease
@@ -516,6 +581,11 @@ class LeaseKeeper:
             return
         if not watched:
             # A listing may be older than the own lease claim() just rewrote; the renewal reads the key.
+            return
+        try:
+            self._same_pair(lease)
+        except LeaseLost as exc:
+            self._fail(exc)
             return
         if not lease.lease_id and self.lease.lease_id:
             # Now a reservation: nothing left to renew (the renewal's next check confirms it).

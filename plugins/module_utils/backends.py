@@ -35,6 +35,8 @@ MAX_VNI = 2 ** 24 - 1
 # Bytes the encapsulation takes from the underlay MTU: FLANNEL_MTU = underlay MTU - this.
 # udp: outer IPv4 + UDP; vxlan: outer IPv4 + UDP + VXLAN header + inner Ethernet (20+8+8+14).
 OVERHEAD = {UDP: 28, VXLAN: 50, HOST_GW: 0}
+# The same over an IPv6 underlay (the IPv6 side of a dual-stack network): vxlan 40+8+8+14; udp has no IPv6.
+OVERHEAD6 = {VXLAN: 70, HOST_GW: 0}
 
 # Every option of each type, as stored (flanneld's key names), with its default.
 OPTIONS = {
@@ -126,9 +128,21 @@ def device_name(backend):
     return "flannel.%d" % backend["VNI"] if backend["Type"] == VXLAN else None
 
 
+def device_name6(backend):
+    """The kernel device of a dual-stack vxlan network's IPv6 side: flannel-v6.<VNI> (flanneld's); None for the
+    others."""
+    return "flannel-v6.%d" % backend["VNI"] if backend["Type"] == VXLAN else None
+
+
 def mtu(btype, underlay_mtu):
     """FLANNEL_MTU (the TUN's or the VXLAN device's MTU, docker0's and the containers') of a backend."""
     return underlay_mtu - OVERHEAD[btype]
+
+
+def mtu6(btype, underlay_mtu):
+    """The MTU of the IPv6 VXLAN device (flannel-v6.<VNI>): the underlay's less the encapsulation over IPv6
+    (OVERHEAD6), as the kernel gives a VXLAN device over IPv6 (FLANNEL_MTU stays mtu()'s, as flanneld writes)."""
+    return underlay_mtu - OVERHEAD6[btype]
 
 
 def vtep_mac(public_ip, vni):
@@ -163,16 +177,17 @@ def lease_data6(backend, public_ip):
     return None
 
 
-def vxlan_peer(data, vni):
-    """The VtepMAC of a vxlan lease's BackendData (lower case). Raises BackendError naming what is wrong."""
+def vxlan_peer(data, vni, name="BackendData"):
+    """The VtepMAC of a vxlan lease's BackendData (lower case); `name` "BackendV6Data" for its IPv6 device's.
+    Raises BackendError naming what is wrong."""
     if not isinstance(data, dict):
-        raise BackendError("BackendData", "BackendData of a vxlan lease must be an object, got %r" % (data,))
+        raise BackendError(name, "%s of a vxlan lease must be an object, got %r" % (name, data))
     mac = data.get("VtepMAC")
     if not isinstance(mac, str) or not _MAC.fullmatch(mac.lower()):
-        raise BackendError("VtepMAC", "BackendData.VtepMAC %r is not a MAC address" % (mac,))
+        raise BackendError("VtepMAC", "%s.VtepMAC %r is not a MAC address" % (name, mac))
     lease_vni = data.get("VNI", vni)
     if isinstance(lease_vni, bool) or lease_vni != vni:
-        raise BackendError("VNI", "BackendData.VNI %r is not the network's VNI %d" % (lease_vni, vni))
+        raise BackendError("VNI", "%s.VNI %r is not the network's VNI %d" % (name, lease_vni, vni))
     return mac.lower()
 
 

@@ -13,18 +13,22 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import ipaddress
 import json
 import re
 import shlex
 
-from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_subnet_env
-from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError, parse_cidr, parse_ipv4
+from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_lease_state, parse_subnet_env
+from ansible_collections.overlay.flannel.plugins.module_utils.subnets import (
+    SubnetError, parse_cidr, parse_cidr6, parse_ipv4, parse_ipv6)
 
 # What flannel sets on dockerd, and what docker refuses to have twice.
-DAEMON_JSON_CONFLICTS = ("bip", "mtu", "bridge")
-DOCKERD_FLAGS = ("--bip", "--mtu", "--bridge", "-b")
-# The dockerd options the forwarder writes in DOCKER_NETWORK_OPTIONS.
-NETWORK_OPTIONS = ("--bip", "--ip-masq", "--mtu")
+DAEMON_JSON_CONFLICTS = ("bip", "mtu", "bridge", "ipv6", "fixed-cidr-v6")
+DOCKERD_FLAGS = ("--bip", "--mtu", "--bridge", "-b", "--ipv6", "--fixed-cidr-v6")
+# The dockerd options the forwarder writes in DOCKER_NETWORK_OPTIONS (--ipv6 and --fixed-cidr-v6 on a
+# dual-stack network); --ipv6 is a switch, the others take a value.
+NETWORK_OPTIONS = ("--bip", "--ip-masq", "--mtu", "--ipv6", "--fixed-cidr-v6")
+SWITCHES = ("--ipv6",)
 # The comment every iptables rule of the overlay carries (docker role, vars/main.yml).
 RULE_COMMENT = "overlay.flannel"
 
@@ -69,7 +73,7 @@ def dockerd_flags(text):
     for line in text.splitlines():
         if line.strip().startswith("#"):
             continue
-        for flag in re.findall(r"(?:^|[\s\"'])(--bip|--mtu|--bridge|-b)(?=[=\s\"']|$)", line):
+        for flag in re.findall(r"(?:^|[\s\"'])(%s)(?=[=\s\"']|$)" % "|".join(map(re.escape, DOCKERD_FLAGS)), line):
             if flag not in found:
                 found.append(flag)
     return found
@@ -93,16 +97,23 @@ def wanted_options(docker_opts_text):
 
 
 def running_options(cmdline):
-    """The --bip/--ip-masq/--mtu arguments of /proc/PID/cmdline (NUL-separated bytes or text), sorted."""
+    """The NETWORK_OPTIONS arguments of /proc/PID/cmdline (NUL-separated bytes or text), sorted: those that
+    take a value given as --option=value, and the switch --ipv6."""
     if isinstance(cmdline, bytes):
         cmdline = cmdline.decode("utf-8", "replace")
     args = [arg for arg in (cmdline or "").split("\x00") if arg]
-    return sorted(arg for arg in args if arg.split("=", 1)[0] in NETWORK_OPTIONS and "=" in arg)
+    return sorted(arg for arg in args if arg.split("=", 1)[0] in NETWORK_OPTIONS and ("=" in arg or arg in SWITCHES))
 
 
 def ipv4_addresses(ip_o_addr):
     """`ip -4 -o addr show dev X` output -> ["10.5.3.1/24", ...]."""
     return re.findall(r"\binet (\d+\.\d+\.\d+\.\d+/\d+)", ip_o_addr or "")
+
+
+def ipv6_addresses(ip_o_addr):
+    """`ip -o addr show dev X` output -> the global IPv6 addresses, ["fd00:5:0:22::1/64", ...] (compressed)."""
+    return ["%s/%d" % (parse_ipv6(entry["address"]), entry["prefixlen"])
+            for entry in interface_addresses(ip_o_addr) if entry["family"] == 6 and entry["scope"] == "global"]
 
 
 def docker_decision(subnet_env_text, docker_opts_text, cmdline, bridge_addresses):
@@ -142,17 +153,33 @@ def bridge_mtu(network_inspect_json):
         return None
 
 
-def docker0_problem(subnet_env_text, addresses, mtu):
-    """None when docker0 carries subnet.env's gateway and docker's bridge network its MTU; else what is
-    wrong, in the words the docker role fails with."""
+def docker0_problem(subnet_env_text, addresses, mtu, ipv6_addresses_=None):
+    """None when docker0 carries subnet.env's gateway (and, on a dual-stack network, its IPv6 gateway) and
+    docker's bridge network its MTU; else what is wrong, in the words the docker role fails with."""
     env = parse_subnet_env(subnet_env_text or "")
     gateway, want = env.get("FLANNEL_SUBNET"), env.get("FLANNEL_MTU")
     if not gateway:
         return None
-    if gateway in addresses and want is not None and str(mtu) == str(want):
+    gateway6 = _ipv6_cidr(env.get("FLANNEL_IPV6_SUBNET"))
+    if gateway in addresses and want is not None and str(mtu) == str(want) \
+            and (gateway6 is None or gateway6 in (ipv6_addresses_ or [])):
         return None
-    return "docker0 should carry %s with MTU %s, but has [%s] and MTU %s" % (
-        gateway, want, " ".join(addresses), mtu)
+    if gateway6 is None:
+        return "docker0 should carry %s with MTU %s, but has [%s] and MTU %s" % (
+            gateway, want, " ".join(addresses), mtu)
+    return "docker0 should carry %s and %s with MTU %s, but has [%s] and MTU %s" % (
+        gateway, gateway6, want, " ".join(list(addresses) + list(ipv6_addresses_ or [])), mtu)
+
+
+def _ipv6_cidr(text):
+    """'fd00:5:0:22:0::1/64' -> 'fd00:5:0:22::1/64' (None for no or another value)."""
+    if not text or "/" not in text:
+        return None
+    address, _slash, length = text.partition("/")
+    try:
+        return "%s/%s" % (parse_ipv6(address), int(length))
+    except (SubnetError, ValueError):
+        return None
 
 
 # --- the subnet the host held before (flanneld reads it back from subnet.env) -----------------------------
@@ -160,19 +187,28 @@ def docker0_problem(subnet_env_text, addresses, mtu):
 
 def previous_subnets(subnet_env_text, state_text):
     """The subnets the host held before, in the order the lease asks for them: subnet.env's FLANNEL_SUBNET
-    (as its network), then the forwarder's state file (one CIDR, which survives a reboot where /run does
-    not). Garbage in either is ignored."""
-    found = []
+    (as its network), then the forwarder's state file (its first line, which survives a reboot where /run does
+    not; hostfiles.render_lease_state). Garbage in either is ignored."""
     gateway = parse_subnet_env(subnet_env_text or "").get("FLANNEL_SUBNET")
-    candidates = [gateway] if gateway else []
-    candidates += [(state_text or "").strip()] if (state_text or "").strip() else []
-    for text in candidates:
+    return _previous(gateway, parse_lease_state(state_text)[0], parse_cidr)
+
+
+def previous_ipv6_subnets(subnet_env_text, state_text):
+    """The IPv6 halves the host held before, as previous_subnets: subnet.env's FLANNEL_IPV6_SUBNET, then the
+    state file's second line (a dual-stack host's)."""
+    gateway = parse_subnet_env(subnet_env_text or "").get("FLANNEL_IPV6_SUBNET")
+    return _previous(gateway, parse_lease_state(state_text)[1], parse_cidr6)
+
+
+def _previous(gateway, kept, parse):
+    found = []
+    for text in [gateway] if gateway else []:
         try:
-            net = str(parse_cidr(text, "previous subnet", strict=False))
+            found.append(str(parse(text, "previous subnet", strict=False)))
         except SubnetError:
-            continue
-        if net not in found:
-            found.append(net)
+            pass
+    if kept is not None and str(kept) not in found:
+        found.append(str(kept))
     return found
 
 
@@ -210,33 +246,62 @@ def parse_rule(line):
     return rule
 
 
+IPV6 = "ipv6"  # the `family` of an ip6tables rule (ansible.builtin.iptables' ip_version); ipv4 when unset
+
+
+def _family(rule):
+    return rule.get("family") or "ipv4"
+
+
 def _key(table, rule):
-    return (table, rule["chain"], rule.get("source") or None, rule.get("destination") or None, rule["jump"],
-            rule["comment"])
+    return (_family(rule), table, rule["chain"], _net(rule.get("source")), _net(rule.get("destination")),
+            rule["jump"], rule["comment"])
 
 
-def iptables_plan(listed, rules, keep_network):
-    """What the docker role must change in the overlay's rules.
+def _net(text):
+    """A rule's source or destination as one spelling ("!" kept): ip6tables prints fd00:5::/48 however it
+    was given."""
+    if not text:
+        return None
+    negate, bare = ("!", text[1:]) if text.startswith("!") else ("", text)
+    try:
+        return negate + str(ipaddress.ip_network(bare, strict=False))
+    except ValueError:
+        return text
 
-    `listed`: {table: `iptables -t table -S` output}; `rules`: the role's rules ({table, chain, source,
-    destination, jump, comment, present}); `keep_network`: the overlay's network now.
+
+def iptables_plan(listed, rules, keep_network, keep_network6=""):
+    """What the docker role must change in the overlay's rules, IPv4 (iptables) and IPv6 (ip6tables).
+
+    `listed`: {table: `iptables -t table -S` output, and "ipv6": {table: `ip6tables -t table -S` output}};
+    `rules`: the role's rules ({table, chain, source, destination, jump, comment, present, and family
+    "ipv6" for an ip6tables rule}); `keep_network`, `keep_network6`: the overlay's IPv4 and IPv6 networks now
+    ("" for IPv6 on an IPv4-only overlay).
     -> {apply: the rules that are missing (present) or still there (absent), stale: the overlay's rules of
-    another network (grown or moved, or every one when keep_network is ""), each as parse_rule gives it with
-    its `table` and its `line` as `iptables -S` printed it}."""
+    another network (grown or moved, an IPv6 network the overlay no longer has, or every one when
+    keep_network is ""), each as parse_rule gives it with its `table`, its `family` and its `line` as
+    `iptables -S` printed it}."""
+    listed = dict(listed or {})
+    by_family = [("ipv4", dict((t, text) for t, text in listed.items() if t != IPV6)),
+                 (IPV6, listed.get(IPV6) or {})]
     have, listing = set(), []
-    for table in sorted(listed or {}):
-        for line in (listed[table] or "").splitlines():
-            rule = parse_rule(line)
-            if rule is not None:
-                have.add(_key(table, rule))
-                listing.append(dict(rule, table=table, line=line))
+    for family, tables in by_family:
+        for table in sorted(tables):
+            for line in (tables[table] or "").splitlines():
+                rule = parse_rule(line)
+                if rule is not None:
+                    rule = dict(rule, table=table, family=family, line=line)
+                    have.add(_key(table, rule))
+                    listing.append(rule)
     apply_ = []
     for rule in rules:
         present = str(rule.get("present", True)).lower() in ("true", "1", "yes")
         if (_key(rule["table"], rule) in have) != present:
             apply_.append(rule)
+    keep = {"ipv4": _net(keep_network) if keep_network else "", IPV6: _net(keep_network6) if keep_network6 else ""}
     stale = [rule for rule in listing
-             if keep_network == "" or keep_network not in (rule["source"] or "", (rule["destination"] or "").lstrip("!"))]
+             if keep_network == "" or not keep[rule["family"]]
+             or keep[rule["family"]] not in (_net(rule["source"]) or "", (_net(rule["destination"]) or "").lstrip("!"))]
     return dict(apply=apply_, stale=stale)
 
 
@@ -283,6 +348,85 @@ def public_ip(given, route_src):
     return address, True
 
 
+def interface_addresses(ip_o_addr):
+    """`ip -o addr show` output -> [{iface, family (4 or 6), address, prefixlen, scope, flags}] in its order
+    (flags: temporary, deprecated, tentative, dadfailed, ...; the words after the scope up to valid_lft)."""
+    found = []
+    for line in (ip_o_addr or "").splitlines():
+        m = re.match(r"^\d+:\s+(\S+?)(?:@\S+)?\s+(inet6?)\s+(\S+)/(\d+)\b(.*)$", line.strip())
+        if not m:
+            continue
+        rest = m.group(5).split("\\")[0].split()
+        scope = rest[rest.index("scope") + 1] if "scope" in rest and rest.index("scope") + 1 < len(rest) else ""
+        flags = rest[rest.index("scope") + 2:] if scope else []
+        found.append(dict(iface=m.group(1), family=6 if m.group(2) == "inet6" else 4, address=m.group(3),
+                          prefixlen=int(m.group(4)), scope=scope, flags=[f for f in flags if f != m.group(1)]))
+    return found
+
+
+# Never the lease's PublicIPv6: an address that changes by design (a privacy one) or is not the host's.
+UNUSABLE_IPV6_FLAGS = ("temporary", "dadfailed")
+# Then, in this order of preference: a usable one, one still in duplicate address detection, one past its
+# preferred lifetime (a router advertisement's that is going away).
+IPV6_FLAG_RANK = (("tentative", 1), ("deprecated", 2))
+
+
+def choose_ipv6(candidates):
+    """The public IPv6 address among `candidates`, [(address, [flag words])] of the global addresses of the
+    underlay interface in the kernel's order: the first usable one (UNUSABLE_IPV6_FLAGS and link-local ones
+    left out, IPV6_FLAG_RANK's last). None when there is none. The rule of the roles (public_ipv6) and of the
+    daemon's default (flannel_forwarder.cli.global_ipv6)."""
+    ranked = []
+    for order, (address, flags) in enumerate(candidates):
+        if set(flags) & set(UNUSABLE_IPV6_FLAGS) or address.lower().startswith("fe80:"):
+            continue
+        rank = max([r for flag, r in IPV6_FLAG_RANK if flag in flags] or [0])
+        ranked.append((rank, order, address))
+    return min(ranked)[2] if ranked else None
+
+
+def underlay_iface(addresses, public_ip, iface=""):
+    """The underlay interface: `iface` when given (flannel_iface), else the one holding `public_ip` (None
+    when no interface holds it)."""
+    if iface:
+        return iface
+    for entry in addresses:
+        if entry["family"] == 4 and entry["address"] == public_ip:
+            return entry["iface"]
+    return None
+
+
+def public_ipv6(given, addresses, iface):
+    """(address, valid) of the lease's PublicIPv6: the one the inventory gives (flannel_public_ipv6), else the
+    one choose_ipv6 takes among the global IPv6 addresses of the underlay interface `iface` (interface_addresses).
+    Valid for a unicast IPv6 address that is neither link-local, loopback nor unspecified; ("", False) when
+    there is none."""
+    address = given or choose_ipv6([(entry["address"], entry["flags"]) for entry in addresses
+                                    if entry["family"] == 6 and entry["iface"] == iface
+                                    and entry["scope"] == "global"]) or ""
+    try:
+        parsed = parse_ipv6(address)
+    except SubnetError:
+        return address, False
+    return str(parsed), not (parsed.is_link_local or parsed.is_loopback or parsed.is_unspecified
+                             or parsed.is_multicast)
+
+
+def ipv6_sysctls(dual_stack, iface, accept_ra, forwarding):
+    """The sysctls the docker role sets for a dual-stack overlay, in order ([] when nothing is to do):
+    accept_ra 2 on the underlay interface where it takes router advertisements (1) - with forwarding on,
+    the kernel ignores them at 1, and a host configured by them would lose its default route - then
+    net.ipv6.conf.all.forwarding 1. `accept_ra` and `forwarding` are the values the probe read (text)."""
+    if not dual_stack:
+        return []
+    wanted = []
+    if iface and (accept_ra or "").strip() == "1":
+        wanted.append(dict(key="net.ipv6.conf.%s.accept_ra" % iface.replace(".", "/"), value="2"))
+    if (forwarding or "").strip() != "1":
+        wanted.append(dict(key="net.ipv6.conf.all.forwarding", value="1"))
+    return wanted
+
+
 def unit_states(systemctl_show):
     """`systemctl show -p Id,ActiveState,UnitFileState,MainPID,StatusText A B ...` -> {Id: {active,
     enabled, main_pid, status_text}} (blocks separated by blank lines)."""
@@ -295,11 +439,13 @@ def unit_states(systemctl_show):
     return units
 
 
-def forwarder_not_ready(unit, subnet_env, network, subnet, backend):
+def forwarder_not_ready(unit, subnet_env, network, subnet, backend, ipv6_subnet=None):
     """What keeps the forwarder from being ready for the docker role (an empty list when nothing does): its
     unit (from unit_states) active, subnet.env (parsed, or None) holding the lease's network and subnet (the
     forwarder writes it for its lease before READY=1), and its status naming the network's backend (after a
-    backend change the forwarders restart on their own: docker must not read FLANNEL_MTU before that)."""
+    backend change the forwarders restart on their own: docker must not read FLANNEL_MTU before that).
+    `ipv6_subnet`: the IPv6 half of the lease with its gateway (FLANNEL_IPV6_SUBNET), "" for an IPv4-only
+    lease (subnet.env must have none: docker reads --ipv6 from it), None not to look."""
     unit = unit or {}
     env = subnet_env or {}
     gaps = []
@@ -308,6 +454,11 @@ def forwarder_not_ready(unit, subnet_env, network, subnet, backend):
     if env.get("FLANNEL_NETWORK") != network or env.get("FLANNEL_SUBNET") != subnet:
         gaps.append("subnet.env has FLANNEL_NETWORK=%s FLANNEL_SUBNET=%s, not %s and %s"
                     % (env.get("FLANNEL_NETWORK", "(none)"), env.get("FLANNEL_SUBNET", "(none)"), network, subnet))
+    if ipv6_subnet is not None:
+        have = env.get("FLANNEL_IPV6_SUBNET")
+        if (_ipv6_cidr(have) or have or "") != (_ipv6_cidr(ipv6_subnet) or ipv6_subnet):
+            gaps.append("subnet.env has FLANNEL_IPV6_SUBNET=%s, not %s"
+                        % (have or "(none)", ipv6_subnet or "(none: the lease is IPv4-only)"))
     if not (unit.get("status_text") or "").startswith(backend + ":"):
         gaps.append("its status is %r, not the %s backend's" % (unit.get("status_text") or "", backend))
     return gaps

@@ -132,9 +132,9 @@ SETTINGS = (
     _S("flannel_etcd_timeout", "float", 5.0, "seconds", module="etcd", option="etcd_timeout", client="timeout"),
     # the host's lease
     _S("flannel_public_ip", "str", module="subnet", option="public_ip", flag="public-ip", var_default=MISSING),
-    # IPv6 (dual-stack): module options now; their inventory variables (flannel_public_ipv6,
-    # flannel_ipv6_network, flannel_ipv6_subnet_len) come with the roles' IPv6 step, which sets `var` here
-    _S(None, "str", module="subnet", option="public_ipv6"),
+    # IPv6 (dual-stack): flanneld's --public-ipv6; unset: the first global IPv6 address of the underlay interface
+    # (the roles: the host probe's choice, hoststate.public_ipv6; the daemon: its own, the same rule)
+    _S("flannel_public_ipv6", "str", module="subnet", option="public_ipv6", flag="public-ipv6", var_default=MISSING),
     _S("flannel_iface", "str", flag="iface", var_default=MISSING),
     _S("flannel_subnet_ttl", "int", 86400, "seconds", module="subnet", option="ttl", flag="subnet-lease-ttl",
        minimum=1, zero="a reservation"),
@@ -172,8 +172,9 @@ SETTINGS = (
     _S("flannel_subnet_len", "int", module="network", option="subnet_len", var_default=0),
     _S("flannel_subnet_min", "str", module="network", option="subnet_min", var_default=""),
     _S("flannel_subnet_max", "str", module="network", option="subnet_max", var_default=""),
-    _S(None, "str", module="network", option="ipv6_network"),  # flannel_ipv6_network, see public_ipv6
-    _S(None, "int", module="network", option="ipv6_subnet_len"),  # flannel_ipv6_subnet_len
+    # unset: IPv4-only
+    _S("flannel_ipv6_network", "str", module="network", option="ipv6_network", var_default=""),
+    _S("flannel_ipv6_subnet_len", "int", module="network", option="ipv6_subnet_len", var_default=0),
     _S("flannel_backend_type", "str", "udp", module="network", option="backend.type",
        choices=["udp", "vxlan", "host-gw"]),
     _S("flannel_backend_port", "int", module="network", option="backend.port", minimum=0, maximum=65535,

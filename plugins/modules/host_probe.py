@@ -43,6 +43,18 @@ options:
         of the default route. See RV(host.public_ip).
     type: str
     default: ""
+  public_ipv6:
+    description:
+      - The host's underlay IPv6 address as the inventory gives it (C(flannel_public_ipv6)); empty for the first
+        global IPv6 address of the underlay interface. See RV(host.public_ipv6).
+    type: str
+    default: ""
+  iface:
+    description:
+      - The underlay interface as the inventory gives it (C(flannel_iface)); empty for the interface that holds
+        RV(host.public_ip).
+    type: str
+    default: ""
   files:
     description: Files and directories to report the checksum (SHA-1), mode, owner and group of.
     type: list
@@ -95,7 +107,8 @@ options:
     description:
       - Before reading, wait until the forwarder is ready for the docker role (as C(tasks_from=ready) of the
         C(forwarder) role needs) - its unit active, C(subnet.env) holding O(wait_ready.network) and
-        O(wait_ready.subnet), and its status naming O(wait_ready.backend). Fails after O(wait_ready.timeout)
+        O(wait_ready.subnet) (and O(wait_ready.ipv6_subnet) when given), and its status naming O(wait_ready.backend).
+        Fails after O(wait_ready.timeout)
         seconds, with what is not ready and the unit's journal.
       - Not given, nothing is waited for.
     type: dict
@@ -112,6 +125,11 @@ options:
         description: The host's subnet with its gateway, as C(FLANNEL_SUBNET) writes it (C(10.5.34.1/24)).
         type: str
         required: true
+      ipv6_subnet:
+        description:
+          - The IPv6 half of the host's lease with its gateway, as C(FLANNEL_IPV6_SUBNET) writes it
+            (C(fd00:5:0:22::1/64)); V("") for an IPv4-only lease (subnet.env must have none). Not given, not looked at.
+        type: str
       backend:
         description: The network's backend type.
         type: str
@@ -167,7 +185,7 @@ host:
       description: Why the forwarder's python could not be asked (null when it could).
       type: str
     commands_missing:
-      description: The commands of C(docker), C(dockerd), C(ip) and C(iptables) that are not on the PATH.
+      description: The commands of C(docker), C(dockerd), C(ip), C(iptables) and C(ip6tables) that are not on the PATH.
       type: list
       elements: str
     default_ipv4:
@@ -182,6 +200,26 @@ host:
     public_ip_valid:
       description: Whether RV(host.public_ip) is an IPv4 address (the preflight names the host when it is not).
       type: bool
+    underlay_iface:
+      description: The underlay interface, O(iface) when given, else the one that holds RV(host.public_ip) (null when
+        none does).
+      type: str
+    public_ipv6:
+      description:
+        - The host's underlay IPv6 address, the lease's C(PublicIPv6) on a dual-stack network, as the roles use it
+          (V(__flannel_public_ipv6)) - O(public_ipv6) when given, else the first global IPv6 address of
+          RV(host.underlay_iface) that is not temporary, deprecated or a failed duplicate; empty when there is none.
+      type: str
+    public_ipv6_valid:
+      description: Whether RV(host.public_ipv6) is a unicast IPv6 address, not link-local (the preflight of a dual-stack
+        network names the host when it is not).
+      type: bool
+    accept_ra:
+      description: C(net.ipv6.conf.<underlay_iface>.accept_ra) (null when it cannot be read).
+      type: str
+    ipv6_forwarding:
+      description: C(net.ipv6.conf.all.forwarding) (null when it cannot be read).
+      type: str
     service_mgr:
       description: C(systemd) when systemd runs the host, else C(other).
       type: str
@@ -194,7 +232,7 @@ docker:
       description: Whether daemon.json exists.
       type: bool
     daemon_json_conflicts:
-      description: The keys of daemon.json that flannel sets itself (C(bip), C(mtu), C(bridge)).
+      description: The keys of daemon.json that flannel sets itself (C(bip), C(mtu), C(bridge), C(ipv6), C(fixed-cidr-v6)).
       type: list
       elements: str
     daemon_json_error:
@@ -216,6 +254,10 @@ docker:
       description: The bridge's IPv4 addresses (CIDR).
       type: list
       elements: str
+    bridge_ipv6_addresses:
+      description: The bridge's global IPv6 addresses (CIDR).
+      type: list
+      elements: str
     bridge_mtu:
       description: The MTU of docker's bridge network (with V(bridge_mtu) in O(parts); null otherwise).
       type: int
@@ -231,6 +273,14 @@ docker:
     reason:
       description: Why docker must restart.
       type: str
+    ipv6_sysctls:
+      description:
+        - On a dual-stack network (C(FLANNEL_IPV6_NETWORK) in subnet.env), the sysctls to set before docker forwards
+          IPv6, in order, each C(key) and C(value) - C(net.ipv6.conf.<underlay_iface>.accept_ra) 2 where it is 1
+          (router advertisements keep being taken with forwarding on), then C(net.ipv6.conf.all.forwarding) 1 -
+          those not set already; empty otherwise, or without V(host) in O(parts).
+      type: list
+      elements: dict
     problem:
       description: What is wrong with the bridge (null when it carries the gateway and the MTU).
       type: str
@@ -252,6 +302,11 @@ flannel:
       description: The subnets the host held before, from subnet.env and then the forwarder's state file.
       type: list
       elements: str
+    previous_ipv6_subnets:
+      description: The IPv6 subnets the host held before (a dual-stack lease's IPv6 half), from subnet.env and then
+        the forwarder's state file.
+      type: list
+      elements: str
 release:
   description: The forwarder releases on the host.
   returned: when O(parts) has V(release)
@@ -269,7 +324,9 @@ release:
       type: list
       elements: str
 iptables:
-  description: The iptables rules, as C(iptables -S) prints them, per table (C(filter), C(nat)).
+  description:
+    - The iptables rules, as C(iptables -S) prints them, per table (C(filter), C(nat)), and under C(ipv6) the
+      ip6tables rules the same way.
   returned: when O(parts) has V(iptables)
   type: dict
 files:
@@ -298,7 +355,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_subnet_env
 from ansible_collections.overlay.flannel.plugins.module_utils import hoststate, settings
 
-COMMANDS = ("docker", "dockerd", "ip", "iptables")
+COMMANDS = ("docker", "dockerd", "ip", "iptables", "ip6tables")
 LEGACY = ("venv", "wheels", "installed-wheels")
 
 
@@ -341,7 +398,12 @@ def file_facts(path):
     return facts
 
 
-def probe_host(module, python, given_public_ip):
+def read_sysctl(key):
+    text = read_text("/proc/sys/" + key.replace(".", "/"))
+    return text.strip() if text is not None else None
+
+
+def probe_host(module, python, given_public_ip, given_public_ipv6="", iface=""):
     error = None
     if os.path.realpath(python) == os.path.realpath(sys.executable):
         facts = dict(version=sys.version_info[:2], machine=platform.machine(), libc=platform.libc_ver(),
@@ -367,6 +429,14 @@ def probe_host(module, python, given_public_ip):
     # and the service manager.
     result["default_ipv4"] = hoststate.route_source(run(module, ["ip", "-4", "route", "get", "192.0.2.1"]))
     result["public_ip"], result["public_ip_valid"] = hoststate.public_ip(given_public_ip, result["default_ipv4"])
+    # The underlay interface (flannel_iface, else the one holding the public IP) and its IPv6 side.
+    addresses = hoststate.interface_addresses(run(module, ["ip", "-o", "addr", "show"]))
+    result["underlay_iface"] = hoststate.underlay_iface(addresses, result["public_ip"], iface)
+    result["public_ipv6"], result["public_ipv6_valid"] = hoststate.public_ipv6(
+        given_public_ipv6, addresses, result["underlay_iface"])
+    result["accept_ra"] = read_sysctl("net.ipv6.conf.%s.accept_ra" % result["underlay_iface"]) \
+        if result["underlay_iface"] else None
+    result["ipv6_forwarding"] = read_sysctl("net.ipv6.conf.all.forwarding")
     result["service_mgr"] = "systemd" if os.path.isdir("/run/systemd/system") else "other"
     return result
 
@@ -387,16 +457,18 @@ def probe_docker(module, p, units, flannel_texts):
                 cmdline = fh.read()
         except (IOError, OSError):
             cmdline = b""
-    addresses = hoststate.ipv4_addresses(run(module, ["ip", "-4", "-o", "addr", "show", "dev", p["bridge"]]))
+    bridge_text = run(module, ["ip", "-o", "addr", "show", "dev", p["bridge"]])
+    addresses = hoststate.ipv4_addresses(bridge_text)
+    addresses6 = hoststate.ipv6_addresses(bridge_text)
     subnet_env_text, docker_opts_text = flannel_texts
     result = dict(daemon_json_exists=daemon_text is not None, daemon_json_conflicts=conflicts,
                   daemon_json_error=error,
                   unit_conflicts=hoststate.unit_conflicts(unit_text, default_text, p["docker_dropin"]),
-                  bridge_addresses=addresses, bridge_mtu=None)
+                  bridge_addresses=addresses, bridge_ipv6_addresses=addresses6, bridge_mtu=None)
     result.update(hoststate.docker_decision(subnet_env_text, docker_opts_text, cmdline, addresses))
     if "bridge_mtu" in p["parts"] and pid > 0:
         result["bridge_mtu"] = hoststate.bridge_mtu(run(module, ["docker", "network", "inspect", "bridge"]))
-    result["problem"] = hoststate.docker0_problem(subnet_env_text, addresses, result["bridge_mtu"]) \
+    result["problem"] = hoststate.docker0_problem(subnet_env_text, addresses, result["bridge_mtu"], addresses6) \
         if "bridge_mtu" in p["parts"] else None
     return result
 
@@ -422,7 +494,7 @@ def wait_ready(module, want, subnet_file):
                                                   "Id,ActiveState,UnitFileState,MainPID,StatusText", want["unit"]]))
         text = read_text(subnet_file)
         gaps = hoststate.forwarder_not_ready(unit.get(want["unit"]), parse_subnet_env(text) if text else None,
-                                             want["network"], want["subnet"], want["backend"])
+                                             want["network"], want["subnet"], want["backend"], want["ipv6_subnet"])
         if not gaps:
             return
         if time.monotonic() >= deadline:
@@ -444,10 +516,13 @@ def main():
                    choices=["host", "docker", "flannel", "release", "iptables", "files", "units", "bridge_mtu"],
                    default=["host", "docker", "flannel", "release", "iptables", "files", "units"]),
         public_ip=dict(type="str", default=""),
+        public_ipv6=dict(type="str", default=""),
+        iface=dict(type="str", default=""),
         wait_ready=dict(type="dict", options=dict(
             unit=dict(type="str", default="flannel-forwarder.service"),
             network=dict(type="str", required=True), subnet=dict(type="str", required=True),
-            backend=dict(type="str", required=True), timeout=dict(type="int", default=60))),
+            backend=dict(type="str", required=True), timeout=dict(type="int", default=60),
+            ipv6_subnet=dict(type="str"))),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
@@ -465,19 +540,28 @@ def main():
     subnet_env_text = read_text(p["subnet_file"])
     docker_opts_text = read_text(p["docker_opts_file"])
     if "host" in parts:
-        result["host"] = probe_host(module, p["python"], p["public_ip"])
+        result["host"] = probe_host(module, p["python"], p["public_ip"], p["public_ipv6"], p["iface"])
     if "flannel" in parts:
+        state_text = read_text(p["lease_state_file"])
         result["flannel"] = dict(
             subnet_env=parse_subnet_env(subnet_env_text) if subnet_env_text is not None else None,
             subnet_env_text=subnet_env_text, docker_opts=docker_opts_text is not None,
-            previous_subnets=hoststate.previous_subnets(subnet_env_text, read_text(p["lease_state_file"])))
+            previous_subnets=hoststate.previous_subnets(subnet_env_text, state_text),
+            previous_ipv6_subnets=hoststate.previous_ipv6_subnets(subnet_env_text, state_text))
     if "docker" in parts:
         result["docker"] = probe_docker(module, p, units, (subnet_env_text, docker_opts_text))
+    if "docker" in parts:
+        host = result.get("host") or {}
+        result["docker"]["ipv6_sysctls"] = hoststate.ipv6_sysctls(
+            bool(parse_subnet_env(subnet_env_text or "").get("FLANNEL_IPV6_NETWORK")), host.get("underlay_iface"),
+            host.get("accept_ra"), host.get("ipv6_forwarding")) if host else []
     if "release" in parts:
         result["release"] = probe_release(p["forwarder_prefix"])
     if "iptables" in parts:
         result["iptables"] = dict((table, run(module, ["iptables", "-w", "-t", table, "-S"]))
                                   for table in ("filter", "nat"))
+        result["iptables"]["ipv6"] = dict((table, run(module, ["ip6tables", "-w", "-t", table, "-S"]))
+                                          for table in ("filter", "nat"))
     if "files" in parts:
         result["files"] = dict((path, file_facts(path)) for path in p["files"])
     module.exit_json(**result)

@@ -97,6 +97,13 @@ def test_host_sees_its_own_network(smoke):
     assert "via %s dev eth0 src %s" % (NOBODY, host.ip) in res.stdout
     # /proc/sys/net belongs to the host's own netns and is writable
     smoke.run(host.name, "sysctl -w net.ipv4.conf.eth0.rp_filter=0", check=True)
+    # the IPv6 underlay (for dual-stack overlays): a global address on eth0, usable at once, reaching the other
+    # hosts' and the controller's
+    other = smoke.hosts[1]
+    res = smoke.run(host.name, "ip -6 -o addr show dev eth0 scope global; ping -6 -c 1 -W 2 %s && ping -6 -c 1 -W 2 %s"
+                    % (other.ip6, smoke.state["underlay"]["controller_ip6"]), timeout=30)
+    assert " %s/64 scope global " % host.ip6 in res.stdout and "tentative" not in res.stdout, res.stdout
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_docker_container_pings_other_host(smoke):

@@ -49,20 +49,42 @@ def snapshot(cluster):
 
 # --- bad input: fails before anything is applied ---------------------------------
 
+# (a dual-stack run: docker's own IPv6 settings clash with flannel's --ipv6 --fixed-cidr-v6 then)
+DUAL_STACK = ("-e", "flannel_backend_type=vxlan", "-e", "flannel_ipv6_network=fd00:5::/48")
+
+
 def test_daemon_json_with_bip_fails_preflight_and_changes_nothing(site):
     host = site.hosts[1].name
     original = site.run(host, "cat /etc/docker/daemon.json", check=True).stdout
     config = json.loads(original)
-    config["bip"] = "172.30.0.1/16"
+    config.update({"bip": "172.30.0.1/16", "ipv6": True, "fixed-cidr-v6": "2001:db8:1::/64"})
     before = snapshot(site)
     site.run(host, "cat > /etc/docker/daemon.json", input=json.dumps(config), check=True)
     try:
-        run = run_playbook(site, "site.yml")
+        run = run_playbook(site, "site.yml", *DUAL_STACK)
     finally:
         site.run(host, "cat > /etc/docker/daemon.json", input=original, check=True)
     assert run.rc != 0, run.tail()
-    assert "/etc/docker/daemon.json sets bip" in run.output, run.tail()
-    assert "Remove bip from /etc/docker/daemon.json" in run.output
+    assert "/etc/docker/daemon.json sets bip, ipv6, fixed-cidr-v6" in run.output, run.tail()
+    assert "Remove bip, ipv6, fixed-cidr-v6 from /etc/docker/daemon.json" in run.output
+    assert snapshot(site) == before
+
+
+def test_dual_stack_without_an_ipv6_address_fails_preflight_naming_the_host(site):
+    """The public IPv6 address is the underlay interface's global one: a host without one is named, before
+    anything changes anywhere."""
+    host = site.hosts[0]
+    before = snapshot(site)
+    site.run(host.name, "ip -6 addr del %s/64 dev eth0" % host.ip6, check=True)
+    try:
+        run = run_playbook(site, "site.yml", *DUAL_STACK)
+    finally:
+        site.run(host.name, "ip -6 addr add %s/64 dev eth0 nodad" % host.ip6, check=True)
+    assert run.rc != 0, run.tail()
+    assert ("%s: the network is dual-stack (flannel_ipv6_network fd00:5::/48) but the host has no usable underlay "
+            "IPv6 address: set flannel_public_ipv6, or give eth0 a global IPv6 address (got none)" % host.name
+            ) in run.output, run.tail()
+    assert not [h for h in site.hosts[1:] if "%s: the network is dual-stack" % h.name in run.output]
     assert snapshot(site) == before
 
 

@@ -9,17 +9,29 @@ FDB, routes), containers reach each other and carry a checked TCP transfer,
 a second run changes nothing, retire.yml takes a vxlan host's kernel state
 away (site.yml brings it back), and the cluster goes back to udp the same
 way (the vxlan device and its routes go).
+
+On vxlan, the overlay turns dual-stack with site.yml (flannel_ipv6_network)
+and back, pings over IPv4 running through each switch: every host keeps its
+IPv4 subnet, its lease is re-keyed with an IPv6 half, the forwarders program
+flannel-v6.1 as flanneld does, docker restarts once with --ipv6
+--fixed-cidr-v6, and every pair of containers reaches each other over IPv6
+and IPv4; the next run changes nothing; back to IPv4-only, the IPv6 side
+(device, leases' halves, docker's options, ip6tables rules) goes.
 """
 
+import ipaddress
 import json
 
 import pytest
 
 from cluster.flannel_helpers import (
+    CONTAINER,
     PING_INTERVAL,
     Pings,
     containers,
     etcd_dump,
+    parallel,
+    ping,
     pings_all,
     run_playbook,
     subnet_env,
@@ -37,16 +49,18 @@ def vtep_mac(ip, vni=1):
     return ":".join("%02x" % b for b in [0x0E, vni] + [int(x) for x in ip.split(".")])
 
 
-def switch(c, btype):
-    """site.yml onto `btype` while each host pings the next host's docker0 gateway over the overlay (no
-    container: docker restarts), from before the run until it returns -> {(a, b): pings unanswered}."""
+def switch(c, btype, *args):
+    """site.yml onto `btype` (and `args`) while each host pings the next host's docker0 gateway over the
+    overlay (no container: docker restarts), from before the run until it returns -> ({(a, b): pings
+    unanswered}, the run)."""
     gateways = {h: subnet_env(c, h)["FLANNEL_SUBNET"].split("/")[0] for h in c.host_names}
     pings = Pings(c, gateways, 0, on_host=True)
     try:
         # back on udp, the defaults: the cluster is converged as a default run leaves it
-        run = run_playbook(c, "site.yml", "-e", "flannel_backend_type=%s" % btype, converges=btype == "udp")
+        run = run_playbook(c, "site.yml", "-e", "flannel_backend_type=%s" % btype, *args,
+                           converges=btype == "udp" and not args)
         assert run.rc == 0, run.tail()
-        return {pair: sent - received for pair, (sent, received) in pings.results(timeout=60).items()}
+        return {pair: sent - received for pair, (sent, received) in pings.results(timeout=60).items()}, run
     finally:
         pings.kill()
 
@@ -62,7 +76,7 @@ def ipj(c, host, *args):
 
 def test_udp_to_vxlan_and_back_with_site_yml(converged):
     c = converged
-    missed = switch(c, "vxlan")
+    missed, _run = switch(c, "vxlan")
     print("pings missed during udp -> vxlan (each %.1f s apart): %s" % (INTERVAL, missed))
     # All forwarders switch together, a few seconds after the config changed (systemd's RestartSec=5).
     assert all(n * INTERVAL <= 20 for n in missed.values()), missed
@@ -115,11 +129,121 @@ def test_udp_to_vxlan_and_back_with_site_yml(converged):
     assert ipj(c, host.name, "link", "show", "flannel.1")[0]["address"] == vtep_mac(host.ip)
     assert pings_all(c) == []
 
-    missed = switch(c, "udp")
+    dual_stack_and_back(c)
+
+    missed, _run = switch(c, "udp")
     print("pings missed during vxlan -> udp: %s" % missed)
     assert all(n * INTERVAL <= 20 for n in missed.values()), missed
     for h in c.hosts:
         assert c.run(h.name, "ip link show flannel.1", check=False).returncode != 0
         assert subnet_env(c, h.name)["FLANNEL_MTU"] == "1472"
         assert lease_values(c)[h.ip]["BackendType"] == "udp"
+    assert pings_all(c) == []
+
+
+IPV6_NETWORK = "fd00:5::/48"
+DUAL = ("-e", "flannel_ipv6_network=%s" % IPV6_NETWORK)
+
+
+def net6(gateway):
+    """FLANNEL_IPV6_SUBNET (fd00:5:0:22::1/64) -> its subnet, fd00:5:0:22::/64."""
+    return str(ipaddress.IPv6Interface(gateway).network)
+
+
+def handler_hosts(run, handler):
+    """The hosts a handler changed, once per time it did (its 'RUNNING HANDLER [... : handler]' sections)."""
+    hosts, inside = [], False
+    for line in run.stdout.splitlines():
+        if line.startswith(("TASK [", "RUNNING HANDLER [", "PLAY ")):
+            inside = line.startswith("RUNNING HANDLER [") and (": %s]" % handler) in line
+        elif inside and line.startswith("changed: ["):
+            hosts.append(line.split("[", 1)[1].split("]", 1)[0])
+    return sorted(hosts)
+
+
+def container_addresses(c):
+    """A container on every host -> {host: (IPv4, IPv6)}."""
+    ips = containers(c)
+    six = parallel(lambda h: c.run(h, ["docker", "inspect", "-f", "{{.NetworkSettings.GlobalIPv6Address}}",
+                                       CONTAINER], check=True).stdout.strip(), c.host_names)
+    return {h: (ips[h], six[h]) for h in c.host_names}
+
+
+def unreachable(c, addresses, families=(0, 1)):
+    """The (from, to, address) of every pair of containers, each family asked, that do not reach each other."""
+    asks = [(a, b, addresses[b][f]) for a in c.host_names for b in c.host_names if a != b for f in families]
+    answers = parallel(lambda ask: ping(c, ask[0], ask[2]).returncode, asks)
+    return [ask for ask in asks if answers[ask] != 0]
+
+
+def dual_stack_and_back(c):
+    """On vxlan: site.yml with flannel_ipv6_network and back, pings over IPv4 running through each switch."""
+    before = lease_values(c)
+    missed, run = switch(c, "vxlan", *DUAL)
+    print("pings missed during IPv4 -> dual-stack (each %.1f s apart): %s; site.yml %.1f s"
+          % (INTERVAL, missed, run.seconds))
+    assert all(n * INTERVAL <= 20 for n in missed.values()), missed
+    # docker restarted once on each host, with the new options
+    assert handler_hosts(run, "Restart dockerd") == sorted(c.host_names), run.changed_tasks()
+
+    values, keys = lease_values(c), [k for k in etcd_dump(c) if k.startswith(LEASES)]
+    subnets6 = {}
+    for h in c.hosts:
+        value, env = values[h.ip], subnet_env(c, h.name)
+        # the IPv4 subnet kept, the key re-keyed with its IPv6 half (flannel's format), PublicIPv6 the underlay's
+        net = env["FLANNEL_SUBNET"].rsplit(".", 1)[0] + ".0"
+        assert [k for k in keys if k.startswith(LEASES + net + "-24&fd00:5:")], (net, keys)
+        assert value["PublicIPv6"] == h.ip6 and value["BackendV6Data"]["VNI"] == 1, value
+        assert before[h.ip]["BackendData"] == value["BackendData"]
+        assert env["FLANNEL_IPV6_NETWORK"] == IPV6_NETWORK and env["FLANNEL_MTU"] == "1450"
+        subnets6[h.name] = env["FLANNEL_IPV6_SUBNET"]  # its first address, as flanneld writes it
+        opts = c.run(h.name, "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value docker.service)/cmdline",
+                     check=True).stdout
+        assert " --ipv6 " in opts and " --fixed-cidr-v6=%s " % net6(subnets6[h.name]) in opts, opts
+        assert subnets6[h.name] in c.run(h.name, "ip -6 -o addr show dev docker0", check=True).stdout
+        link = ipj(c, h.name, "-d", "link", "show", "flannel-v6.1")[0]
+        assert link["mtu"] == 1430 and link["linkinfo"]["info_data"]["local6"] == h.ip6, link
+        assert link["address"] == value["BackendV6Data"]["VtepMAC"] != value["BackendData"]["VtepMAC"], link
+        assert c.run(h.name, "sysctl -n net.ipv6.conf.all.forwarding net.ipv6.conf.eth0.accept_ra",
+                     check=True).stdout.split() == ["1", "2"]
+        rules = c.run(h.name, "ip6tables -S FORWARD", check=True).stdout
+        assert "-s %s -m comment --comment \"overlay.flannel forward\" -j ACCEPT" % IPV6_NETWORK in rules, rules
+    for h in c.hosts:
+        # flanneld's entries for each peer's IPv6 side: route (onlink via the subnet's address), neighbour, FDB
+        routes = {r["dst"]: r for r in ipj(c, h.name, "-6", "route", "show", "dev", "flannel-v6.1")}
+        neigh = {n["dst"]: n["lladdr"]
+                 for n in ipj(c, h.name, "-6", "neigh", "show", "dev", "flannel-v6.1", "nud", "permanent")}
+        fdb = json.loads(c.run(h.name, "bridge -j fdb show dev flannel-v6.1", check=True).stdout or "[]")
+        for peer in c.hosts:
+            if peer.name == h.name:
+                continue
+            sub = net6(subnets6[peer.name])
+            address = str(ipaddress.IPv6Network(sub).network_address)
+            mac = values[peer.ip]["BackendV6Data"]["VtepMAC"]
+            assert routes[sub]["gateway"] == address and "onlink" in routes[sub]["flags"], routes
+            assert neigh.get(address) == mac, neigh
+            assert {"mac": mac, "dst": peer.ip6} in [{"mac": e["mac"], "dst": e.get("dst")} for e in fdb], fdb
+    addresses = container_addresses(c)
+    assert all(six.startswith("fd00:5:") for _four, six in addresses.values()), addresses
+    assert unreachable(c, addresses) == []
+
+    again = run_playbook(c, "site.yml", "-e", "flannel_backend_type=vxlan", *DUAL)
+    assert again.rc == 0, again.tail()
+    assert all(r["changed"] == 0 for r in again.recap.values()), again.changed_tasks()
+
+    missed, run = switch(c, "vxlan")
+    print("pings missed during dual-stack -> IPv4 (each %.1f s apart): %s; site.yml %.1f s"
+          % (INTERVAL, missed, run.seconds))
+    assert all(n * INTERVAL <= 20 for n in missed.values()), missed
+    assert handler_hosts(run, "Restart dockerd") == sorted(c.host_names), run.changed_tasks()
+    values = lease_values(c)
+    assert not [k for k in etcd_dump(c) if k.startswith(LEASES) and "&" in k]
+    for h in c.hosts:
+        assert values[h.ip]["BackendType"] == "vxlan" and values[h.ip].get("PublicIPv6") is None, values[h.ip]
+        assert values[h.ip]["BackendData"] == before[h.ip]["BackendData"]
+        assert "FLANNEL_IPV6_SUBNET" not in subnet_env(c, h.name)
+        assert c.run(h.name, "ip link show flannel-v6.1", check=False).returncode != 0
+        out = c.run(h.name, "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value docker.service)/cmdline; "
+                            "ip6tables -S; ip6tables -t nat -S", check=True).stdout
+        assert "--ipv6" not in out and "overlay.flannel" not in out, out
     assert pings_all(c) == []

@@ -13,18 +13,20 @@ class of the network config's ``Backend.Type``, from the module named in
 * ``host-gw``: host_gw.py, a route via each peer's public IP, kept by
   ../kernel.py.
 
-What the daemon does with a backend, in this order: ``peer_of`` for the
-lease keeper's listing, ``start(peers)``, then ``peers`` (the table the
+What the daemon does with a backend, in this order: ``peer_of`` (and
+``peer6_of`` on a dual-stack network) for the lease keeper's listing, ``start(peers)``, then ``peers`` (the table the
 lease keeper writes every change into), ``follow_network`` when the config
 grows or moves, ``healthy``/``failed``, ``describe()`` for the status line,
 ``metrics()`` for /metrics, and ``close()`` at the end. Nothing in the
 daemon asks which backend it runs.
 
-A second address family belongs in the data, not in new branches: the
-``Host`` (a public IPv6 address, an IPv6 subnet), the peer a backend makes
-of a lease (PublicIPv6, BackendV6Data, read where lease_events reads the
-lease), and the entries a kernel backend keeps (a second VXLAN device,
-IPv6 routes, from kernel_state.desired).
+The second address family (a dual-stack network: vxlan and host-gw; udp
+has none) is in the data, not in new branches: the ``Host`` (its
+public_ipv6, subnet6 and mtu6), the peer a backend makes of a lease (its
+``v6`` part from PublicIPv6 and BackendV6Data, peer6_of, which lease_events
+calls where it reads the lease), and the entries a kernel backend keeps
+(the second VXLAN device ``flannel-v6.<VNI>``, IPv6 neighbours, FDB
+entries and routes, from kernel_state.desired).
 
 Words: a *device* is a kernel network interface (the TUN ``flannel0``, the
 VXLAN device ``flannel.<VNI>``); the *underlay* is the interface the public
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from ansible_collections.overlay.flannel.plugins.module_utils import backends
 
@@ -44,11 +46,14 @@ MODULES = {backends.UDP: "udp", backends.VXLAN: "vxlan", backends.HOST_GW: "host
 
 
 class Host(NamedTuple):
-    """This host as a backend sees it."""
+    """This host as a backend sees it; the IPv6 fields are set on a dual-stack network only."""
     public_ip: str
     underlay: str  # the underlay interface's name
     subnet: ipaddress.IPv4Network  # the own lease's subnet
     mtu: int  # of the data path's device, and FLANNEL_MTU (choose_mtu)
+    public_ipv6: Optional[str] = None  # the lease's PublicIPv6 (--public-ipv6, else the underlay's global address)
+    subnet6: Optional[ipaddress.IPv6Network] = None  # the own lease's IPv6 half
+    mtu6: Optional[int] = None  # of the IPv6 VXLAN device (the underlay's less 70, or --mtu if smaller)
 
 
 class Backend:
@@ -68,6 +73,11 @@ class Backend:
     def peer_of(self, lease):
         """This backend's peer of another host's lease of this backend's type; raises
         backends.BackendError for a lease whose BackendData it cannot use (the lease is skipped)."""
+        raise NotImplementedError
+
+    def peer6_of(self, lease):
+        """The IPv6 part of the peer of a dual-stack lease (one with an IPv6 half), for a dual-stack network;
+        raises backends.BackendError for one it cannot use (the lease is a peer over IPv4 only)."""
         raise NotImplementedError
 
     def start(self, peers):

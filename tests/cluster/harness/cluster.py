@@ -22,10 +22,15 @@ Python API (see Cluster):
 Layout of the network (default underlay 10.213.0.0/24):
 
     root netns (controller) -- veth <prefix>flc0 10.213.0.1/24 (and .2, .3: the etcd members)
-         |                                (peer "ctl" in the underlay netns)
+         |                                and fd00:10:213::1/64 (peer "ctl" in the underlay netns)
     netns <prefix>flunder: bridge br0 (nothing else; no address)
          |-- veth <host>  <->  eth0 in netns <prefix><host>: 10.213.0.(10+i)/24,
-                                default via 10.213.0.254 (no one answers)
+                                default via 10.213.0.254 (no one answers),
+                                and fd00:10:213::(10+i)/64 (no IPv6 route beyond it)
+
+The IPv6 underlay (for dual-stack overlays) is a ULA /64 spelt from the IPv4
+one (ipv6_underlay: 10.213.0 -> fd00:10:213::/64), added without duplicate
+address detection, so that it is usable at once, as a static address would be.
 
 Everything the harness creates is recorded in <state-dir>/state.json; `down`
 only signals PIDs recorded there (checked against their recorded start time).
@@ -33,6 +38,7 @@ only signals PIDs recorded there (checked against their recorded start time).
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import shlex
@@ -229,13 +235,25 @@ def systemd_major(installed):
     return None
 
 
-class Host:
-    """One test host: `name` (= hostname), `ip` (underlay address), `netns`."""
+def ipv6_underlay(underlay, last=None):
+    """The IPv6 /64 of the test underlay `underlay` ("10.213.0"), its octets as the ULA's groups,
+    "fd00:10:213::/64"; with `last`, the address whose last group is that IPv4 last octet's digits
+    (10.213.0.11 -> "fd00:10:213::11"), compressed as `ip` prints it."""
+    prefix = "fd00:%s:" % ":".join(str(int(octet)) for octet in underlay.split("."))
+    if last is None:
+        return str(ipaddress.IPv6Network(prefix + ":/64"))
+    return str(ipaddress.IPv6Address(prefix + ":%d" % last))
 
-    def __init__(self, name, ip, netns):
+
+class Host:
+    """One test host: `name` (= hostname), `ip` (underlay address), `netns`, `ip6` (underlay IPv6 address, None
+    for a cluster brought up before the underlay had one)."""
+
+    def __init__(self, name, ip, netns, ip6=None):
         self.name = name
         self.ip = ip
         self.netns = netns
+        self.ip6 = ip6
 
     def __repr__(self):
         return "Host(%r, %r)" % (self.name, self.ip)
@@ -302,6 +320,7 @@ class Cluster:
                 "index": i,
                 "suite": suites[i - 1],
                 "ip": "%s.%d" % (underlay, 10 + i),
+                "ip6": ipv6_underlay(underlay, 10 + i),
                 "netns": prefix + name,
                 "machine": prefix + name,
                 "veth_underlay": (prefix + name)[:15],
@@ -330,6 +349,8 @@ class Cluster:
                 "gateway": underlay + ".254",
                 "prefixlen": 24,
                 "subnet": underlay + ".0/24",
+                "controller_ip6": ipv6_underlay(underlay, 1),
+                "subnet6": ipv6_underlay(underlay),
                 "created": {"netns": False, "controller_veth": False},
             },
             "hosts": hosts,
@@ -385,7 +406,7 @@ class Cluster:
 
     @property
     def hosts(self):
-        return [Host(n, h["ip"], h["netns"]) for n, h in
+        return [Host(n, h["ip"], h["netns"], h.get("ip6")) for n, h in
                 sorted(self.state["hosts"].items(), key=lambda kv: kv[1]["index"])]
 
     @property
@@ -403,7 +424,7 @@ class Cluster:
 
     def host(self, name):
         h = self.state["hosts"][name]
-        return Host(name, h["ip"], h["netns"])
+        return Host(name, h["ip"], h["netns"], h.get("ip6"))
 
     @property
     def controller_ip(self):
@@ -587,6 +608,8 @@ class Cluster:
         self.save()
         sh(ns + ["link", "set", u["controller_veth_peer"], "master", u["bridge"], "up"])
         sh(["ip", "addr", "add", "%s/%d" % (u["controller_ip"], u["prefixlen"]), "dev", u["controller_veth"]])
+        if u.get("controller_ip6"):
+            sh(["ip", "addr", "add", u["controller_ip6"] + "/64", "dev", u["controller_veth"], "nodad"])
         sh(["ip", "link", "set", u["controller_veth"], "up"])
         # the underlay namespace itself never routes anything anywhere
         sh(["ip", "netns", "exec", u["netns"], "sysctl", "-q", "-w", "net.ipv4.ip_forward=0"], check=False)
@@ -602,9 +625,10 @@ class Cluster:
             "  chain forward {\n"
             "    type filter hook forward priority 0; policy accept;\n"
             "    oifname \"%(peer)s\" ip daddr != %(subnet)s counter drop\n"
-            "    oifname \"%(peer)s\" ip6 daddr != { fe80::/10, ff00::/8 } counter drop\n"
+            "    oifname \"%(peer)s\" ip6 daddr != { fe80::/10, ff00::/8%(subnet6)s } counter drop\n"
             "  }\n"
-            "}\n" % {"peer": u["controller_veth_peer"], "subnet": u["subnet"]})
+            "}\n" % {"peer": u["controller_veth_peer"], "subnet": u["subnet"],
+                     "subnet6": (", " + u["subnet6"]) if u.get("subnet6") else ""})
         rootfs = self.state["image"]["rootfs"]
         sh(["nsenter", "--net=/run/netns/" + u["netns"], "chroot", rootfs, "nft", "-f", "-"], input=rules)
         u["guard"] = "table bridge test_cluster_guard"
@@ -628,6 +652,8 @@ class Cluster:
         sh(ns + ["link", "set", "lo", "up"])
         sh(ns + ["link", "set", "eth0", "mtu", "1500", "up"])
         sh(ns + ["addr", "add", "%s/%d" % (h["ip"], u["prefixlen"]), "broadcast", "+", "dev", "eth0"])
+        if h.get("ip6"):
+            sh(ns + ["addr", "add", h["ip6"] + "/64", "dev", "eth0", "nodad"])
         # default route to an address nothing answers: ansible_default_ipv4 = underlay, nothing leaves
         sh(ns + ["route", "add", "default", "via", u["gateway"], "dev", "eth0", "onlink"])
 
@@ -1013,7 +1039,7 @@ class Cluster:
             hs = self.state["hosts"][h.name]
             sup = hs.get("supervisor") or {}
             info = self.supervisor_info(h.name)
-            entry = {"ip": h.ip, "netns": h.netns, "suite": self.suite(h.name),
+            entry = {"ip": h.ip, "ip6": h.ip6, "netns": h.netns, "suite": self.suite(h.name),
                      "supervisor_alive": pid_alive(sup.get("pid"), sup.get("start_time")),
                      "nspawn_pid": info.get("nspawn_pid"), "leader_pid": self.leader_pid(h.name),
                      "launches": info.get("launches"), "last_exit": info.get("last_exit")}

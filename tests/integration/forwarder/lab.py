@@ -55,6 +55,22 @@ def container_ip(n):
     return "10.5.%d.2" % n
 
 
+# The IPv6 side of a dual-stack lab (add_host(ipv6=True)): a ULA underlay /64 and the overlay's IPv6 network.
+NETWORK6 = "fd00:5::/48"
+
+
+def host_ip6(n):
+    return "fd00:214::%d" % (10 + n)
+
+
+def subnet6(n):
+    return "fd00:5:0:%d::/64" % n
+
+
+def container_ip6(n):
+    return "fd00:5:0:%d::2" % n
+
+
 class Lab:
     def __init__(self, prefix):
         self.prefix = prefix
@@ -82,8 +98,9 @@ class Lab:
         sh("ip", "-n", self.ns("ul"), "link", "set", "ctl", "master", "br0", "up")
         return self
 
-    def add_host(self, n, mtu=1472):
-        """Host n and its container; `mtu`: the container link's (FLANNEL_MTU of the backend under test)."""
+    def add_host(self, n, mtu=1472, ipv6=False):
+        """Host n and its container; `mtu`: the container link's (FLANNEL_MTU of the backend under test);
+        `ipv6`: dual-stack, the underlay address host_ip6(n)/64 and the container's container_ip6(n) too."""
         h, c = "h%d" % n, "c%d" % n
         self._netns(h)
         self._netns(c)
@@ -104,6 +121,12 @@ class Lab:
         sh("ip", "-n", self.ns(c), "link", "set", "eth0", "mtu", str(mtu), "up")
         sh("ip", "-n", self.ns(c), "addr", "add", container_ip(n) + "/24", "dev", "eth0")
         sh("ip", "-n", self.ns(c), "route", "add", "default", "via", "10.5.%d.1" % n)
+        if ipv6:
+            sh("ip", "netns", "exec", self.ns(h), "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+            sh("ip", "-n", self.ns(h), "addr", "add", host_ip6(n) + "/64", "dev", "u0", "nodad")
+            sh("ip", "-n", self.ns(h), "addr", "add", "fd00:5:0:%d::1/64" % n, "dev", "cv0", "nodad")
+            sh("ip", "-n", self.ns(c), "addr", "add", container_ip6(n) + "/64", "dev", "eth0", "nodad")
+            sh("ip", "-n", self.ns(c), "-6", "route", "add", "default", "via", "fd00:5:0:%d::1" % n)
 
     def files(self, n):
         d = os.path.join(self.tmp, "h%d" % n)

@@ -15,9 +15,9 @@ from ansible_collections.overlay.flannel.plugins.module_utils.leases import enco
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import dumps, from_dict
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import lease_key
 
-from kernel_lab import (DEVICE, NETWORK, PREFIX, VNI, container_ip, host_ip, ipj, lease, lease_value,
-                        make_env, routes, transfer)
-from lab import wait_for
+from kernel_lab import (DEVICE, DEVICE6, NETWORK, PREFIX, VNI, container_ip, host_ip, ipj, lease, lease_value,
+                        make_env, routes, routes6, transfer)
+from lab import container_ip6, host_ip6, subnet6, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -43,25 +43,44 @@ def test_hostgw_routes_files_and_transfer(gw):
     assert lab.metric(1, 'backend_info{type="host-gw"}') == 1
 
 
+def test_hostgw_ipv6_routes_and_transfer_both_ways(gw):
+    """The dual-stack lab: a route to h2's IPv6 subnet via its PublicIPv6 on the underlay, no device; pings and
+    checksummed transfers between the containers' IPv6 addresses, both ways."""
+    lab, store = gw["lab"], gw["store"]
+    route = routes6(lab, "h1")[subnet6(2)]
+    assert route["gateway"] == host_ip6(2) and route["dev"] == "u0"
+    assert lab.run("h1", "ip", "link", "show", DEVICE6, check=False).returncode != 0
+    value = lease_value(store, 1)
+    assert value["PublicIPv6"] == host_ip6(1) and "BackendV6Data" not in value
+    assert lab.probe("c1", "ping", container_ip6(2), "5", "0.05")["received"] == 5
+    for src, dst, port in (("c1", 2, 5321), ("c2", 1, 5322)):
+        sent, got = transfer(lab, src, dst, port, ip=container_ip6)
+        assert got["bytes"] == 8 << 20 and got["sha256"] == sent["sha256"]
+
+
 def test_hostgw_peers_follow_leases_and_hand_removed_routes_come_back(gw):
     lab, store = gw["lab"], gw["store"]
     lease(store, gw["backend"], 3)
-    wait_for(lambda: routes(lab, "h1").get("10.5.3.0/24", {}).get("gateway") == host_ip(3), timeout=5,
+    wait_for(lambda: routes(lab, "h1").get("10.5.3.0/24", {}).get("gateway") == host_ip(3)
+             and routes6(lab, "h1").get(subnet6(3), {}).get("gateway") == host_ip6(3), timeout=5,
              what="h1 to route h3")
     lab.run("h1", "ip", "route", "del", "10.5.3.0/24")
-    wait_for(lambda: "10.5.3.0/24" in routes(lab, "h1"), timeout=5, what="the route to come back")
+    lab.run("h1", "ip", "-6", "route", "del", subnet6(3))
+    wait_for(lambda: "10.5.3.0/24" in routes(lab, "h1") and subnet6(3) in routes6(lab, "h1"), timeout=5,
+             what="the routes to come back")
     store.release(host_ip(3))
-    wait_for(lambda: "10.5.3.0/24" not in routes(lab, "h1"), timeout=5, what="h1 to forget h3")
+    wait_for(lambda: "10.5.3.0/24" not in routes(lab, "h1") and subnet6(3) not in routes6(lab, "h1"), timeout=5,
+             what="h1 to forget h3")
 
 
 def test_hostgw_restart_takes_the_routes_over_without_removing_them(gw):
     lab = gw["lab"]
     assert lab.stop(gw["procs"][1]) == 0
-    before = routes(lab, "h1")["10.5.2.0/24"]
+    before, before6 = routes(lab, "h1")["10.5.2.0/24"], routes6(lab, "h1")[subnet6(2)]
     gw["procs"][1] = lab.start_forwarder(1, gw["server"].endpoint)
     restarted = lab.log(gw["procs"][1]).rsplit(" starting version=", 1)[1]  # this run's lines
     assert "removed" not in restarted and "set route" not in restarted, restarted
-    assert routes(lab, "h1")["10.5.2.0/24"] == before
+    assert routes(lab, "h1")["10.5.2.0/24"] == before and routes6(lab, "h1")[subnet6(2)] == before6
     assert lab.probe("c1", "ping", container_ip(2), "3", "0.05")["received"] == 3
 
 

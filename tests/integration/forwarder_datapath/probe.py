@@ -1,9 +1,9 @@
 """Small network probes run inside a namespace (``python probe.py COMMAND ...``), printing JSON.
 
-ping DST COUNT INTERVAL        ICMP echo RTTs (raw socket; no ping binary needed)
+ping DST COUNT INTERVAL        ICMP echo RTTs (raw socket; no ping binary needed); ICMPv6 to an IPv6 DST
 unreachable DST                send one UDP datagram to DST, report the ICMP error that comes back
 sendraw SRC_IP DST_IP:PORT HEX send one datagram with the given payload from SRC_IP
-serve PORT                     TCP: receive everything, print byte count and sha256
+serve PORT                     TCP (IPv4 and IPv6): receive everything, print byte count and sha256
 send DST PORT NBYTES SEED      TCP: send NBYTES of seeded pseudo-random data, print sha256
 """
 
@@ -30,13 +30,19 @@ def _csum(b: bytes) -> int:
 
 
 def ping(dst: str, count: int, interval: float) -> dict:
-    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    v6 = ":" in dst
+    if v6:  # the kernel fills in an ICMPv6 checksum, and a raw ICMPv6 socket reads no IP header
+        s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        request, reply = 128, 129
+    else:
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        request, reply = 8, 0
     ident = os.getpid() & 0xFFFF
     rtts = []
     for seq in range(count):
         body = struct.pack(">d", time.perf_counter()) + bytes(48)
-        hdr = struct.pack(">BBHHH", 8, 0, 0, ident, seq)
-        pkt = hdr[:2] + struct.pack(">H", _csum(hdr + body)) + hdr[4:] + body
+        hdr = struct.pack(">BBHHH", request, 0, 0, ident, seq)
+        pkt = hdr[:2] + struct.pack(">H", 0 if v6 else _csum(hdr + body)) + hdr[4:] + body
         t0 = time.perf_counter()
         s.sendto(pkt, (dst, 0))
         deadline = t0 + 1.0
@@ -45,9 +51,9 @@ def ping(dst: str, count: int, interval: float) -> dict:
             if left <= 0 or not select.select([s], [], [], left)[0]:
                 break
             data = s.recv(2048)
-            hl = (data[0] & 15) * 4
+            hl = 0 if v6 else (data[0] & 15) * 4
             t, c, _icmp_sum, i, q = struct.unpack(">BBHHH", data[hl : hl + 8])
-            if t == 0 and i == ident and q == seq:
+            if t == reply and i == ident and q == seq:
                 rtts.append((time.perf_counter() - t0) * 1000)
                 break
         time.sleep(interval)
@@ -104,9 +110,15 @@ def _data(n: int, seed: int):
 
 
 def serve(port: int) -> dict:
-    ls = socket.socket()
-    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    ls.bind(("0.0.0.0", port))
+    try:
+        ls = socket.socket(socket.AF_INET6)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too (as ::ffff:a.b.c.d)
+        ls.bind(("::", port))
+    except OSError:  # no IPv6 in this namespace
+        ls = socket.socket()
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind(("0.0.0.0", port))
     ls.listen(1)
     print(json.dumps({"listening": port}), flush=True)
     ls.settimeout(60)

@@ -186,7 +186,8 @@ def test_iptables_rules_of_another_network_are_stale():
     assert [rule["table"] for rule in plan["stale"]] == ["filter", "filter", "nat"]
     assert all("10.5.0.0/16" in rule["line"] and rule["line"].startswith("-A ") for rule in plan["stale"])
     assert plan["stale"][2] == dict(table="nat", chain="POSTROUTING", source="10.5.0.0/16", destination="!10.5.0.0/16",
-                                    jump="MASQUERADE", comment="overlay.flannel ip-masq", line=MASQ.strip())
+                                    jump="MASQUERADE", comment="overlay.flannel ip-masq", line=MASQ.strip(),
+                                    family="ipv4")
     # retire: every rule of the overlay, none of docker's
     plan = H.iptables_plan({"filter": FILTER, "nat": NAT + MASQ}, [], "")
     assert len(plan["stale"]) == 3 and not [r for r in plan["stale"] if "overlay.flannel" not in r["line"]]
@@ -247,3 +248,182 @@ def test_forwarder_not_ready_names_each_gap_and_is_empty_when_ready():
                                  "vxlan") == ["subnet.env has FLANNEL_NETWORK=10.5.0.0/16 FLANNEL_SUBNET=10.5.9.1/24, "
                                               "not 10.5.0.0/16 and 10.5.34.1/24"]
     assert H.forwarder_not_ready(None, env, "10.5.0.0/16", "10.5.34.1/24", "vxlan")[0] == "the unit is unknown, not active"
+
+
+# --- dual-stack: the host's IPv6 side, docker's IPv6 options, ip6tables ------------------------------------------
+
+IP_O_ADDR = """1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever
+1: lo    inet6 ::1/128 scope host noprefixroute \\       valid_lft forever preferred_lft forever
+2: eth0    inet 10.213.0.11/24 brd 10.213.0.255 scope global eth0\\       valid_lft forever preferred_lft forever
+2: eth0    inet6 2001:db8:0:1:a00:27ff:fe4e:66a1/64 scope global temporary dynamic \\       valid_lft 86000sec
+2: eth0    inet6 2001:db8:0:1:0:0:0:dead/64 scope global deprecated dynamic \\       valid_lft 60sec preferred_lft 0sec
+2: eth0    inet6 fd00:10:213:0:0::11/64 scope global tentative \\       valid_lft forever preferred_lft forever
+2: eth0    inet6 2001:db8:0:1::11/64 scope global dynamic mngtmpaddr \\       valid_lft 86000sec preferred_lft 14000sec
+2: eth0    inet6 fe80::a00:27ff:fe4e:66a1/64 scope link \\       valid_lft forever preferred_lft forever
+3: eth1@if9    inet 192.168.7.2/24 scope global eth1\\       valid_lft forever preferred_lft forever
+3: eth1@if9    inet6 fd99::2/64 scope global \\       valid_lft forever preferred_lft forever
+"""
+
+
+def test_interface_addresses():
+    found = H.interface_addresses(IP_O_ADDR)
+    assert [(a["iface"], a["family"], a["address"], a["prefixlen"], a["scope"]) for a in found][:3] == [
+        ("lo", 4, "127.0.0.1", 8, "host"), ("lo", 6, "::1", 128, "host"), ("eth0", 4, "10.213.0.11", 24, "global")]
+    assert found[3]["flags"] == ["temporary", "dynamic"] and found[2]["flags"] == []
+    assert [a["iface"] for a in found if a["address"] == "fd99::2"] == ["eth1"]  # "@if9" is not the name
+    assert H.interface_addresses("") == [] and H.interface_addresses("garbage\n") == []
+
+
+def test_the_underlay_interface_is_the_given_one_else_the_one_holding_the_public_ip():
+    found = H.interface_addresses(IP_O_ADDR)
+    assert H.underlay_iface(found, "10.213.0.11") == "eth0"
+    assert H.underlay_iface(found, "192.168.7.2") == "eth1"
+    assert H.underlay_iface(found, "10.213.0.11", "eth1") == "eth1"
+    assert H.underlay_iface(found, "10.9.9.9") is None
+
+
+def test_public_ipv6_is_the_inventorys_else_a_stable_global_address_of_the_underlay():
+    found = H.interface_addresses(IP_O_ADDR)
+    # not the temporary (privacy) one, nor the deprecated one, nor the link-local one; a tentative one last
+    assert H.public_ipv6("", found, "eth0") == ("2001:db8:0:1::11", True)
+    assert H.public_ipv6("", found, "eth1") == ("fd99::2", True)
+    only_tentative = [a for a in found if a["address"] != "2001:db8:0:1::11"]
+    assert H.public_ipv6("", only_tentative, "eth0") == ("fd00:10:213::11", True)  # compressed
+    assert H.public_ipv6("", found, "lo") == ("", False)  # ::1 is scope host
+    assert H.public_ipv6("", [], "eth0") == ("", False) and H.public_ipv6("", found, None) == ("", False)
+    # the inventory's, checked (compressed when it is one)
+    assert H.public_ipv6("2001:DB8::0:7", found, "eth0") == ("2001:db8::7", True)
+    assert H.public_ipv6("fe80::1", found, "eth0") == ("fe80::1", False)
+    assert H.public_ipv6("10.0.0.1", found, "eth0") == ("10.0.0.1", False)
+    assert H.public_ipv6("::", found, "eth0") == ("::", False)
+
+
+@pytest.mark.parametrize("dual, iface, accept_ra, forwarding, wanted", [
+    (False, "eth0", "1", "0", []),  # IPv4-only: nothing
+    (True, "eth0", "1", "0", [("net.ipv6.conf.eth0.accept_ra", "2"), ("net.ipv6.conf.all.forwarding", "1")]),
+    (True, "eth0", "1\n", "1\n", [("net.ipv6.conf.eth0.accept_ra", "2")]),  # forwarding on: RAs ignored at 1
+    (True, "eth0", "0", "0", [("net.ipv6.conf.all.forwarding", "1")]),  # no RAs taken: left so
+    (True, "eth0", "2", "1", []),
+    (True, "eth0.100", "1", "1", [("net.ipv6.conf.eth0/100.accept_ra", "2")]),  # sysctl's spelling of a dot
+    (True, None, None, None, [("net.ipv6.conf.all.forwarding", "1")]),
+])
+def test_ipv6_sysctls_keep_router_advertisements_on_the_underlay(dual, iface, accept_ra, forwarding, wanted):
+    got = H.ipv6_sysctls(dual, iface, accept_ra, forwarding)
+    assert [(s["key"], s["value"]) for s in got] == wanted
+
+
+def test_previous_ipv6_subnets_from_subnet_env_then_the_state_file():
+    env = SUBNET_ENV + "FLANNEL_IPV6_NETWORK=fd00:5::/48\nFLANNEL_IPV6_SUBNET=fd00:5:0:22::1/64\n"
+    assert H.previous_ipv6_subnets(env, "10.5.3.0/24\nfd00:5:0:9::/64\n") == ["fd00:5:0:22::/64", "fd00:5:0:9::/64"]
+    assert H.previous_ipv6_subnets(SUBNET_ENV, "10.5.3.0/24\n") == []
+    assert H.previous_ipv6_subnets(None, "10.5.3.0/24\nfd00:5:0:9::/64\n") == ["fd00:5:0:9::/64"]
+    assert H.previous_ipv6_subnets("FLANNEL_IPV6_SUBNET=nonsense\n", "garbage\n") == []
+    # the IPv4 ones are the first line's, also when the file has an IPv6 line
+    assert H.previous_subnets(env, "10.5.9.0/24\nfd00:5:0:9::/64\n") == ["10.5.3.0/24", "10.5.9.0/24"]
+
+
+DUAL_OPTS = ('DOCKER_NETWORK_OPTIONS=" --bip=10.5.3.1/24 --ipv6 --fixed-cidr-v6=fd00:5:0:22::/64 --ip-masq=true '
+             '--mtu=1450 "\n')
+DUAL_ENV = ("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.3.1/24\nFLANNEL_IPV6_NETWORK=fd00:5::/48\n"
+            "FLANNEL_IPV6_SUBNET=fd00:5:0:22::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n")
+V4_CMDLINE = b"/usr/sbin/dockerd\x00-H\x00fd://\x00--bip=10.5.3.1/24\x00--ip-masq=true\x00--mtu=1450\x00"
+DUAL_CMDLINE = (b"/usr/sbin/dockerd\x00-H\x00fd://\x00--bip=10.5.3.1/24\x00--ipv6\x00"
+                b"--fixed-cidr-v6=fd00:5:0:22::/64\x00--ip-masq=true\x00--mtu=1450\x00")
+
+
+def test_docker_restarts_when_the_network_turns_dual_stack_and_back_and_only_then():
+    v4_opts = DUAL_OPTS.replace(" --ipv6 --fixed-cidr-v6=fd00:5:0:22::/64", "")
+    on = H.docker_decision(DUAL_ENV, DUAL_OPTS, V4_CMDLINE, ["10.5.3.1/24"])
+    assert on["restart"] and not on["renumber"] and "--ipv6" in on["reason"]
+    assert H.docker_decision(DUAL_ENV, DUAL_OPTS, DUAL_CMDLINE, ["10.5.3.1/24"])["restart"] is False
+    back = H.docker_decision(SUBNET_ENV, v4_opts, DUAL_CMDLINE, ["10.5.3.1/24"])
+    assert back["restart"] and back["running"] == sorted(["--bip=10.5.3.1/24", "--ipv6", "--fixed-cidr-v6=fd00:5:0:22::/64",
+                                                          "--ip-masq=true", "--mtu=1450"])
+    assert H.docker_decision(SUBNET_ENV, v4_opts, V4_CMDLINE, ["10.5.3.1/24"])["restart"] is False
+    # another IPv6 half (a relet) restarts too
+    moved = DUAL_OPTS.replace("fd00:5:0:22::", "fd00:5:0:23::")
+    assert H.docker_decision(DUAL_ENV, moved, DUAL_CMDLINE, ["10.5.3.1/24"])["restart"]
+
+
+def test_docker_ipv6_settings_of_its_own_are_conflicts():
+    assert H.daemon_json_conflicts('{"ipv6": true, "fixed-cidr-v6": "2001:db8:1::/64", "debug": true}')[0] == \
+        ["ipv6", "fixed-cidr-v6"]
+    assert H.unit_conflicts(CAT, 'DOCKER_OPTS="--ipv6 --fixed-cidr-v6 2001:db8::/64"\n', DROPIN) == \
+        ["--ipv6", "--fixed-cidr-v6"]
+    assert H.unit_conflicts(CAT, 'DOCKER_OPTS="--ipv6x --fixed-cidr-v6-x=1"\n', DROPIN) == []
+
+
+def test_docker0_carries_the_ipv6_gateway_on_a_dual_stack_network():
+    v6 = "5: docker0    inet6 fd00:5:0:22::1/64 scope global \\       valid_lft forever preferred_lft forever\n" \
+         "5: docker0    inet6 fe80::1/64 scope link \\       valid_lft forever preferred_lft forever\n"
+    assert H.ipv6_addresses(IP_ADDR + v6) == ["fd00:5:0:22::1/64"] and H.ipv4_addresses(IP_ADDR + v6) == ["10.5.3.1/24"]
+    assert H.docker0_problem(DUAL_ENV, ["10.5.3.1/24"], 1450, ["fd00:5:0:22::1/64"]) is None
+    problem = H.docker0_problem(DUAL_ENV, ["10.5.3.1/24"], 1450, [])
+    assert "fd00:5:0:22::1/64" in problem and "10.5.3.1/24" in problem
+    assert H.docker0_problem(SUBNET_ENV, ["10.5.3.1/24"], 1472, ["fd00:5:0:22::1/64"]) is None  # left over: no matter
+
+
+FILTER6 = ('-P FORWARD ACCEPT\n-A FORWARD -s fd00:5::/48 -m comment --comment "overlay.flannel forward" -j ACCEPT\n'
+           '-A FORWARD -d fd00:5::/48 -m comment --comment "overlay.flannel forward" -j ACCEPT\n')
+NAT6 = '-A POSTROUTING -s fd00:5::/48 ! -d fd00:5::/48 -m comment --comment "overlay.flannel ip-masq" -j MASQUERADE\n'
+RULES6 = [dict(family="ipv6", table="filter", chain="FORWARD", source="fd00:5::/48", jump="ACCEPT",
+               comment="overlay.flannel forward", present=True),
+          dict(family="ipv6", table="filter", chain="FORWARD", destination="fd00:5::/48", jump="ACCEPT",
+               comment="overlay.flannel forward", present=True),
+          dict(family="ipv6", table="nat", chain="POSTROUTING", source="fd00:5::/48", destination="!fd00:5::/48",
+               jump="MASQUERADE", comment="overlay.flannel ip-masq", present=True)]
+
+
+def test_ip6tables_rules_beside_the_iptables_ones():
+    v4 = {"filter": FILTER, "nat": NAT}
+    # none of the IPv6 rules yet: all three applied, the IPv4 ones left as they are
+    plan = H.iptables_plan(dict(v4, ipv6={"filter": "-P FORWARD ACCEPT\n", "nat": ""}), RULES + RULES6,
+                           "10.5.0.0/16", "fd00:5::/48")
+    assert plan == dict(apply=RULES6, stale=[])
+    # in place (ip6tables prints the network compressed, the role may spell it otherwise)
+    spelled = [dict(r, **{k: v.replace("fd00:5::/48", "fd00:0005:0::/48") for k, v in r.items()
+                          if k in ("source", "destination")}) for r in RULES6]
+    assert H.iptables_plan(dict(v4, ipv6={"filter": FILTER6, "nat": NAT6}), RULES + spelled, "10.5.0.0/16",
+                           "fd00:5:0::/48") == dict(apply=[], stale=[])
+    # an IPv4 rule of the same chain does not stand for the IPv6 one
+    assert H.iptables_plan(dict(v4, ipv6={"filter": "", "nat": ""}), RULES6[:1], "10.5.0.0/16",
+                           "fd00:5::/48")["apply"] == RULES6[:1]
+
+
+def test_ip6tables_rules_of_an_overlay_that_is_ipv4_only_again_are_stale():
+    listed = {"filter": FILTER, "nat": NAT, "ipv6": {"filter": FILTER6, "nat": NAT6}}
+    plan = H.iptables_plan(listed, RULES, "10.5.0.0/16")
+    assert plan["apply"] == [] and [(r["family"], r["table"]) for r in plan["stale"]] == \
+        [("ipv6", "filter"), ("ipv6", "filter"), ("ipv6", "nat")]
+    assert plan["stale"][2]["destination"] == "!fd00:5::/48" and plan["stale"][2]["line"] == NAT6.strip()
+    # another IPv6 network: its rules are stale, the IPv4 ones kept
+    assert len(H.iptables_plan(listed, RULES, "10.5.0.0/16", "fd00:6::/48")["stale"]) == 3
+    # retire: every rule of the overlay, both families
+    assert len(H.iptables_plan(dict(listed, nat=NAT + MASQ), [], "")["stale"]) == 6
+
+
+def test_the_forwarder_is_ready_only_with_the_leases_ipv6_half_in_subnet_env():
+    unit = dict(active="active", status_text="vxlan: 2 peers")
+    env = dict(FLANNEL_NETWORK="10.5.0.0/16", FLANNEL_SUBNET="10.5.3.1/24")
+    dual = dict(env, FLANNEL_IPV6_NETWORK="fd00:5::/48", FLANNEL_IPV6_SUBNET="fd00:5:0:22::1/64")
+    ready = ("10.5.0.0/16", "10.5.3.1/24", "vxlan")
+    assert H.forwarder_not_ready(unit, dual, *ready, ipv6_subnet="fd00:5:0:22:0::1/64") == []
+    assert H.forwarder_not_ready(unit, env, *ready, ipv6_subnet="") == []
+    assert H.forwarder_not_ready(unit, env, *ready) == [] and H.forwarder_not_ready(unit, dual, *ready) == []
+    # the network just turned dual-stack, the forwarder still runs without it; and back
+    assert H.forwarder_not_ready(unit, env, *ready, ipv6_subnet="fd00:5:0:22::1/64") == \
+        ["subnet.env has FLANNEL_IPV6_SUBNET=(none), not fd00:5:0:22::1/64"]
+    assert H.forwarder_not_ready(unit, dual, *ready, ipv6_subnet="") == \
+        ["subnet.env has FLANNEL_IPV6_SUBNET=fd00:5:0:22::1/64, not (none: the lease is IPv4-only)"]
+
+
+def test_choose_ipv6_is_one_rule_for_the_roles_and_the_daemon():
+    from flannel_forwarder.cli import global_ipv6
+    assert H.choose_ipv6([("2001:db8::9", ["deprecated"]), ("fd00::5", ["tentative"]), ("2001:db8::7", [])]) == \
+        "2001:db8::7"
+    assert H.choose_ipv6([("2001:db8::9", ["deprecated", "dynamic"]), ("fd00::5", ["tentative"])]) == "fd00::5"
+    assert H.choose_ipv6([("2001:db8::9", ["deprecated"])]) == "2001:db8::9"  # going away, but the only one
+    assert H.choose_ipv6([("2001:db8::a", ["temporary"]), ("2001:db8::b", ["dadfailed"]), ("fe80::1", [])]) is None
+    # the daemon reads the same from the kernel's flag bits
+    assert global_ipv6([("2001:db8::a", 0, 0x01), ("2001:db8::9", 0, 0x20), ("2001:db8::7", 0, 0x80)]) == "2001:db8::7"
+    assert global_ipv6([("2001:db8::a", 0, 0x01)]) is None

@@ -59,13 +59,56 @@ def test_one_mtu_for_tun_and_docker_defaults_to_underlay_less_28_and_refuses_too
 def test_previous_subnet_from_subnet_env_else_the_state_file(tmp_path):
     from flannel_forwarder.cli import read_previous
     env, state = tmp_path / "subnet.env", tmp_path / "subnet"
-    assert read_previous(str(env), str(state)) is None
-    state.write_text("10.5.7.0/24\n")
-    assert str(read_previous(str(env), str(state))) == "10.5.7.0/24"
+    assert read_previous(str(env), str(state)) == (None, None)
+    state.write_text("10.5.7.0/24\n")  # an IPv4-only host's file, as every earlier version wrote it
+    assert [str(x) for x in read_previous(str(env), str(state))] == ["10.5.7.0/24", "None"]
     env.write_text("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.9.1/24\n")
-    assert str(read_previous(str(env), str(state))) == "10.5.9.0/24"
+    assert [str(x) for x in read_previous(str(env), str(state))] == ["10.5.9.0/24", "None"]
     env.write_text("garbage")
-    assert str(read_previous(str(env), "")) == "None"
+    assert read_previous(str(env), "") == (None, None)
+
+
+def test_previous_ipv6_subnet_from_subnet_env_else_the_state_files_second_line(tmp_path):
+    from flannel_forwarder.cli import read_previous
+    from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import render_lease_state
+    from ansible_collections.overlay.flannel.plugins.module_utils.hoststate import previous_subnets
+    import ipaddress
+    env, state = tmp_path / "subnet.env", tmp_path / "subnet"
+    text = render_lease_state(ipaddress.ip_network("10.5.7.0/24"), ipaddress.ip_network("fd00:5:0:7::/64"))
+    assert text == "10.5.7.0/24\nfd00:5:0:7::/64\n"
+    state.write_text(text)
+    assert [str(x) for x in read_previous(str(env), str(state))] == ["10.5.7.0/24", "fd00:5:0:7::/64"]
+    assert previous_subnets("", text) == ["10.5.7.0/24"]  # the probe reads the first line as ever
+    # subnet.env wins for each half it names; a half it lacks comes from the state file
+    env.write_text("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.9.1/24\n")
+    assert [str(x) for x in read_previous(str(env), str(state))] == ["10.5.9.0/24", "fd00:5:0:7::/64"]
+    env.write_text("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.9.1/24\nFLANNEL_IPV6_NETWORK=fd00:5::/48\n"
+                   "FLANNEL_IPV6_SUBNET=fd00:5:0:9::1/64\n")
+    assert [str(x) for x in read_previous(str(env), str(state))] == ["10.5.9.0/24", "fd00:5:0:9::/64"]
+    state.write_text("10.5.7.0/24\ngarbage\n")
+    assert [str(x) for x in read_previous("", str(state))] == ["10.5.7.0/24", "None"]
+
+
+def test_public_ipv6_default_is_the_underlays_global_address():
+    from flannel_forwarder.cli import global_ipv6
+    link_local = ("fe80::1", 253, 0)
+    assert global_ipv6([link_local]) is None
+    assert global_ipv6([]) is None
+    assert global_ipv6([link_local, ("fd00:a::2", 0, 0x80)]) == "fd00:a::2"
+    # a deprecated address (past its preferred lifetime) only when there is no other
+    assert global_ipv6([("2001:db8::9", 0, 0x20), ("2001:db8::7", 0, 0)]) == "2001:db8::7"
+    assert global_ipv6([("2001:db8::9", 0, 0x20)]) == "2001:db8::9"
+    assert global_ipv6([("fd00::5", 200, 0)]) is None  # site or host scope: not global
+
+
+def test_public_ipv6_flag_and_variable():
+    from flannel_forwarder.config import SettingsError, parse
+    assert parse(["--public-ipv6", "fd00:a::0002"], {})[0].public_ipv6 == "fd00:a::2"
+    assert parse([], {"FLANNELD_PUBLIC_IPV6": "2001:db8::1"})[0].public_ipv6 == "2001:db8::1"
+    assert parse([], {})[0].public_ipv6 is None
+    with pytest.raises(SettingsError) as err:
+        parse(["--public-ipv6", "10.0.0.1"], {})
+    assert "--public-ipv6" in str(err.value) and "not an IPv6 address" in str(err.value)
 
 
 def test_the_etcd_client_gets_each_setting_and_the_daemons_names_for_its_hints():

@@ -238,3 +238,75 @@ def test_a_garbage_ipv6_half_skips_the_lease_naming_the_key_and_unroutes_its_ipv
     assert got.change() == (NET("10.5.2.0/24"), None)
     listed = ev.of_listing(Snapshot(PREFIX, 1, [], [KV(key(name), b"{}", 0, 1)]), here(DUAL_VXLAN))
     assert [(e.kind, e.reason, e.key) for e in listed] == [(ev.IGNORED, ev.GARBAGE, key(name))]
+
+
+# -- the IPv6 part of a lease on a dual-stack network ---------------------------------------------------------
+
+DUAL = from_dict({"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}, "EnableIPv6": True,
+                  "IPv6Network": "fd00:5::/48"})
+MAC6 = backends.vtep_mac6(PEER_IP, 1)
+PAIR = "10.5.2.0-24&fd00:5:0:2::-64"
+
+
+def here6():
+    return ev.Here(PREFIX, OWN, OWN_IP, DUAL, lambda lease: ks.peer_of(DUAL.backend, lease),
+                   lambda lease: ks.peer6_of(DUAL.backend, lease))
+
+
+def value6(public_ipv6="fd00:a::2", v6data="derive"):
+    raw = {"PublicIP": PEER_IP, "PublicIPv6": public_ipv6, "BackendType": "vxlan",
+           "BackendData": {"VNI": 1, "VtepMAC": MAC}}
+    if v6data == "derive":
+        v6data = {"VNI": 1, "VtepMAC": MAC6}
+    if v6data is not None:
+        raw["BackendV6Data"] = v6data
+    return json.dumps(raw)
+
+
+def test_a_dual_stack_lease_is_a_peer_with_its_ipv6_part():
+    got = ev.classify(key(PAIR), value6(), here6())
+    v6 = ks.Peer6(ipaddress.IPv6Network("fd00:5:0:2::/64"), "fd00:a::2", MAC6)
+    assert (got.kind, got.subnet, got.peer, got.why6) == (ev.PEER, NET("10.5.2.0/24"), ks.VxlanPeer(PEER_IP, MAC, v6),
+                                                          None)
+
+
+def test_an_ipv4_only_lease_on_a_dual_stack_network_is_a_peer_over_ipv4():
+    got = ev.classify(key("10.5.2.0-24"), value(PEER_IP, "vxlan", {"VNI": 1, "VtepMAC": MAC}), here6())
+    assert (got.kind, got.peer, got.why6) == (ev.PEER, ks.VxlanPeer(PEER_IP, MAC), None)
+
+
+@pytest.mark.parametrize("text, why", [
+    (value6(v6data=None), "BackendV6Data of a vxlan lease must be an object, got None"),
+    (value6(v6data={"VNI": 1, "VtepMAC": "garbage"}), "BackendV6Data.VtepMAC 'garbage' is not a MAC address"),
+    (value6(v6data={"VNI": 2, "VtepMAC": MAC6}), "BackendV6Data.VNI 2 is not the network's VNI 1"),
+    (value6(public_ipv6=None), "PublicIPv6 None of a lease with an IPv6 subnet is no IPv6 address"),
+    (value6(public_ipv6="10.0.0.1"), "PublicIPv6 '10.0.0.1' of a lease with an IPv6 subnet is no IPv6 address"),
+])
+def test_a_garbage_or_half_written_ipv6_part_is_skipped_and_the_ipv4_side_used(text, why):
+    got = ev.classify(key(PAIR), text, here6())
+    assert (got.kind, got.peer, got.why6) == (ev.PEER, ks.VxlanPeer(PEER_IP, MAC), why)
+    assert got.change() == (NET("10.5.2.0/24"), ks.VxlanPeer(PEER_IP, MAC))
+
+
+def test_an_ipv6_half_outside_the_ipv6_network_is_skipped():
+    got = ev.classify(key("10.5.2.0-24&fd00:6:0:2::-64"), value6(), here6())
+    assert got.kind == ev.PEER and got.peer.v6 is None
+    assert got.why6 == "fd00:6:0:2::/64 is no host subnet of the IPv6 network fd00:5::/48"
+
+
+def test_an_ipv4_only_network_reads_no_ipv6_part():
+    # (a lease keeper on an IPv4-only network passes no peer6_of: a pair's IPv6 half is not looked at)
+    got = ev.classify(key(PAIR), value6(), here(VXLAN))
+    assert (got.kind, got.peer, got.why6) == (ev.PEER, ks.VxlanPeer(PEER_IP, MAC), None)
+
+
+def test_the_keeper_logs_a_skipped_ipv6_part_with_the_key(caplog):
+    from flannel_forwarder.leasekeeper import LeaseKeeper
+    keeper = LeaseKeeper(None, OWN_IP)
+    event = ev.classify(key(PAIR), value6(v6data=None), here6())
+    with caplog.at_level(logging.INFO, logger="flannel_forwarder.lease"):
+        changes = {}
+        keeper._take(event, changes, lambda subnet: None, watched=True)
+    assert changes == {NET("10.5.2.0/24"): ks.VxlanPeer(PEER_IP, MAC)}
+    assert "lease %s: its IPv6 part is not used (BackendV6Data of a vxlan lease must be an object" % key(PAIR) \
+        in caplog.text
