@@ -354,7 +354,8 @@ class Daemon:
         self.notify.bind(os.path.join(d, "notify"))
         env = dict(os.environ, NOTIFY_SOCKET=os.path.join(d, "notify"), PYTHONPATH=DAEMON_PATH)
         cmd = [python, "-m", "flannel_forwarder", "--etcd-endpoints", endpoint, "--etcd-prefix", ETCD_PREFIX,
-               "--public-ip", HOSTS[host][0], "--public-ipv6", UNDER6[host], "--subnet-file", os.path.join(d, "subnet.env"),
+               "--public-ip", HOSTS[host][0], "--public-ipv6", UNDER6[host],
+               "--subnet-file", os.path.join(d, "subnet.env"),
                "--docker-opts-file", os.path.join(d, "docker"), "--lease-state-file", os.path.join(d, "subnet"),
                "--log-level", "info"]
         with open(self.log_path, "ab") as log:

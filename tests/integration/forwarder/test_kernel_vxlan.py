@@ -78,7 +78,8 @@ def test_vxlan_ipv6_device_lease_and_files(vx):
     subnet_env, docker = lab.files(1)
     with open(subnet_env) as fh:
         assert fh.read() == ("FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.1.1/24\nFLANNEL_IPV6_NETWORK=%s\n"
-                             "FLANNEL_IPV6_SUBNET=fd00:5:0:1::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n" % NETWORK6)
+                             "FLANNEL_IPV6_SUBNET=fd00:5:0:1::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
+                             % NETWORK6)
     with open(docker) as fh:
         assert "--bip=10.5.1.1/24 --ipv6 --fixed-cidr-v6=fd00:5:0:1::/64 " in fh.read()
     with open(lab.state_file(1)) as fh:
