@@ -20,6 +20,12 @@ reference of a fwd-* mode is added when it is missing):
                (the kernel's 8472), nolearning, MTU underlay - 50, the subnet's network address /32,
                and for the peer a permanent neighbour, an FDB entry and an onlink route
   fwd-vxlan    flannel-forwarder's vxlan backend: the daemon programs the same (same MACs)
+  vxlan6       the IPv6 side of a dual-stack flanneld host set up by hand: flannel-v6.1 over the hosts'
+               IPv6 underlay addresses (fd00:213::1x), MTU underlay - 70, the IPv6 subnet's network
+               address /128, the peer's IPv6 neighbour, FDB entry and onlink route; measured between
+               the containers' IPv6 addresses (fd00:5:0:x::2)
+  fwd-vxlan6   flannel-forwarder's vxlan backend on a dual-stack network, measured over IPv6: the
+               daemon programs the same (same MACs), beside its IPv4 side
   offload      the udp forwarder (userspace, TUN), offloads
   no-offload   the udp forwarder, --no-offload (one packet per syscall)
 
@@ -33,7 +39,9 @@ daemons leave their kernel state in place on SIGTERM (by design), so after
 a fwd-* mode ``--remove-kernel-state`` runs in both hosts; every mode
 starts from a checked clean state (no device, no route to the peer subnet
 left by the previous one).  The containers' MTU follows the mode: udp
-1472, vxlan 1450, host-gw 1500 (backends.mtu of the 1500-byte underlay).
+1472, vxlan 1450, host-gw 1500 (backends.mtu of the 1500-byte underlay);
+the IPv6 modes 1430 (backends.mtu6: flannel-v6.1's, so that no packet
+needs path MTU discovery in either of them).
 
 Measures with iperf3 between the containers: TCP 1 stream, TCP 4
 streams, 64-byte UDP packet rate, and ping RTT (medians of --repeat for
@@ -94,6 +102,11 @@ from support.etcd_server import EtcdServer  # noqa: E402  (topology put tests/ o
 
 PROBE = os.path.join(HERE, "..", "tests", "integration", "forwarder_datapath", "probe.py")
 C2_IP = HOSTS["h2"][3]
+# The IPv6 side (the *6 modes): underlay addresses on u0, the hosts' IPv6 subnets, the containers' addresses.
+NETWORK6 = "fd00:5::/48"
+UNDER6 = {"h1": "fd00:213::11", "h2": "fd00:213::12"}
+SUBNET6 = {"h1": "fd00:5:0:1::/64", "h2": "fd00:5:0:2::/64"}
+C2_IP6 = "fd00:5:0:2::2"
 # The daemon's package and the collection's module_utils, as the roles install them.
 DAEMON_PATH = os.pathsep.join([os.path.join(REPO, "forwarder"), COLLECTIONS])
 
@@ -103,14 +116,18 @@ MODES = {
     "fwd-host-gw": (backends.HOST_GW, "flannel-forwarder's host-gw backend (etcd, leases; it programs the routes)"),
     "vxlan": (backends.VXLAN, "a flannel.1 VXLAN device set up by hand with ip, flanneld's shape (reference)"),
     "fwd-vxlan": (backends.VXLAN, "flannel-forwarder's vxlan backend (etcd, leases; it programs the kernel)"),
+    "vxlan6": (backends.VXLAN, "a flannel-v6.1 VXLAN device over IPv6 set up by hand, flanneld's shape (reference)"),
+    "fwd-vxlan6": (backends.VXLAN, "flannel-forwarder's vxlan backend on a dual-stack network, over IPv6"),
     "offload": (backends.UDP, "the udp forwarder (userspace, TUN), offloads"),
     "no-offload": (backends.UDP, "the udp forwarder, --no-offload"),
 }
-REFERENCE = {"fwd-host-gw": "host-gw", "fwd-vxlan": "vxlan"}
+REFERENCE = {"fwd-host-gw": "host-gw", "fwd-vxlan": "vxlan", "fwd-vxlan6": "vxlan6"}
+V6_MODES = {"vxlan6", "fwd-vxlan6"}  # measured between the containers' IPv6 addresses
 GOAL = 0.95  # of its reference, for the fwd-* modes: nothing of ours is in their data path
 
 VNI = backends.DEFAULT_VNI
 DEVICE = f"flannel.{VNI}"
+DEVICE6 = f"flannel-v6.{VNI}"
 FLANNEL_PROTO = "70"  # the daemon's routes' protocol (kernel.FLANNEL_PROTO), as `ip -j route` prints it
 ETCD_PREFIX = "/coreos.com/network"
 CONTROL_IP = "10.213.9.1"
@@ -128,13 +145,13 @@ def ipj(t: Topology, host: str, *args: str) -> list:
     return json.loads(out) if out else []
 
 
-def iperf(t: Topology, args: list[str], duration: int, cpus: tuple[int, int] | None = None) -> dict:
+def iperf(t: Topology, args: list[str], duration: int, cpus: tuple[int, int] | None = None, dst: str = C2_IP) -> dict:
     """One iperf3 run from c1 to c2; *cpus*: the cores of h1 and h2, where c1's and c2's iperf3 then run."""
     c1_cpu, c2_cpu = cpus if cpus else (None, None)
     srv = t.spawn("c2", "iperf3", "-s", "-1", "-J", cpu=c2_cpu, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                   text=True)
     time.sleep(0.4)
-    cli = t.spawn("c1", "iperf3", "-c", C2_IP, "-t", str(duration), "-J", *args, cpu=c1_cpu,
+    cli = t.spawn("c1", "iperf3", "-c", dst, "-t", str(duration), "-J", *args, cpu=c1_cpu,
                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = cli.communicate(timeout=duration + 30)
@@ -154,31 +171,32 @@ def iperf(t: Topology, args: list[str], duration: int, cpus: tuple[int, int] | N
         return {"error": (out + err)[-500:]}
 
 
-def tcp_mbps(t: Topology, args: list[str], duration: int, repeat: int, cpus=None) -> tuple[float, list]:
+def tcp_mbps(t: Topology, args: list[str], duration: int, repeat: int, cpus=None, dst=C2_IP) -> tuple[float, list]:
     """Median Mbit/s received over *repeat* runs (this machine is shared: single runs vary)."""
     runs = []
     for _run in range(repeat):
-        j = iperf(t, args, duration, cpus)
+        j = iperf(t, args, duration, cpus, dst)
         runs.append(j.get("end", {}).get("sum_received", {}).get("bits_per_second", 0) / 1e6)
     return statistics.median(runs), [round(r) for r in runs]
 
 
-def measure(t: Topology, duration: int, label: str, repeat: int = 1, tcp1_only: bool = False, cpus=None) -> dict:
+def measure(t: Topology, duration: int, label: str, repeat: int = 1, tcp1_only: bool = False, cpus=None,
+            dst: str = C2_IP) -> dict:
     res = {}
-    res["tcp1"], res["tcp1_runs"] = tcp_mbps(t, [], duration, repeat, cpus)
+    res["tcp1"], res["tcp1_runs"] = tcp_mbps(t, [], duration, repeat, cpus, dst)
     if tcp1_only:
         res["tcp4"] = res["udp64_kpps"] = 0.0
         res["ping_ms"] = None
         print(f"  [{label}] tcp1={res['tcp1']:.3f}, tcp1_runs={res['tcp1_runs']}", flush=True)
         return res
-    res["tcp4"], res["tcp4_runs"] = tcp_mbps(t, ["-P", "4"], duration, repeat, cpus)
-    j = iperf(t, ["-u", "-b", "0", "-l", "64"], duration, cpus)
+    res["tcp4"], res["tcp4_runs"] = tcp_mbps(t, ["-P", "4"], duration, repeat, cpus, dst)
+    j = iperf(t, ["-u", "-b", "0", "-l", "64"], duration, cpus, dst)
     s = j.get("end", {}).get("sum", {})
     got = (s.get("packets") or 0) - (s.get("lost_packets") or 0)
     res["udp64_kpps"] = got / duration / 1e3
     res["udp64_loss_pct"] = s.get("lost_percent")
     pin = ["taskset", "-c", str(cpus[0])] if cpus else []
-    p = json.loads(t.exec("c1", *pin, sys.executable, PROBE, "ping", C2_IP, "20", "0.05").stdout)
+    p = json.loads(t.exec("c1", *pin, sys.executable, PROBE, "ping", dst, "20", "0.05").stdout)
     res["ping_ms"] = p["rtt_ms_median"]
     res["ping_received"] = p["received"]
     shown = (f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items())
@@ -231,6 +249,36 @@ def hand_vxlan(t: Topology, mtu: int) -> None:
 def hand_vxlan_remove(t: Topology) -> None:
     for h in ("h1", "h2"):
         t.exec(h, "ip", "link", "del", DEVICE, check=False)  # the neighbour, FDB entry and route go with it
+        t.exec(h, "ip", "link", "del", DEVICE6, check=False)
+
+
+def add_ipv6(t: Topology) -> None:
+    """The IPv6 side of the topology (used by the *6 modes only; the IPv4 modes never route IPv6): the
+    underlay addresses, the containers' addresses and default routes, IPv6 forwarding in the hosts."""
+    for h in ("h1", "h2"):
+        n = h[1]
+        t.exec(h, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+        sh("ip", "-n", t.ns(h), "addr", "add", UNDER6[h] + "/64", "dev", "u0", "nodad")
+        sh("ip", "-n", t.ns(h), "addr", "add", f"fd00:5:0:{n}::1/64", "dev", "cv0", "nodad")
+        sh("ip", "-n", t.ns("c" + n), "addr", "add", f"fd00:5:0:{n}::2/64", "dev", "eth0", "nodad")
+        sh("ip", "-n", t.ns("c" + n), "-6", "route", "add", "default", "via", f"fd00:5:0:{n}::1")
+
+
+def hand_vxlan6(t: Topology, mtu: int) -> None:
+    """flanneld's IPv6 vxlan shape (flannel-v6.1), with ip and bridge; the MACs are the ones our daemon derives
+    (backends.vtep_mac6)."""
+    for h in ("h1", "h2"):
+        peer = other(h)
+        own = str(ipaddress.IPv6Network(SUBNET6[h]).network_address)
+        peer_gw = str(ipaddress.IPv6Network(SUBNET6[peer]).network_address)
+        peer_mac = backends.vtep_mac6(HOSTS[peer][0], VNI)
+        t.exec(h, "ip", "link", "add", DEVICE6, "address", backends.vtep_mac6(HOSTS[h][0], VNI), "mtu", str(mtu),
+               "type", "vxlan", "id", str(VNI), "local", UNDER6[h], "dev", "u0", "nolearning", "dstport", "0")
+        t.exec(h, "ip", "addr", "add", own + "/128", "dev", DEVICE6, "nodad")
+        t.exec(h, "ip", "link", "set", DEVICE6, "up")
+        t.exec(h, "ip", "neigh", "replace", peer_gw, "lladdr", peer_mac, "dev", DEVICE6, "nud", "permanent")
+        t.exec(h, "bridge", "fdb", "append", peer_mac, "dev", DEVICE6, "dst", UNDER6[peer], "self", "permanent")
+        t.exec(h, "ip", "-6", "route", "replace", SUBNET6[peer], "via", peer_gw, "dev", DEVICE6, "onlink")
 
 
 class Control:
@@ -258,8 +306,9 @@ class Control:
         self.server = EtcdServer(host=CONTROL_IP, name="fbench").start()
         return self
 
-    def network(self, btype: str) -> None:
-        """The network config of backend `btype`, and both hosts' leases as the subnet module writes them.
+    def network(self, btype: str, dual: bool = False) -> None:
+        """The network config of backend `btype` (`dual`: dual-stack, IPv6Network NETWORK6), and both hosts'
+        leases as the subnet module writes them.
 
         (A client of its own, closed again: an idle one would be sent away by etcd for its keepalive pings.)"""
         from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient
@@ -267,7 +316,10 @@ class Control:
         from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore
 
         backend = backends.normalise({"Type": btype})
-        config = dumps(from_dict({"Network": NETWORK, "Backend": {"Type": btype}}).to_dict())
+        raw = {"Network": NETWORK, "Backend": {"Type": btype}}
+        if dual:
+            raw.update(EnableIPv6=True, IPv6Network=NETWORK6)
+        config = dumps(from_dict(raw).to_dict())
         client = EtcdClient([self.server.endpoint])
         try:
             store = FlannelStore(client, ETCD_PREFIX)
@@ -277,7 +329,9 @@ class Control:
                 under, subnet = HOSTS[h][:2]
                 store.release(under)
                 store.acquire(under, requested=ipaddress.IPv4Network(subnet), backend_type=btype,
-                              backend_data=backends.lease_data(backend, under))
+                              backend_data=backends.lease_data(backend, under),
+                              public_ipv6=UNDER6[h] if dual else None,
+                              requested6=ipaddress.IPv6Network(SUBNET6[h]) if dual else None)
         finally:
             client.close()
 
@@ -300,7 +354,8 @@ class Daemon:
         self.notify.bind(os.path.join(d, "notify"))
         env = dict(os.environ, NOTIFY_SOCKET=os.path.join(d, "notify"), PYTHONPATH=DAEMON_PATH)
         cmd = [python, "-m", "flannel_forwarder", "--etcd-endpoints", endpoint, "--etcd-prefix", ETCD_PREFIX,
-               "--public-ip", HOSTS[host][0], "--subnet-file", os.path.join(d, "subnet.env"),
+               "--public-ip", HOSTS[host][0], "--public-ipv6", UNDER6[host],
+               "--subnet-file", os.path.join(d, "subnet.env"),
                "--docker-opts-file", os.path.join(d, "docker"), "--lease-state-file", os.path.join(d, "subnet"),
                "--log-level", "info"]
         with open(self.log_path, "ab") as log:
@@ -333,25 +388,29 @@ def wait_for(predicate, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def programmed(t: Topology, host: str) -> bool:
-    """Does `host` hold the daemon's route to the peer subnet (its last entry, in flanneld's order)?"""
+def programmed(t: Topology, host: str, dual: bool = False) -> bool:
+    """Does `host` hold the daemon's route to the peer subnet (its last entry, in flanneld's order), and with
+    `dual` the one to its IPv6 subnet?"""
+    if dual and not any(r.get("dst") == SUBNET6[other(host)]
+                        for r in ipj(t, host, "-6", "route", "show", "proto", FLANNEL_PROTO)):
+        return False
     return any(r.get("dst") == HOSTS[other(host)][1] for r in ipj(t, host, "route", "show", "proto", FLANNEL_PROTO))
 
 
 @contextlib.contextmanager
-def daemons_running(t: Topology, control: Control, btype: str, cpus: list[int], python: str):
+def daemons_running(t: Topology, control: Control, btype: str, cpus: list[int], python: str, dual: bool = False):
     """Both daemons under a `btype` network, their kernel state in place; afterwards stopped and that state
     removed (--remove-kernel-state in both hosts: SIGTERM leaves it, by design)."""
     tmp = tempfile.mkdtemp(prefix="fbench-daemons-")
     started: list[Daemon] = []
     try:
-        control.network(btype)
+        control.network(btype, dual)
         for h, cpu in zip(("h1", "h2"), cpus):
             started.append(Daemon(t, h, control.server.endpoint, cpu, python, tmp))
         for d in started:
             print(f"  {d.host}: {d.wait_ready()}", flush=True)
         for h in ("h1", "h2"):
-            wait_for(lambda h=h: programmed(t, h), 10, f"the daemon on {h} to program its peer")
+            wait_for(lambda h=h: programmed(t, h, dual), 10, f"the daemon on {h} to program its peer")
         yield [d.proc for d in started]
     finally:
         for d in started:
@@ -387,8 +446,14 @@ def mode_running(t: Topology, mode: str, args, cpus: list[int], control: Control
             yield []
         finally:
             hand_vxlan_remove(t)
+    elif mode == "vxlan6":
+        try:
+            hand_vxlan6(t, backends.mtu6(btype, UNDERLAY_MTU))
+            yield []
+        finally:
+            hand_vxlan_remove(t)
     elif mode in REFERENCE:
-        with daemons_running(t, control, btype, cpus, args.python) as procs:
+        with daemons_running(t, control, btype, cpus, args.python, mode in V6_MODES) as procs:
             yield procs
     else:
         extra = ["--threads"] if args.threads else []
@@ -411,6 +476,7 @@ def check_clean(t: Topology) -> None:
     for h in ("h1", "h2"):
         left += [f"{h}: device {link['ifname']}" for link in ipj(t, h, "link", "show")
                  if link["ifname"] not in HOST_LINKS]
+        left += [f"{h}: IPv6 route {r['dst']}" for r in ipj(t, h, "-6", "route", "show", "proto", FLANNEL_PROTO)]
         for r in ipj(t, h, "route", "show"):
             dst = r.get("dst", "")
             if dst != "default" and ipaddress.IPv4Network(dst).subnet_of(ipaddress.IPv4Network(NETWORK)) \
@@ -420,8 +486,8 @@ def check_clean(t: Topology) -> None:
         raise RuntimeError("not a clean state: " + "; ".join(left))
 
 
-def check_path(t: Topology) -> None:
-    p = json.loads(t.exec("c1", sys.executable, PROBE, "ping", C2_IP, "3", "0.05").stdout)
+def check_path(t: Topology, dst: str = C2_IP) -> None:
+    p = json.loads(t.exec("c1", sys.executable, PROBE, "ping", dst, "3", "0.05").stdout)
     if not p["received"]:
         raise RuntimeError(f"c1 cannot reach c2: {p}")
 
@@ -431,8 +497,12 @@ def describe(t: Topology, mode: str) -> None:
     route = t.exec("h1", "ip", "route", "show", HOSTS["h2"][1]).stdout.strip()
     print(f"  h1 route: {route or '(none: the TUN route of the whole network)'}", flush=True)
     if MODES[mode][0] == backends.VXLAN:
-        link = ipj(t, "h1", "-d", "link", "show", DEVICE)[0]
-        print(f"  h1 {DEVICE}: mtu {link['mtu']} {link['address']} "
+        device = DEVICE6 if mode in V6_MODES else DEVICE
+        if mode in V6_MODES:
+            route = t.exec("h1", "ip", "-6", "route", "show", SUBNET6["h2"]).stdout.strip()
+            print(f"  h1 IPv6 route: {route}", flush=True)
+        link = ipj(t, "h1", "-d", "link", "show", device)[0]
+        print(f"  h1 {device}: mtu {link['mtu']} {link['address']} "
               f"{json.dumps(link['linkinfo']['info_data'], sort_keys=True)}", flush=True)
 
 
@@ -509,14 +579,16 @@ def report(rounds: list[dict], modes: list[str]) -> None:
 def run_mode(t: Topology, mode: str, args, cpus: list[int], ccpus, control: Control | None) -> dict:
     """Set `mode` up from a checked clean state, measure it, take it down."""
     check_clean(t)
-    mtu = backends.mtu(MODES[mode][0], UNDERLAY_MTU)
+    v6 = mode in V6_MODES
+    mtu = (backends.mtu6 if v6 else backends.mtu)(MODES[mode][0], UNDERLAY_MTU)
     set_container_mtu(t, mtu)
+    dst = C2_IP6 if v6 else C2_IP
     print(f"{mode}: {MODES[mode][1]}; container MTU {mtu}", flush=True)
     with mode_running(t, mode, args, cpus, control) as ours:
-        check_path(t)
+        check_path(t, dst)
         describe(t, mode)
         before, start = [cpu_seconds(p) for p in ours], time.monotonic()
-        res = measure(t, args.duration, mode, args.repeat, args.tcp1_only, ccpus)
+        res = measure(t, args.duration, mode, args.repeat, args.tcp1_only, ccpus, dst)
         wall = time.monotonic() - start
         res["mtu"] = mtu
         res["ours_cpu"] = [(cpu_seconds(p) - b) / wall for p, b in zip(ours, before)]
@@ -559,6 +631,8 @@ def main() -> int:
     rounds = []
     try:
         t.create()
+        if any(m in V6_MODES for m in modes):
+            add_ipv6(t)
         if any(m in REFERENCE for m in modes):
             control = Control(t).create()
         print(f"modes {', '.join(modes)}; {args.duration}s per iperf run, TCP medians of {args.repeat}, "

@@ -156,7 +156,8 @@ def plan(want: State, have: State):
     """The changes that make `have` equal to `want`: [(op, entry)], op "set" (add or replace) or "del".
 
     Entries are keyed as the kernel keys them (a neighbour by its address, an FDB entry by its MAC on its
-    family's device, a route by its destination), so a changed value is one "set" (a replace), never a delete and an add.
+    family's device, a route by its destination), so a changed value is one "set" (a replace), never a delete
+    and an add.
     """
     def keyed(entries, key):
         return {key(e): e for e in entries}

@@ -126,6 +126,9 @@ class LeaseKeeper:
         self.peer_of = None  # lease -> the running backend's peer (initial_peers)
         self.peer6_of = None  # lease -> the IPv6 part of its peer on a dual-stack network (initial_peers)
         self.subnet6 = None  # the IPv6 half of the own lease the daemon runs with
+        # {subnet: the key of its peer's lease}: a re-keyed lease (a network turning dual-stack or back, a new
+        # IPv6 half) puts its new key before deleting the old one, and the old key's deletion is no removal
+        self.peer_keys = {}
         self.revision = 0
         self.expires_at = None  # monotonic deadline of our etcd lease; None for a reservation
         self.seen_ttl = None  # granted TTL of the own lease last seen in etcd, 0 for a reservation; None: not yet
@@ -450,6 +453,7 @@ class LeaseKeeper:
     def _listed(self, snap, current):
         """The peer table of a listing `snap`, the peer table being `current` ({subnet: peer})."""
         changes = {}
+        self.peer_keys = {}
         for event in ev.of_listing(snap, self._here(self.store.prefix)):
             self._take(event, changes, current.get, watched=False)
         for subnet in current:
@@ -549,6 +553,14 @@ class LeaseKeeper:
         if change is None:
             return
         subnet, peer = change
+        if event.kind == ev.PEER:
+            self.peer_keys[subnet] = event.key
+        elif event.kind == ev.GONE:
+            if self.peer_keys.get(subnet, event.key) != event.key:
+                log.debug("lease %s deleted: %s is routed by its key %s now", event.key, subnet,
+                          self.peer_keys[subnet])
+                return
+            self.peer_keys.pop(subnet, None)
         before = changes[subnet] if subnet in changes else held(subnet)
         changes[subnet] = peer
         if peer is None:

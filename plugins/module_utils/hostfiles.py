@@ -12,7 +12,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.overlay.flannel.plugins.module_utils.subnets import SubnetError, gateway, parse_cidr, parse_cidr6
+from ansible_collections.overlay.flannel.plugins.module_utils.subnets import (
+    SubnetError,
+    gateway,
+    parse_cidr,
+    parse_cidr6,
+)
 
 SUBNET_ENV_PATH = "/run/flannel/subnet.env"
 DOCKER_OPTS_PATH = "/run/flannel/docker"

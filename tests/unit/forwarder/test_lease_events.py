@@ -310,3 +310,19 @@ def test_the_keeper_logs_a_skipped_ipv6_part_with_the_key(caplog):
     assert changes == {NET("10.5.2.0/24"): ks.VxlanPeer(PEER_IP, MAC)}
     assert "lease %s: its IPv6 part is not used (BackendV6Data of a vxlan lease must be an object" % key(PAIR) \
         in caplog.text
+
+
+def test_a_rekeyed_lease_stays_a_peer_when_its_old_key_goes():
+    """The subnet module re-keys a lease (the network turned dual-stack) by putting the pair's key and
+    deleting the IPv4-only one in one transaction: one watch response, the put first. The old key's
+    deletion removes nothing; the deletion of the key the peer is routed by still does."""
+    from flannel_forwarder.leasekeeper import LeaseKeeper
+    keeper = LeaseKeeper(None, OWN_IP)
+    changes = {}
+    put_new = ev.classify(key(PAIR), value6(), here6())
+    gone_old = ev.classify(key("10.5.2.0-24"), None, here6())
+    for event in (put_new, gone_old):
+        keeper._take(event, changes, lambda subnet: None, watched=True)
+    assert changes == {NET("10.5.2.0/24"): put_new.peer} and put_new.peer.v6 is not None
+    keeper._take(ev.classify(key(PAIR), None, here6()), changes, lambda subnet: None, watched=True)
+    assert changes == {NET("10.5.2.0/24"): None}
