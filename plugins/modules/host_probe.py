@@ -68,6 +68,10 @@ options:
     description: The systemd drop-in of the C(docker) role (left out when looking for flags in docker's unit).
     type: str
     default: /etc/systemd/system/docker.service.d/flannel.conf
+  peer_status_file:
+    description: The forwarder's status file of its peer probes (JSON), read for O(parts=peers).
+    type: str
+    default: /run/flannel/peers.json
   bridge:
     description: docker's bridge.
     type: str
@@ -87,9 +91,10 @@ options:
         options and the bridge; V(flannel) the files the forwarder writes; V(release) the releases; V(iptables)
         the overlay's rules; V(files) the checksums; V(units) the units' state.
       - V(bridge_mtu) asks docker for its bridge network's MTU (a C(docker) command; only when docker is active).
+      - V(peers) reads the forwarder's peer probes (O(peer_status_file)); not among the default parts.
     type: list
     elements: str
-    choices: [host, docker, flannel, release, iptables, files, units, bridge_mtu]
+    choices: [host, docker, flannel, release, iptables, files, units, bridge_mtu, peers]
     default: [host, docker, flannel, release, iptables, files, units]
   wait_ready:
     description:
@@ -252,6 +257,13 @@ flannel:
       description: The subnets the host held before, from subnet.env and then the forwarder's state file.
       type: list
       elements: str
+peers:
+  description:
+    - The forwarder's peer probes as its status file has them (C(host), C(public_ip), C(subnet), C(mtu), C(updated),
+      C(counts), C(peers) with each peer's C(subnet), C(public_ip), C(gateway), C(state), C(rtt_ms)); null when the
+      file is missing, C(error) when it is not the JSON of a status file.
+  returned: when O(parts) has V(peers)
+  type: dict
 release:
   description: The forwarder releases on the host.
   returned: when O(parts) has V(release)
@@ -308,6 +320,20 @@ def read_text(path):
             return fh.read().decode("utf-8", "replace")
     except (IOError, OSError):
         return None
+
+
+def read_peer_status(path):
+    """The forwarder's peer status file, None when missing, {"error": ...} when it is not one."""
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return dict(error="%s is not JSON: %s" % (path, exc))
+    if not isinstance(data, dict) or not isinstance(data.get("peers"), list):
+        return dict(error="%s has no list of peers" % path)
+    return data
 
 
 def run(module, argv):
@@ -441,7 +467,8 @@ def main():
         units=dict(type="list", elements="str",
                    default=["flannel-forwarder.service", "docker.service", "flannel-iptables.service"]),
         parts=dict(type="list", elements="str",
-                   choices=["host", "docker", "flannel", "release", "iptables", "files", "units", "bridge_mtu"],
+                   choices=["host", "docker", "flannel", "release", "iptables", "files", "units", "bridge_mtu",
+                            "peers"],
                    default=["host", "docker", "flannel", "release", "iptables", "files", "units"]),
         public_ip=dict(type="str", default=""),
         wait_ready=dict(type="dict", options=dict(
@@ -478,6 +505,8 @@ def main():
     if "iptables" in parts:
         result["iptables"] = dict((table, run(module, ["iptables", "-w", "-t", table, "-S"]))
                                   for table in ("filter", "nat"))
+    if "peers" in parts:
+        result["peers"] = read_peer_status(p["peer_status_file"])
     if "files" in parts:
         result["files"] = dict((path, file_facts(path)) for path in p["files"])
     module.exit_json(**result)
