@@ -18,7 +18,9 @@ Pure parts (tested in tests/unit/forwarder/test_peer_probes.py):
   or longer when the peers are many, so the total rate stays at most
   MAX_RATE probes a second (1000 peers: a 100 s round, never 1000 probes a
   second); slots are spread evenly, each jittered by a quarter slot, in a
-  fresh random order each round.
+  fresh random order each round. While a peer's state is unknown (the
+  daemon just started, a peer just joined) rounds come every FAST seconds,
+  so a state is known within seconds, still within MAX_RATE.
 * ``classify``: the state of a peer from its last rounds.
 * ``echo_request``/``parse_reply``: the ICMP echo and what counts as its
   answer (from the probed address, the payload we sent, byte for byte).
@@ -56,6 +58,7 @@ PROBES_PER_SLOT = 2  # small, then full size
 JITTER = 0.25  # of a slot, either way
 CONFIRM = 2  # rounds a failure must last before a peer is down / an MTU black hole
 TIMEOUT = 1.0  # seconds an answer may take
+FAST = 1.0  # seconds between rounds while a peer's state is unknown (a start, a new peer), MAX_RATE still holding
 SMALL = 84  # bytes of the small probe's IP packet (ping's default: 56 bytes of data)
 ICMP_HEADER = 8
 IP_HEADER = 20
@@ -259,7 +262,9 @@ class Prober:
             for subnet, ip in current.items():
                 if subnet not in self.peers or self.peers[subnet].public_ip != ip:
                     self.peers[subnet] = PeerState(ip, gateway(subnet), time.time())
-        period = round_period(len(current), self.interval)
+        with self._lock:
+            settling = any(p.state == UNKNOWN for p in self.peers.values())
+        period = round_period(len(current), min(self.interval, FAST) if settling else self.interval)
         start = time.monotonic()
         for offset, subnet in schedule(sorted(current), period, self.rng):
             self._wait_until(start + offset)
