@@ -22,8 +22,9 @@ Pure parts (tested in tests/unit/forwarder/test_peer_probes.py):
   daemon just started, a peer just joined) rounds come every FAST seconds,
   so a state is known within seconds, still within MAX_RATE.
 * ``classify``: the state of a peer from its last rounds.
-* ``echo_request``/``parse_reply``: the ICMP echo and what counts as its
-  answer (from the probed address, the payload we sent, byte for byte).
+* the ICMP echo and what counts as its answer (from the probed address,
+  the payload we sent, byte for byte): module_utils/underlay.py, shared
+  with site.yml's preflight.
 
 The I/O part (``Prober``): one thread, one ICMP socket. Preferred: an
 unprivileged ICMP socket (SOCK_DGRAM, IPPROTO_ICMP), which needs no
@@ -44,10 +45,17 @@ import os
 import random
 import select
 import socket
-import struct
 import threading
 import time
 from typing import NamedTuple
+
+from ansible_collections.overlay.flannel.plugins.module_utils.underlay import (
+    IP_MTU_DISCOVER,
+    IP_PMTUDISC_PROBE,
+    echo_payload,
+    echo_request,
+    parse_reply,
+)
 
 from .files import write_atomic
 
@@ -60,15 +68,12 @@ CONFIRM = 2  # rounds a failure must last before a peer is down / an MTU black h
 TIMEOUT = 1.0  # seconds an answer may take
 FAST = 1.0  # seconds between rounds while a peer's state is unknown (a start, a new peer), MAX_RATE still holding
 SMALL = 84  # bytes of the small probe's IP packet (ping's default: 56 bytes of data)
-ICMP_HEADER = 8
-IP_HEADER = 20
 
 UP, DOWN, MTU, UNKNOWN = "up", "down", "mtu", "unknown"
 STATES = (UP, DOWN, MTU, UNKNOWN)
 STATUS_VERSION = 1
 
-ECHO_REQUEST, ECHO_REPLY = 8, 0
-IP_MTU_DISCOVER, IP_PMTUDISC_PROBE, IP_FREEBIND = 10, 3, 15  # <linux/in.h>
+IP_FREEBIND = 15  # <linux/in.h>
 
 
 # --- pure: schedule ---------------------------------------------------------------------------------------------
@@ -120,42 +125,7 @@ def count_states(states):
     return counts
 
 
-# --- pure: packets ----------------------------------------------------------------------------------------------
-
-def checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    total = (total >> 16) + (total & 0xFFFF)
-    total += total >> 16
-    return ~total & 0xFFFF
-
-
-def payload(token, seq, size):
-    """The echo's data for an IP packet of `size` bytes: our token, the sequence number, then filler."""
-    head = token + struct.pack("!I", seq)
-    n = size - IP_HEADER - ICMP_HEADER
-    if n < len(head):
-        raise ValueError("a probe of %d bytes cannot carry its token" % size)
-    return head + bytes((i & 0xFF for i in range(n - len(head))))
-
-
-def echo_request(ident, seq, data):
-    header = struct.pack("!BBHHH", ECHO_REQUEST, 0, 0, ident & 0xFFFF, seq & 0xFFFF)
-    return struct.pack("!BBHHH", ECHO_REQUEST, 0, checksum(header + data), ident & 0xFFFF, seq & 0xFFFF) + data
-
-
-def parse_reply(packet, with_ip_header):
-    """(sequence number, data) of an echo reply, None for anything else (raw sockets see every ICMP
-    packet, with its IP header)."""
-    if with_ip_header:
-        if len(packet) < IP_HEADER or packet[0] >> 4 != 4:
-            return None
-        packet = packet[(packet[0] & 0x0F) * 4:]
-    if len(packet) < ICMP_HEADER or packet[0] != ECHO_REPLY or packet[1] != 0:
-        return None
-    return struct.unpack("!H", packet[6:8])[0], packet[ICMP_HEADER:]
-
+# --- pure: the rest -------------------------------------------------------------------------------------------
 
 def gateway(subnet):
     """The first address of a subnet: docker0's there (FLANNEL_SUBNET's address)."""
@@ -293,7 +263,7 @@ class Prober:
         self._round[subnet] = {}
         for size_name, size in (("small", SMALL), ("full", self.mtu)):
             self._seq = (self._seq + 1) & 0xFFFF
-            data = payload(self.token, self._seq, size)
+            data = echo_payload(self.token, self._seq, size)
             sent = time.monotonic()
             try:
                 self._sock.sendto(echo_request(0, self._seq, data), (p.gateway, 0))

@@ -142,8 +142,10 @@ def render_html(report, generated_at="", network=""):
                                                                        ";color:#555" if state == NO_DATA else ""))
     out += ["</style></head><body>",
             "<h1>overlay.flannel report</h1>",
-            "<p>Network <b>%s</b>, generated %s. %s</p>" % (e(network or "?"), e(generated_at or "?"),
-                                                             e(report.get("summary", ""))),
+            "<p>Network <b>%s</b>, generated %s: %s.</p>" % (
+                e(network or "?"), e(generated_at or "?"),
+                "%d finding%s" % (len(report.get("findings") or []), "" if len(report.get("findings") or []) == 1
+                                  else "s") if report.get("findings") else "no findings"),
             "<h2>Reachability through the overlay</h2>",
             "<p>Each cell: the peer probes of the row's forwarder to the column's host (its docker0), small and at "
             "the full MTU with DF.</p>",

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from ansible_collections.overlay.flannel.plugins.module_utils import underlay as icmp
 from flannel_forwarder import peer_probes as pp
 from flannel_forwarder.config import SettingsError, parse
 from flannel_forwarder.health import render_metrics
@@ -77,19 +78,19 @@ def test_the_state_rules(history, state):
 
 def test_echo_packets_and_what_counts_as_an_answer():
     token = b"12345678"
-    data = pp.payload(token, 7, 1472)
+    data = icmp.echo_payload(token, 7, 1472)
     assert len(data) == 1472 - 28 and data.startswith(token + b"\0\0\0\x07")
-    req = pp.echo_request(0x1234, 7, data)
-    assert pp.checksum(req) == 0  # a valid ICMP checksum
-    reply = bytes([pp.ECHO_REPLY, 0]) + req[2:]
-    assert pp.parse_reply(reply, False) == (7, data)
+    req = icmp.echo_request(0x1234, 7, data)
+    assert icmp.checksum(req) == 0  # a valid ICMP checksum
+    reply = bytes([icmp.ECHO_REPLY, 0]) + req[2:]
+    assert icmp.parse_reply(reply, False) == (7, data)
     ip_header = bytes([0x45]) + bytes(19)
-    assert pp.parse_reply(ip_header + reply, True) == (7, data)
-    assert pp.parse_reply(req, False) is None  # a request is no answer
-    assert pp.parse_reply(b"\x00\x00\x00", False) is None  # garbage
-    assert pp.parse_reply(b"\x60" + bytes(40), True) is None  # not IPv4
+    assert icmp.parse_reply(ip_header + reply, True) == (7, data)
+    assert icmp.parse_reply(req, False) is None  # a request is no answer
+    assert icmp.parse_reply(b"\x00\x00\x00", False) is None  # garbage
+    assert icmp.parse_reply(b"\x60" + bytes(40), True) is None  # not IPv4
     with pytest.raises(ValueError):
-        pp.payload(token, 1, 30)
+        icmp.echo_payload(token, 1, 30)
 
 
 def test_gateway_and_status_file():
@@ -140,13 +141,13 @@ def icmp_socket_works():
 
 def test_the_prober_against_the_loopback(tmp_path):
     """A real ICMP socket: 127.0.0.1 (the "gateway" of 127.0.0.0/24) answers small and full-size probes, so it
-    is up with a round-trip time; a peer whose gateway nobody answers (TEST-NET-1) is down; /metrics says so."""
+    is up with a round-trip time; a peer whose gateway no echo can reach (0.0.0.1) is down; /metrics says so."""
     if not icmp_socket_works():
         pytest.fail("no ICMP socket here: neither ping_group_range nor CAP_NET_RAW allows one")
     status_file = tmp_path / "peers.json"
-    # 192.0.2.0/24 (TEST-NET-1): its gateway 192.0.2.1 is nowhere; the loopback's MTU takes full-size probes.
+    # 0.0.0.0/24: its gateway 0.0.0.1 takes no packet; the loopback's MTU takes full-size probes.
     table = Table({ipaddress.ip_network("127.0.0.0/24"): Peer("127.0.0.1"),
-                   ipaddress.ip_network("192.0.2.0/24"): Peer("192.0.2.9")})
+                   ipaddress.ip_network("0.0.0.0/24"): Peer("192.0.2.9")})
     prober = pp.Prober(table, ipaddress.ip_network("127.0.0.0/24"), 1500, 0.5, str(status_file),
                        host={"public_ip": "127.0.0.1"})
     prober.start()
@@ -154,12 +155,12 @@ def test_the_prober_against_the_loopback(tmp_path):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             states = dict((s, p.state) for s, p in prober.peers.items())
-            if states.get("127.0.0.0/24") == UP and states.get("192.0.2.0/24") == DOWN:
+            if states.get("127.0.0.0/24") == UP and states.get("0.0.0.0/24") == DOWN:
                 break
             time.sleep(0.1)
     finally:
         prober.stop()
-    assert states == {"127.0.0.0/24": UP, "192.0.2.0/24": DOWN}
+    assert states == {"127.0.0.0/24": UP, "0.0.0.0/24": DOWN}
     body = json.loads(status_file.read_text())
     assert body["counts"]["up"] == 1 and body["counts"]["down"] == 1
     up = [r for r in body["peers"] if r["state"] == "up"][0]
@@ -168,6 +169,6 @@ def test_the_prober_against_the_loopback(tmp_path):
     assert 'flannel_forwarder_peers_by_state{state="up"} 1' in text
     assert 'flannel_forwarder_peers_by_state{state="down"} 1' in text
     assert 'flannel_forwarder_peer_up{peer="127.0.0.0/24",public_ip="127.0.0.1"} 1' in text
-    assert 'flannel_forwarder_peer_state{peer="192.0.2.0/24",public_ip="192.0.2.9",state="down"} 1' in text
+    assert 'flannel_forwarder_peer_state{peer="0.0.0.0/24",public_ip="192.0.2.9",state="down"} 1' in text
     assert 'flannel_forwarder_peer_rtt_seconds{peer="127.0.0.0/24",public_ip="127.0.0.1"} 0.' in text
     assert prober.kind in ("icmp_dgram", "raw")
