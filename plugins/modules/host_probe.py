@@ -99,7 +99,7 @@ options:
   preflight:
     description:
       - Check the underlay between this host and O(preflight.targets) before anything changes (site.yml's
-        preflight): a DF echo at the backend's full packet size (the overlay MTU plus its encapsulation) and, when
+        preflight) - a DF echo at the backend's full packet size (the overlay MTU plus its encapsulation) and, when
         it fails, the largest size that gets through; for udp and vxlan, that a datagram reaches the backend's
         port (answered by the peer's preflight listener, which this host opens too where nothing holds the port,
         or refused by the peer's kernel; a peer this host's running forwarder already reaches is not asked); for
