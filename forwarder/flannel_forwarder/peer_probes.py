@@ -19,8 +19,10 @@ Pure parts (tested in tests/unit/forwarder/test_peer_probes.py):
   MAX_RATE probes a second (1000 peers: a 100 s round, never 1000 probes a
   second); slots are spread evenly, each jittered by a quarter slot, in a
   fresh random order each round. While a peer's state is unknown (the
-  daemon just started, a peer just joined) rounds come every FAST seconds,
-  so a state is known within seconds, still within MAX_RATE.
+  daemon just started, a peer just joined) or changed in the last SETTLE
+  seconds (docker0 comes up on the hosts after their forwarders) rounds
+  come every FAST seconds, so a state is known within seconds, still
+  within MAX_RATE.
 * ``classify``: the state of a peer from its last rounds.
 * the ICMP echo and what counts as its answer (from the probed address,
   the payload we sent, byte for byte): module_utils/underlay.py, shared
@@ -66,7 +68,8 @@ PROBES_PER_SLOT = 2  # small, then full size
 JITTER = 0.25  # of a slot, either way
 CONFIRM = 2  # rounds a failure must last before a peer is down / an MTU black hole
 TIMEOUT = 1.0  # seconds an answer may take
-FAST = 1.0  # seconds between rounds while a peer's state is unknown (a start, a new peer), MAX_RATE still holding
+FAST = 1.0  # seconds between rounds while a peer's state is unknown or changed lately, MAX_RATE still holding
+SETTLE = 60.0  # seconds after a peer's state changed during which rounds stay FAST
 SMALL = 84  # bytes of the small probe's IP packet (ping's default: 56 bytes of data)
 
 UP, DOWN, MTU, UNKNOWN = "up", "down", "mtu", "unknown"
@@ -149,12 +152,13 @@ def status(host, peers, now):
 # --- I/O --------------------------------------------------------------------------------------------------------
 
 class PeerState:
-    __slots__ = ("public_ip", "gateway", "history", "state", "rtt", "since", "rounds", "last")
+    __slots__ = ("public_ip", "gateway", "history", "state", "rtt", "since", "rounds", "last", "changed")
 
     def __init__(self, public_ip, gw, now):
         self.public_ip, self.gateway = public_ip, gw
         self.history = collections.deque(maxlen=CONFIRM)
         self.state, self.rtt, self.since, self.rounds, self.last = UNKNOWN, None, round(now, 3), 0, None
+        self.changed = time.monotonic()  # of the last change of state
 
 
 def open_socket(source):
@@ -233,7 +237,8 @@ class Prober:
                 if subnet not in self.peers or self.peers[subnet].public_ip != ip:
                     self.peers[subnet] = PeerState(ip, gateway(subnet), time.time())
         with self._lock:
-            settling = any(p.state == UNKNOWN for p in self.peers.values())
+            now = time.monotonic()
+            settling = any(p.state == UNKNOWN or now - p.changed < SETTLE for p in self.peers.values())
         period = round_period(len(current), min(self.interval, FAST) if settling else self.interval)
         start = time.monotonic()
         for offset, subnet in schedule(sorted(current), period, self.rng):
@@ -327,7 +332,7 @@ class Prober:
             state = classify(p.history)
             if state != p.state:
                 log.info("peer %s (%s, gateway %s): %s -> %s", subnet, p.public_ip, p.gateway, p.state, state)
-                p.state, p.since, changed = state, round(time.time(), 3), True
+                p.state, p.since, p.changed, changed = state, round(time.time(), 3), time.monotonic(), True
         if changed:
             self._write_status()
 
