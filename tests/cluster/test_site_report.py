@@ -17,11 +17,11 @@ from cluster.flannel_helpers import (
     HEALTHZ,
     HEALTHZ_PORT,
     PREFIX,
+    all_up,
     leases_in_etcd,
-    parallel,
     run_playbook,
     subnet_env,
-    wait_for,
+    wait_states,
 )
 
 pytestmark = pytest.mark.cluster
@@ -40,36 +40,6 @@ def key(subnet):
 def value(ip):
     return json.dumps({"PublicIP": ip, "PublicIPv6": None, "BackendType": "udp", "BackendData": None},
                       separators=(",", ":"))
-
-
-def peer_states(c):
-    """{(host, peer's public IP): state} from every host's status file (/run/flannel/peers.json)."""
-    def read(name):
-        out = c.run(name, "cat /run/flannel/peers.json", check=False).stdout
-        try:
-            return json.loads(out)["peers"]
-        except (ValueError, KeyError):
-            return []
-    found = parallel(read, [h.name for h in c.hosts])
-    return dict(((name, p["public_ip"]), p["state"]) for name, peers in found.items() for p in peers)
-
-
-def wait_states(c, want, what):
-    """Until every host's status file says `want(host, peer host)` for each other host."""
-    expected = dict(((a.name, b.ip), want(a.name, b.name)) for a in c.hosts for b in c.hosts if a is not b)
-    seen = []
-
-    def done():
-        seen[:] = [peer_states(c)]
-        return seen[0] == expected
-    try:
-        return wait_for(done, timeout=90, interval=0.5, what=what)
-    except AssertionError as exc:
-        raise AssertionError("%s: want %s, the status files say %s" % (exc, expected, seen)) from None
-
-
-def all_up(_a, _b):
-    return "up"
 
 
 def report(c, tmp_path, *args, name="report.json"):
@@ -310,7 +280,7 @@ def test_peer_probes_and_the_preflight_find_an_mtu_black_hole_and_a_blocked_port
     site = run_playbook(c, "site.yml", *fast)
     assert site.rc == 0, site.tail()
     bad = c.hosts[-1]
-    others = [h for h in c.hosts if h is not bad]
+    others = [h for h in c.hosts if h.name != bad.name]
     wait_states(c, all_up, "every peer up")
 
     def through_bad(kind):
@@ -322,10 +292,10 @@ def test_peer_probes_and_the_preflight_find_an_mtu_black_hole_and_a_blocked_port
         assert pre.rc != 0 and all(r["changed"] == 0 for r in pre.recap.values()), pre.tail()
         for a in c.hosts:
             for b in c.hosts:
-                if a is b:
+                if a.name == b.name:
                     continue
                 line = "%s -> %s (%s): DF packets of 1500 bytes (the udp backend's full size" % (a.name, b.name, b.ip)
-                assert (line in pre.stdout) == (bad in (a, b)), (line, pre.tail())
+                assert (line in pre.stdout) == (bad.name in (a.name, b.name)), (line, pre.tail())
         assert "do not get through the underlay; 1400 bytes do. Set flannel_mtu to 1372 or less" in pre.stdout
         assert "Store the network config" not in pre.stdout
 
@@ -347,7 +317,7 @@ def test_peer_probes_and_the_preflight_find_an_mtu_black_hole_and_a_blocked_port
         assert run.rc != 0 and "4 findings" in run.stdout, run.tail()
         cells = dict(((cell["source"], cell["target"]), cell["state"]) for cell in data["matrix"]["cells"])
         assert cells == dict(((a.name, b.name), through_bad("mtu")(a.name, b.name))
-                             for a in c.hosts for b in c.hosts if a is not b)
+                             for a in c.hosts for b in c.hosts if a.name != b.name)
         assert sorted(f["kind"] for f in data["findings"]) == ["peer_mtu"] * 4
         assert re.search(r"^\s*\"%s\s+-\s+up [0-9.]+ms\s+mtu\"" % others[0].name, run.stdout, re.M), run.stdout
         dom, shot = browser(page, tmp_path)
