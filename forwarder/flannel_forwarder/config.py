@@ -146,8 +146,8 @@ def _convert(flag, kind, text):
             raise SettingsError("%s: %r is not a number" % (where, text)) from None
         rule = table.by("flag", flag)
         if value != 0 and not rule.minimum <= value <= rule.maximum:
-            raise SettingsError("%s: %s is outside %s..%s (or 0: %s)" % (where, text, rule.minimum, rule.maximum,
-                                                                       rule.zero))
+            raise SettingsError("%s: %s is outside %s..%s (or 0: %s)"
+                                % (where, text, rule.minimum, rule.maximum, rule.zero))
         return value
     if kind == "ip":
         try:
