@@ -173,6 +173,7 @@ def test_planted_problems_are_found(converged, tmp_path):
         c.etcdctl("lease", "revoke", lease_id)
     wait_for(lambda: c.run(stopped, "systemctl is-active flannel-forwarder.service", check=False).stdout.strip()
              == "active", timeout=90, what="the forwarder on %s" % stopped)
+    wait_states(c, all_up, "every peer up again")
     run, data = report(c, tmp_path, "-e", "flannel_report_strict=true", name="after.json")
     assert run.rc == 0 and data["findings"] == [], run.tail()
 
