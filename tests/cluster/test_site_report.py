@@ -21,6 +21,7 @@ from cluster.flannel_helpers import (
     leases_in_etcd,
     run_playbook,
     subnet_env,
+    wait_for,
     wait_states,
 )
 
