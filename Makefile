@@ -183,7 +183,8 @@ clean:
 #                        OVERLAY_FLANNEL_CLUSTER_STATE=DIR to reuse one)
 CLUSTER_STATE ?= /tmp/overlay-flannel-cluster
 CLUSTER_HOSTS ?= 3
-CLUSTER_APT_PACKAGES := systemd-container debootstrap openssh-client etcd-server etcd-client iproute2 nftables util-linux busybox-static
+CLUSTER_APT_PACKAGES := systemd-container debootstrap openssh-client etcd-server etcd-client iproute2 nftables util-linux busybox-static \
+	chromium
 CLUSTER := $(PY) tests/cluster/harness/cluster.py
 COLLECTIONS := $(CURDIR)/.cache/collections
 PLAYBOOK := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) ANSIBLE_HOST_KEY_CHECKING=False $(VENV)/bin/ansible-playbook

@@ -45,6 +45,7 @@ from .config import SettingsError, etcd_client_options, parse
 from .files import write_atomic
 from .health import HealthServer, render_metrics
 from .leasekeeper import LeaseKeeper, LeaseLost, NoLease
+from .peer_probes import Prober
 from .sdnotify import notify
 
 log = logging.getLogger("flannel_forwarder")
@@ -184,6 +185,7 @@ class Daemon:
         self.is_ready = False
         self.keeper = None
         self.backend = None  # the running backend (backend.Backend)
+        self.prober = None  # the peer probes (peer_probes.Prober), observing only
 
     # state for the health server
     def healthy(self):
@@ -194,7 +196,8 @@ class Daemon:
 
     def metrics(self):
         b = self.backend
-        return render_metrics(None, self.keeper, self.ready(), backend=(b.TYPE, b.metrics()) if b else None)
+        probes = self.prober.metrics() if self.prober else []
+        return render_metrics(None, self.keeper, self.ready(), backend=(b.TYPE, b.metrics() + probes) if b else None)
 
     def run(self):
         s = self.settings
@@ -235,6 +238,9 @@ class Daemon:
             keeper.start(backend.peers, on_fatal=lambda exc: self.stop_event.set(), on_config=on_config)
             if s.healthz_port:
                 health = HealthServer(s.healthz_ip, s.healthz_port, self).start()
+            if s.probe_interval:
+                self.prober = Prober(backend.peers, lease.subnet, mtu, s.probe_interval, s.peer_status_file,
+                                     host={"public_ip": public_ip, "backend": config.backend_type}).start()
             self.is_ready = True
             # The status line starts with the backend: the forwarder role waits for it after a backend change.
             subnets = "%s & %s" % (lease.subnet, host.subnet6) if host.subnet6 is not None else str(lease.subnet)
@@ -249,6 +255,8 @@ class Daemon:
         finally:
             self.is_ready = False
             notify("STOPPING=1")
+            if self.prober is not None:
+                self.prober.stop()
             if self.keeper is not None:
                 self.keeper.stop()
             if self.backend is not None:

@@ -62,6 +62,8 @@ class Settings:
     log_level: str = _default("log-level")
     ip_masq: bool = _default("ip-masq")
     docker_opts_file: str = _default("docker-opts-file")  # "" : do not write it
+    probe_interval: float = _default("probe-interval")  # seconds between two probes of a peer; 0: no probes
+    peer_status_file: str = _default("peer-status-file")  # "": do not write it
 
     @property
     def renew_margin_seconds(self):
@@ -103,6 +105,11 @@ FLAGS = (
     ("ip-masq", "bool", "FLANNEL_IPMASQ written to the subnet file (default false)"),
     ("docker-opts-file", "path0", "where to write docker's options, as mk-docker-opts.sh does "
                                   "(default %s; empty: do not write it)" % _default("docker-opts-file")),
+    ("probe-interval", "float", "seconds between two probes of each peer through the overlay (longer with many "
+                                "peers: at most 20 probes a second in all); 0: no probes (default %s)"
+                                % _default("probe-interval")),
+    ("peer-status-file", "path0", "where to write the peers' probed state as JSON (default %s; empty: nowhere)"
+                                  % _default("peer-status-file")),
 )
 
 
@@ -135,6 +142,16 @@ def _convert(flag, kind, text):
         high = 65535 if kind != "int" else 10 ** 6
         if not low <= value <= high:
             raise SettingsError("%s: %d is outside %d..%d" % (where, value, low, high))
+        return value
+    if kind == "float":
+        try:
+            value = float(text)
+        except ValueError:
+            raise SettingsError("%s: %r is not a number" % (where, text)) from None
+        rule = table.by("flag", flag)
+        if value != 0 and not rule.minimum <= value <= rule.maximum:
+            raise SettingsError("%s: %s is outside %s..%s (or 0: %s)"
+                                % (where, text, rule.minimum, rule.maximum, rule.zero))
         return value
     if kind == "ip":
         try:

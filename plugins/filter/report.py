@@ -18,6 +18,8 @@ description:
     M(overlay.flannel.subnet_info) and one observation per inventory host. Pure logic, no I/O.
   - "Findings: C(not_reachable), C(forwarder_not_ready), C(no_lease), C(several_leases),
     C(subnet_env_mismatch) (subnet.env's C(FLANNEL_SUBNET) is not the lease's gateway),
+    C(peer_down), C(peer_mtu), C(peer_unknown), C(peer_missing) (a pair of hosts whose peer probe is not up),
+    C(peer_status) (a ready forwarder without a peer probe status file),
     C(docker0_mismatch), C(expiring) (less than O(warn_hours) left on a host's lease that no ready forwarder
     is seen renewing), C(orphan) (a lease whose public IP is
     no inventory host), C(unused_reservation), C(invalid_key) and C(config)."
@@ -32,7 +34,9 @@ options:
         C(subnet_env) (the text of subnet.env, null when absent), C(docker0) (the bridge's IPv4 addresses with
         their prefix length, as M(overlay.flannel.host_probe) returns them in C(docker.bridge_addresses)),
         C(forwarder_active) (the unit's active state, the word of C(systemctl is-active)) and
-        C(readyz_status) (the HTTP status of C(/readyz), -1 when it did not answer, null when not checked).
+        C(readyz_status) (the HTTP status of C(/readyz), -1 when it did not answer, null when not checked),
+        C(peers) (the forwarder's peer probe status, as M(overlay.flannel.host_probe) returns it in C(peers); a
+        host without this key is left out of the matrix's findings).
     type: list
     elements: dict
     required: true
@@ -49,6 +53,11 @@ options:
   now:
     description: Epoch seconds; only used for a lease that has C(expires_at) but no C(ttl_remaining).
     type: float
+  matrix:
+    description:
+      - Build the reachability matrix (hosts x hosts) from the hosts' C(peers), each pair that is not up a finding.
+    type: bool
+    default: true
 """
 
 EXAMPLES = r"""
@@ -86,20 +95,35 @@ _value:
     summary:
       description: C(no findings), or the number of findings and each message, numbered.
       type: str
+    matrix:
+      description:
+        - The reachability matrix (null when O(matrix) is false) with C(hosts) (the names, in inventory order),
+          C(cells) (one per ordered pair of hosts, C(source), C(target), C(state) - one of C(up), C(down),
+          C(mtu), C(unknown), C(missing), C(no_data) - and C(rtt_ms)) and C(counts) (cells per state).
+      type: dict
+    matrix_lines:
+      description: The matrix as a text grid.
+      type: list
+      elements: str
 """
 
 from ansible.errors import AnsibleFilterError
 
+from ansible_collections.overlay.flannel.plugins.plugin_utils.reachability import render_html
 from ansible_collections.overlay.flannel.plugins.plugin_utils.report import ReportError, build_report
 
 
-def report(info, hosts, inventory=None, warn_hours=72, now=None):
+def report(info, hosts, inventory=None, warn_hours=72, now=None, matrix=True):
     try:
-        return build_report(info, hosts, warn_hours=warn_hours, now=now, inventory=inventory)
+        return build_report(info, hosts, warn_hours=warn_hours, now=now, inventory=inventory, matrix=matrix)
     except ReportError as exc:
         raise AnsibleFilterError(str(exc))
 
 
+def report_html(report_value, generated_at="", network=""):
+    return render_html(report_value, generated_at=generated_at, network=network or "")
+
+
 class FilterModule(object):
     def filters(self):
-        return {"report": report}
+        return {"report": report, "report_html": report_html}

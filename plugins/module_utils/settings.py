@@ -160,6 +160,11 @@ SETTINGS = (
     _S("flannel_forwarder_healthz_port", "int", 0, flag="healthz-port", minimum=0, maximum=65535),
     _S("flannel_forwarder_tun_name", "str", "flannel0", flag="tun-name"),
     _S(None, "int", None, flag="port", minimum=1, maximum=65535),  # default: the network config's Backend.Port
+    # the peer probes (forwarder/flannel_forwarder/peer_probes.py) and their status file, which report.yml reads
+    _S("flannel_forwarder_probe_interval", "float", 10.0, "seconds", flag="probe-interval", minimum=0.5, maximum=3600,
+       zero="no probes"),
+    _S("flannel_peer_status_file", "str", "/run/flannel/peers.json", module="host_probe", option="peer_status_file",
+       flag="peer-status-file"),
     # where the host probe reads (the paths every role shares)
     _S("flannel_forwarder_python", "str", "/usr/bin/python3", module="host_probe", option="python"),
     _S("flannel_forwarder_prefix", "str", "/opt/flannel-forwarder", module="host_probe", option="forwarder_prefix"),

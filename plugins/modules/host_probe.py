@@ -80,6 +80,10 @@ options:
     description: The systemd drop-in of the C(docker) role (left out when looking for flags in docker's unit).
     type: str
     default: /etc/systemd/system/docker.service.d/flannel.conf
+  peer_status_file:
+    description: The forwarder's status file of its peer probes (JSON), read for O(parts=peers).
+    type: str
+    default: /run/flannel/peers.json
   bridge:
     description: docker's bridge.
     type: str
@@ -99,10 +103,44 @@ options:
         options and the bridge; V(flannel) the files the forwarder writes; V(release) the releases; V(iptables)
         the overlay's rules; V(files) the checksums; V(units) the units' state.
       - V(bridge_mtu) asks docker for its bridge network's MTU (a C(docker) command; only when docker is active).
+      - V(peers) reads the forwarder's peer probes (O(peer_status_file)); not among the default parts.
     type: list
     elements: str
-    choices: [host, docker, flannel, release, iptables, files, units, bridge_mtu]
+    choices: [host, docker, flannel, release, iptables, files, units, bridge_mtu, peers]
     default: [host, docker, flannel, release, iptables, files, units]
+  preflight:
+    description:
+      - Check the underlay between this host and O(preflight.targets) before anything changes (site.yml's
+        preflight) - a DF echo at the backend's full packet size (the overlay MTU plus its encapsulation) and, when
+        it fails, the largest size that gets through; for udp and vxlan, that a datagram reaches the backend's
+        port (answered by the peer's preflight listener, which this host opens too where nothing holds the port,
+        or refused by the peer's kernel; a peer this host's running forwarder already reaches is not asked); for
+        host-gw, that the peer is on the underlay's network. See RV(preflight).
+      - Not given, nothing is checked.
+    type: dict
+    suboptions:
+      targets:
+        description: The hosts to check, each with C(name) and C(address) (its underlay address).
+        type: list
+        elements: dict
+        default: []
+      backend:
+        description: The network's backend type.
+        type: str
+        choices: [udp, vxlan, host-gw]
+        default: udp
+      port:
+        description: The backend's port; 0 for the backend's own (udp 8285, vxlan 8472).
+        type: int
+        default: 0
+      mtu:
+        description: The overlay MTU (C(flannel_mtu)); 0 for the underlay interface's less the encapsulation.
+        type: int
+        default: 0
+      skip:
+        description: Check nothing, with a warning (C(flannel_preflight_underlay=false)).
+        type: bool
+        default: false
   wait_ready:
     description:
       - Before reading, wait until the forwarder is ready for the docker role (as C(tasks_from=ready) of the
@@ -307,6 +345,24 @@ flannel:
         the forwarder's state file.
       type: list
       elements: str
+peers:
+  description:
+    - The forwarder's peer probes as its status file has them (C(host), C(public_ip), C(subnet), C(mtu), C(updated),
+      C(counts), C(peers) with each peer's C(subnet), C(public_ip), C(gateway), C(state), C(rtt_ms)); null when the
+      file is missing, C(error) when it is not the JSON of a status file.
+  returned: when O(parts) has V(peers)
+  type: dict
+preflight:
+  description:
+    - What the underlay checks found (O(preflight)); the forwarder role turns them into messages
+      (filter P(overlay.flannel.underlay_problems#filter)).
+    - "C(skipped), C(size) (the full packet size checked), C(backend), C(port), C(underlay) and C(underlay_mtu) (the
+      public IP's interface), C(network) (its network), C(listener) (V(listening), V(in_use): the port is held, by
+      the running forwarder or the kernel's vxlan device, V(closed) for host-gw), and C(checks): per target its
+      C(name), C(address), C(ping) (C(ok), C(passes): the largest size that got through, C(error)), C(port)
+      (C(ok), C(answer): V(answered), V(refused), V(peer probes) or null) and C(same_network) (host-gw)."
+  returned: when O(preflight) is given
+  type: dict
 release:
   description: The forwarder releases on the host.
   returned: when O(parts) has V(release)
@@ -353,7 +409,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_subnet_env
-from ansible_collections.overlay.flannel.plugins.module_utils import hoststate, settings
+from ansible_collections.overlay.flannel.plugins.module_utils import hoststate, settings, underlay
 
 COMMANDS = ("docker", "dockerd", "ip", "iptables", "ip6tables")
 LEGACY = ("venv", "wheels", "installed-wheels")
@@ -365,6 +421,64 @@ def read_text(path):
             return fh.read().decode("utf-8", "replace")
     except (IOError, OSError):
         return None
+
+
+def read_peer_status(path):
+    """The forwarder's peer status file, None when missing, {"error": ...} when it is not one."""
+    text = read_text(path)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return dict(error="%s is not JSON: %s" % (path, exc))
+    if not isinstance(data, dict) or not isinstance(data.get("peers"), list):
+        return dict(error="%s has no list of peers" % path)
+    return data
+
+
+def probe_preflight(module, spec, public_ip, peer_status_file):
+    """site.yml's underlay checks from this host to its ring neighbours (module_utils/underlay.py)."""
+    if spec["skip"]:
+        module.warn("the underlay preflight is off (flannel_preflight_underlay=false): MTU black holes and blocked "
+                    "ports between the hosts are not looked for before the overlay changes")
+        return dict(skipped=True, checks=[])
+    backend = spec["backend"]
+    try:
+        addresses = json.loads(run(module, ["ip", "-j", "-4", "addr", "show"]) or "[]")
+    except ValueError:
+        addresses = []
+    ifname, if_mtu, prefixlen = underlay.interface_of(addresses, public_ip)
+    size = underlay.full_size(backend, spec["mtu"], if_mtu or 1500)
+    port = spec["port"] or underlay.default_port(backend)
+    status = read_peer_status(peer_status_file) or {}
+    seen = dict((e.get("public_ip"), e.get("state")) for e in status.get("peers") or [] if isinstance(e, dict))
+    ports = underlay.PortCheck(port) if port else None
+    checks = []
+    try:
+        sock, raw = underlay.icmp_socket()
+        try:
+            for target in spec["targets"]:
+                checks.append(dict(name=target["name"], address=target["address"],
+                                   ping=underlay.df_check(sock, raw, target["address"], size)))
+        finally:
+            sock.close()
+        if ports is not None:
+            # A peer this host's running forwarder reaches through the overlay has its port open.
+            ask = [c["address"] for c in checks if seen.get(c["address"]) not in ("up", "mtu")]
+            answers = ports.check(ask)
+            for c in checks:
+                answer = answers.get(c["address"], "peer probes")
+                c["port"] = dict(ok=answer is not None, answer=answer)
+    finally:
+        if ports is not None:
+            ports.close()
+    network = None
+    for c in checks:
+        if backend == "host-gw":
+            c["same_network"], network = underlay.same_network(public_ip, prefixlen or 32, c["address"])
+    return dict(skipped=False, size=size, backend=backend, port=port, underlay=ifname, underlay_mtu=if_mtu,
+                network=network, listener=ports.state if ports is not None else "closed", checks=checks)
 
 
 def run(module, argv):
@@ -513,11 +627,16 @@ def main():
         units=dict(type="list", elements="str",
                    default=["flannel-forwarder.service", "docker.service", "flannel-iptables.service"]),
         parts=dict(type="list", elements="str",
-                   choices=["host", "docker", "flannel", "release", "iptables", "files", "units", "bridge_mtu"],
+                   choices=["host", "docker", "flannel", "release", "iptables", "files", "units", "bridge_mtu",
+                            "peers"],
                    default=["host", "docker", "flannel", "release", "iptables", "files", "units"]),
         public_ip=dict(type="str", default=""),
         public_ipv6=dict(type="str", default=""),
         iface=dict(type="str", default=""),
+        preflight=dict(type="dict", options=dict(
+            targets=dict(type="list", elements="dict", default=[]),
+            backend=dict(type="str", choices=["udp", "vxlan", "host-gw"], default="udp"),
+            port=dict(type="int", default=0), mtu=dict(type="int", default=0), skip=dict(type="bool", default=False))),
         wait_ready=dict(type="dict", options=dict(
             unit=dict(type="str", default="flannel-forwarder.service"),
             network=dict(type="str", required=True), subnet=dict(type="str", required=True),
@@ -562,6 +681,11 @@ def main():
                                   for table in ("filter", "nat"))
         result["iptables"]["ipv6"] = dict((table, run(module, ["ip6tables", "-w", "-t", table, "-S"]))
                                           for table in ("filter", "nat"))
+    if p["preflight"]:
+        host = result.get("host") or probe_host(module, p["python"], p["public_ip"], p["public_ipv6"], p["iface"])
+        result["preflight"] = probe_preflight(module, p["preflight"], host["public_ip"], p["peer_status_file"])
+    if "peers" in parts:
+        result["peers"] = read_peer_status(p["peer_status_file"])
     if "files" in parts:
         result["files"] = dict((path, file_facts(path)) for path in p["files"])
     module.exit_json(**result)

@@ -24,12 +24,14 @@ import time
 
 from ansible_collections.overlay.flannel.plugins.module_utils.hostfiles import parse_subnet_env
 from ansible_collections.overlay.flannel.plugins.module_utils.subnets import gateway
+from ansible_collections.overlay.flannel.plugins.plugin_utils import reachability
 
 DEFAULT_WARN_HOURS = 72
 
 # The kinds of findings, in the order they are listed.
 KINDS = ("not_reachable", "forwarder_not_ready", "no_lease", "several_leases", "subnet_env_mismatch",
-         "docker0_mismatch", "expiring", "orphan", "unused_reservation", "invalid_key", "config")
+         "docker0_mismatch", "expiring", "orphan", "unused_reservation", "invalid_key", "config") \
+    + reachability.FINDING_KINDS
 
 COLUMNS = (("host", "host"), ("subnet", "subnet"), ("public_ip", "public IP"), ("backend", "backend"),
            ("expiry", "expiry"), ("forwarder", "forwarder"))
@@ -115,8 +117,8 @@ def _finding(kind, message, host=None, subnet=None, public_ip=None):
     return dict(kind=kind, message=message, host=host, subnet=subnet, public_ip=public_ip)
 
 
-def build_report(info, hosts, warn_hours=DEFAULT_WARN_HOURS, now=None, inventory=None):
-    """The report: dict(rows, findings, lines, summary).
+def build_report(info, hosts, warn_hours=DEFAULT_WARN_HOURS, now=None, inventory=None, matrix=True):
+    """The report: dict(rows, findings, lines, summary, matrix, matrix_lines).
 
     info: overlay.flannel.subnet_info's result (leases, invalid, config, config_error).
     hosts: one dict per inventory host: name, public_ip ('' or None when unknown), reachable (bool),
@@ -124,7 +126,11 @@ def build_report(info, hosts, warn_hours=DEFAULT_WARN_HOURS, now=None, inventory
       docker0 (its IPv4 addresses with their prefix length, as host_probe's docker.bridge_addresses gives them:
       ["10.5.3.1/24"]; None when not read),
       forwarder_active (systemctl is-active's word, None when not read),
-      readyz_status (HTTP status of /readyz, -1 when it did not answer, None when not checked).
+      readyz_status (HTTP status of /readyz, -1 when it did not answer, None when not checked),
+      peers (the forwarder's peer probe status file as host_probe's part peers reads it; None when absent;
+      a host without this key was not looked at: its row of the matrix is no_data, without a finding).
+    matrix: build the reachability matrix (reachability.build_matrix) from the hosts' peers, with a finding
+      for each pair of hosts that is not up; False: matrix is None, matrix_lines empty.
     inventory: every host name the report is about; a name without an entry in hosts is "not observed".
     warn_hours: a host's lease with less than this left is "expiring" when no ready forwarder is seen
       renewing it (a ready forwarder renews its lease a renew margin before the end, so with the default
@@ -147,7 +153,7 @@ def build_report(info, hosts, warn_hours=DEFAULT_WARN_HOURS, now=None, inventory
     host_ips = set(h.get("public_ip") for h in hosts if h.get("public_ip"))
     unknown_ip_hosts = [h["name"] for h in hosts if not h.get("public_ip")]
 
-    rows, findings = [], []
+    rows, findings, probed = [], [], []
 
     def lease_cells(lease):
         left = _seconds_left(lease, now)
@@ -181,6 +187,7 @@ def build_report(info, hosts, warn_hours=DEFAULT_WARN_HOURS, now=None, inventory
             ready, fwd_text = None, "not reachable"
             findings.append(_finding("not_reachable", "%s is not reachable: %s"
                                      % (name, _one_line(host.get("error"))), host=name, public_ip=ip))
+        probed.append(dict(name=name, public_ip=ip, ready=ready, **dict((k, host[k]) for k in ("peers",) if k in host)))
         if ready is False:
             findings.append(_finding("forwarder_not_ready", "%s: forwarder %s" % (name, fwd_text), host=name,
                                      public_ip=ip))
@@ -246,12 +253,17 @@ def build_report(info, hosts, warn_hours=DEFAULT_WARN_HOURS, now=None, inventory
     elif "config" in info and info.get("config") is None:
         findings.append(_finding("config", "no network config in etcd"))
 
+    grid = None
+    if matrix:
+        grid = reachability.build_matrix(probed)
+        findings.extend(grid.pop("findings"))
     order = dict((kind, i) for i, kind in enumerate(KINDS))
     findings.sort(key=lambda f: order.get(f["kind"], len(KINDS)))
     summary = ("%d finding%s: %s" % (len(findings), "" if len(findings) == 1 else "s",
                                      " ".join("(%d) %s" % (n, f["message"]) for n, f in enumerate(findings, 1)))
                if findings else "no findings")
-    return dict(rows=rows, findings=findings, lines=table_lines(rows), summary=summary)
+    return dict(rows=rows, findings=findings, lines=table_lines(rows), summary=summary, matrix=grid,
+                matrix_lines=reachability.matrix_lines(grid) if grid else [])
 
 
 def table_lines(rows):

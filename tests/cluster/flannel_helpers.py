@@ -416,3 +416,35 @@ def site_from_tarball(cluster, built, *args, timeout=900, playbook_tool=None, pl
     run = PlaybookRun(proc, time.monotonic() - start)
     record_run("overlay.flannel.%s (%s) %s" % (playbook, label, describe("", args).strip()), run)
     return run
+
+
+# -- the forwarders' peer probes (their status files) ---------------------------------------------------------------
+
+def peer_states(c):
+    """{(host, peer's public IP): state} from every host's status file (/run/flannel/peers.json)."""
+    def read(name):
+        out = c.run(name, "cat /run/flannel/peers.json", check=False).stdout
+        try:
+            return json.loads(out)["peers"]
+        except (ValueError, KeyError):
+            return []
+    found = parallel(read, [h.name for h in c.hosts])
+    return dict(((name, p["public_ip"]), p["state"]) for name, peers in found.items() for p in peers)
+
+
+def wait_states(c, want, what):
+    """Until every host's status file says `want(host, peer host)` for each other host."""
+    expected = dict(((a.name, b.ip), want(a.name, b.name)) for a in c.hosts for b in c.hosts if a.name != b.name)
+    seen = []
+
+    def done():
+        seen[:] = [peer_states(c)]
+        return seen[0] == expected
+    try:
+        return wait_for(done, timeout=90, interval=0.5, what=what)
+    except AssertionError as exc:
+        raise AssertionError("%s: want %s, the status files say %s" % (exc, expected, seen)) from None
+
+
+def all_up(_a, _b):
+    return "up"

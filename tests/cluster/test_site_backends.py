@@ -28,6 +28,7 @@ from cluster.flannel_helpers import (
     CONTAINER,
     PING_INTERVAL,
     Pings,
+    all_up,
     containers,
     etcd_dump,
     parallel,
@@ -36,6 +37,7 @@ from cluster.flannel_helpers import (
     run_playbook,
     subnet_env,
     tcp_transfer,
+    wait_states,
 )
 
 pytestmark = pytest.mark.cluster
@@ -104,6 +106,8 @@ def test_udp_to_vxlan_and_back_with_site_yml(converged):
             assert {"mac": vtep_mac(peer.ip), "dst": peer.ip} in [{"mac": e["mac"], "dst": e.get("dst")} for e in fdb]
             assert routes[net + "/24"]["gateway"] == net and "onlink" in routes[net + "/24"]["flags"]
     assert pings_all(c) == []
+    # the forwarders' peer probes (through the VXLAN device, at its full MTU) see every peer up
+    wait_states(c, all_up, "every peer up on vxlan")
     ips = containers(c)
     a, b = c.host_names[0], c.host_names[1]
     sent, received, size = tcp_transfer(c, a, b, ips[b], 5400)

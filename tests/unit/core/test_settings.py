@@ -225,7 +225,7 @@ def test_the_modules_document_and_take_each_option_as_the_table_does():
 DAEMON_KINDS = {"list": ("list", None, None), "str": ("str", None, None), "path0": ("str", None, None),
                 "int": ("int", 0, None), "port": ("int", 1, 65535), "port0": ("int", 0, 65535),
                 "ip": ("str", None, None), "ip6": ("str", None, None), "level": ("str", None, None),
-                "bool": ("bool", None, None)}
+                "bool": ("bool", None, None), "float": ("float", None, None)}  # float: its range is read from the table itself
 
 
 def daemon_mismatches(settings):
@@ -264,7 +264,7 @@ def test_the_daemon_has_the_tables_flags_and_defaults():
 SAMPLES = {"list": ("http://192.0.2.1:2379", ["http://192.0.2.1:2379"]), "str": ("/x", "/x"), "path0": ("/x", "/x"),
            "int": ("7", 7), "port": ("7", 7), "port0": ("7", 7), "ip": ("192.0.2.1", "192.0.2.1"),
            "ip6": ("2001:db8::1", "2001:db8::1"),
-           "level": ("debug", "debug"), "bool": ("true", True)}
+           "level": ("debug", "debug"), "bool": ("true", True), "float": ("2.5", 2.5)}
 
 
 @pytest.mark.parametrize("s", [s for s in SETTINGS if s.flag], ids=lambda s: s.flag)
