@@ -1,22 +1,23 @@
-"""The kernel backends on the test cluster: udp -> vxlan -> udp with site.yml (day 2).
+"""The kernel backends on the test cluster: udp -> vxlan -> dual-stack vxlan -> udp with site.yml (day 2).
 
 site.yml with flannel_backend_type=vxlan stores the new config; every
 forwarder sees it, restarts on vxlan (its lease rewritten with its VtepMAC)
 and docker follows the new MTU. Measured while it happens: how many pings
 from each host to the next host's docker0 gateway went unanswered. Then the
 cluster is checked as flanneld's vxlan would leave it (device, neighbour,
-FDB, routes), containers reach each other and carry a checked TCP transfer,
-a second run changes nothing, retire.yml takes a vxlan host's kernel state
-away (site.yml brings it back), and the cluster goes back to udp the same
-way (the vxlan device and its routes go).
+FDB, routes), containers reach each other and carry a checked TCP transfer.
 
-On vxlan, the overlay turns dual-stack with site.yml (flannel_ipv6_network)
-and back, pings over IPv4 running through each switch: every host keeps its
-IPv4 subnet, its lease is re-keyed with an IPv6 half, the forwarders program
-flannel-v6.1 as flanneld does, docker restarts once with --ipv6
---fixed-cidr-v6, and every pair of containers reaches each other over IPv6
-and IPv4; the next run changes nothing; back to IPv4-only, the IPv6 side
-(device, leases' halves, docker's options, ip6tables rules) goes.
+On vxlan, the overlay then turns dual-stack with site.yml
+(flannel_ipv6_network), pings over IPv4 running through the switch: every
+host keeps its IPv4 subnet, its lease is re-keyed with an IPv6 half, the
+forwarders program flannel-v6.1 as flanneld does, docker restarts once with
+--ipv6 --fixed-cidr-v6, and every pair of containers reaches each other over
+IPv6 and IPv4; the next run changes nothing. retire.yml takes a dual-stack
+vxlan host's kernel state and lease pair away (and the peers' entries for it,
+both families); site.yml brings it back. Last, one site.yml goes back to
+IPv4-only udp (the defaults), pings running through it: the IPv6 side
+(devices, leases' halves, docker's options, ip6tables rules) and the vxlan
+device go.
 """
 
 import ipaddress
@@ -113,36 +114,36 @@ def test_udp_to_vxlan_and_back_with_site_yml(converged):
     sent, received, size = tcp_transfer(c, a, b, ips[b], 5400)
     assert sent == received and size == 3000000
 
-    again = run_playbook(c, "site.yml", "-e", "flannel_backend_type=vxlan")
-    assert again.rc == 0, again.tail()
-    assert all(r["changed"] == 0 for r in again.recap.values()), again.changed_tasks()
+    # Dual-stack on vxlan (its second run changed=0), a dual-stack host retired and brought back, then back
+    # to IPv4-only and udp in one run: dual_stack() and back_to_ipv4_udp() below.
+    subnets6 = dual_stack(c)
+    retire_and_back(c, subnets6)
+    back_to_ipv4_udp(c)
 
-    # Retiring a vxlan host takes its device and the peers' entries for it away; site.yml brings it back.
+
+def retire_and_back(c, subnets6):
+    """Retiring a dual-stack vxlan host takes its devices, its lease pair and the peers' entries for it (both
+    families) away; site.yml brings it back."""
     host = c.hosts[-1]
     net = subnet_env(c, host.name)["FLANNEL_SUBNET"].rsplit(".", 1)[0] + ".0"
+    sub6 = net6(subnets6[host.name])
     retired = run_playbook(c, "retire.yml", "-e", "flannel_retire_host=%s" % host.name,
-                           "-e", "flannel_backend_type=vxlan")
+                           "-e", "flannel_backend_type=vxlan", *DUAL)
     assert retired.rc == 0, retired.tail()
-    assert c.run(host.name, "ip link show flannel.1", check=False).returncode != 0
-    assert c.run(host.name, "ip route show proto 70", check=True).stdout.strip() == ""
+    for device in ("flannel.1", "flannel-v6.1"):
+        assert c.run(host.name, "ip link show %s" % device, check=False).returncode != 0, device
+    assert c.run(host.name, "ip route show proto 70; ip -6 route show proto 70", check=True).stdout.strip() == ""
+    assert host.ip not in lease_values(c)
     for h in c.hosts[:-1]:
-        out = c.run(h.name, "ip route show dev flannel.1; ip neigh show dev flannel.1", check=True).stdout
-        assert net not in out, out
-    back = run_playbook(c, "site.yml", "-e", "flannel_backend_type=vxlan")
+        out = c.run(h.name, "ip route show dev flannel.1; ip neigh show dev flannel.1; "
+                            "ip -6 route show dev flannel-v6.1; bridge fdb show dev flannel-v6.1", check=True).stdout
+        assert net not in out and sub6.split("/")[0] not in out and host.ip6 not in out, out
+    back = run_playbook(c, "site.yml", "-e", "flannel_backend_type=vxlan", *DUAL)
     assert back.rc == 0, back.tail()
     assert ipj(c, host.name, "link", "show", "flannel.1")[0]["address"] == vtep_mac(host.ip)
+    assert lease_values(c)[host.ip]["PublicIPv6"] == host.ip6
     assert pings_all(c) == []
-
-    dual_stack_and_back(c)
-
-    missed, _run = switch(c, "udp")
-    print("pings missed during vxlan -> udp: %s" % missed)
-    assert all(n * INTERVAL <= 20 for n in missed.values()), missed
-    for h in c.hosts:
-        assert c.run(h.name, "ip link show flannel.1", check=False).returncode != 0
-        assert subnet_env(c, h.name)["FLANNEL_MTU"] == "1472"
-        assert lease_values(c)[h.ip]["BackendType"] == "udp"
-    assert pings_all(c) == []
+    assert unreachable(c, container_addresses(c)) == []
 
 
 IPV6_NETWORK = "fd00:5::/48"
@@ -180,8 +181,9 @@ def unreachable(c, addresses, families=(0, 1)):
     return [ask for ask in asks if answers[ask] != 0]
 
 
-def dual_stack_and_back(c):
-    """On vxlan: site.yml with flannel_ipv6_network and back, pings over IPv4 running through each switch."""
+def dual_stack(c):
+    """On vxlan: site.yml with flannel_ipv6_network, pings over IPv4 running through the switch; the next run
+    changes nothing -> {host: FLANNEL_IPV6_SUBNET}."""
     before = lease_values(c)
     missed, run = switch(c, "vxlan", *DUAL)
     print("pings missed during IPv4 -> dual-stack (each %.1f s apart): %s; site.yml %.1f s"
@@ -234,19 +236,26 @@ def dual_stack_and_back(c):
     again = run_playbook(c, "site.yml", "-e", "flannel_backend_type=vxlan", *DUAL)
     assert again.rc == 0, again.tail()
     assert all(r["changed"] == 0 for r in again.recap.values()), again.changed_tasks()
+    return subnets6
 
-    missed, run = switch(c, "vxlan")
-    print("pings missed during dual-stack -> IPv4 (each %.1f s apart): %s; site.yml %.1f s"
+
+def back_to_ipv4_udp(c):
+    """Dual-stack vxlan -> IPv4-only udp (the defaults) in one site.yml, pings over IPv4 running through it:
+    the IPv6 side goes (the lease keys, PublicIPv6, flannel-v6.1, docker's --ipv6, the ip6tables rules), and
+    the udp side comes."""
+    missed, run = switch(c, "udp")
+    print("pings missed during dual-stack vxlan -> IPv4 udp (each %.1f s apart): %s; site.yml %.1f s"
           % (INTERVAL, missed, run.seconds))
     assert all(n * INTERVAL <= 20 for n in missed.values()), missed
     assert handler_hosts(run, "Restart dockerd") == sorted(c.host_names), run.changed_tasks()
     values = lease_values(c)
     assert not [k for k in etcd_dump(c) if k.startswith(LEASES) and "&" in k]
     for h in c.hosts:
-        assert values[h.ip]["BackendType"] == "vxlan" and values[h.ip].get("PublicIPv6") is None, values[h.ip]
-        assert values[h.ip]["BackendData"] == before[h.ip]["BackendData"]
-        assert "FLANNEL_IPV6_SUBNET" not in subnet_env(c, h.name)
-        assert c.run(h.name, "ip link show flannel-v6.1", check=False).returncode != 0
+        assert values[h.ip]["BackendType"] == "udp" and values[h.ip].get("PublicIPv6") is None, values[h.ip]
+        env = subnet_env(c, h.name)
+        assert "FLANNEL_IPV6_SUBNET" not in env and env["FLANNEL_MTU"] == "1472"
+        for device in ("flannel.1", "flannel-v6.1"):
+            assert c.run(h.name, "ip link show %s" % device, check=False).returncode != 0, device
         out = c.run(h.name, "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value docker.service)/cmdline; "
                             "ip6tables -S; ip6tables -t nat -S", check=True).stdout
         assert "--ipv6" not in out and "overlay.flannel" not in out, out

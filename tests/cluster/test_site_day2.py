@@ -116,9 +116,10 @@ def test_a_failed_relet_stops_the_rollout(converged, tmp_path):
         assert after[c.hosts[0].ip] != leases_before[c.hosts[0].ip]  # (it did move, then docker failed)
         assert {ip: s for ip, s in after.items() if ip != c.hosts[0].ip} == {
             ip: s for ip, s in leases_before.items() if ip != c.hosts[0].ip}
-        # report.yml shows the failed host: its docker0 is not on its new lease.
+        # report.yml shows the failed host: its docker0 is not on its new lease. (Its peers' probes see it
+        # down too, seconds later: the matrix is left out, so that the findings do not depend on that moment.)
         path = tmp_path / "report.json"
-        report = run_playbook(c, "report.yml", "-e", "flannel_report_json=%s" % path)
+        report = run_playbook(c, "report.yml", "-e", "flannel_report_json=%s" % path, "-e", "flannel_report_matrix=false")
         assert report.rc == 0, report.tail()
         findings = json.loads(path.read_text())["findings"]
         assert [(f["kind"], f["host"]) for f in findings] == [("docker0_mismatch", first)], findings

@@ -204,9 +204,12 @@ class Lab:
     def metric(self, n, name):
         """Sum of the samples of flannel_forwarder_<name> (with a label filter in `name` if given)."""
         _status, body = self.http(n, "/metrics")
+        wanted = "flannel_forwarder_" + name
+        metric = wanted.split("{", 1)[0]
         total = None
         for line in body.splitlines():
-            if line.startswith("flannel_forwarder_" + name):
+            # the metric itself, not another whose name it begins (peers, peers_by_state)
+            if line.startswith(wanted) and line.split("{", 1)[0].split(" ", 1)[0] == metric:
                 total = (total or 0) + float(line.rsplit(" ", 1)[1])
         return total
 
