@@ -88,12 +88,7 @@ class Controller:
 
 
 def _run(argv, log, **kw):
-    log.write(("\n$ %s\n" % " ".join(argv)).encode())
-    log.flush()
-    res = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False, **kw)
-    if res.returncode != 0:
-        raise RuntimeError("controller build step failed (rc=%d): %s; see %s"
-                           % (res.returncode, " ".join(argv), log.name))
+    return image._run(argv, log, what="controller", **kw)  # pylint: disable=protected-access
 
 
 def write_wrappers(path, final=None):

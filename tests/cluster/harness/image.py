@@ -129,13 +129,14 @@ class Image:
                 "busybox_tar": self.busybox_tar, "suite": self.suite}
 
 
-def _run(argv, log, **kw):
+def _run(argv, log, what="image", **kw):
+    """One build step, its output appended to `log`; raises naming the step (of the `what` being built)."""
     log.write(("\n$ %s\n" % " ".join(argv)).encode())
     log.flush()
     res = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, check=False, **kw)
     if res.returncode != 0:
-        raise RuntimeError("image build step failed (rc=%d): %s; see %s"
-                           % (res.returncode, " ".join(argv), log.name))
+        raise RuntimeError("%s build step failed (rc=%d): %s; see %s"
+                           % (what, res.returncode, " ".join(argv), log.name))
 
 
 def make_busybox_tar(busybox_binary, applets, out_path):
