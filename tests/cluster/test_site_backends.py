@@ -77,8 +77,8 @@ def ipj(c, host, *args):
     return json.loads(out) if out else []
 
 
-def test_udp_to_vxlan_and_back_with_site_yml(converged):
-    c = converged
+def test_udp_to_vxlan_and_back_with_site_yml(overlay_up):
+    c = overlay_up
     missed, _run = switch(c, "vxlan")
     print("pings missed during udp -> vxlan (each %.1f s apart): %s" % (INTERVAL, missed))
     # All forwarders switch together, a few seconds after the config changed (systemd's RestartSec=5).
