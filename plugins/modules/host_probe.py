@@ -306,7 +306,7 @@ docker:
       description: Whether dockerd must restart (it runs with other options, or the bridge is on another address).
       type: bool
     renumber:
-      description: Whether the bridge is on another subnet and must be removed while docker is stopped.
+      description: Whether the bridge is on another subnet (or another IPv6 subnet) and must be removed while docker is stopped.
       type: bool
     reason:
       description: Why docker must restart.
@@ -579,7 +579,7 @@ def probe_docker(module, p, units, flannel_texts):
                   daemon_json_error=error,
                   unit_conflicts=hoststate.unit_conflicts(unit_text, default_text, p["docker_dropin"]),
                   bridge_addresses=addresses, bridge_ipv6_addresses=addresses6, bridge_mtu=None)
-    result.update(hoststate.docker_decision(subnet_env_text, docker_opts_text, cmdline, addresses))
+    result.update(hoststate.docker_decision(subnet_env_text, docker_opts_text, cmdline, addresses, addresses6))
     if "bridge_mtu" in p["parts"] and pid > 0:
         result["bridge_mtu"] = hoststate.bridge_mtu(run(module, ["docker", "network", "inspect", "bridge"]))
     result["problem"] = hoststate.docker0_problem(subnet_env_text, addresses, result["bridge_mtu"], addresses6) \
