@@ -448,7 +448,16 @@ def daemons_running(t: Topology, control: Control, btype: str, cpus: list[int], 
         if probe_interval:
             for d in started:
                 wait_for(lambda d=d: peer_up(d.status_file), 30, f"the probes of {d.host} to see the peer up")
+        sizes = [os.path.getsize(d.log_path) for d in started]
         yield [d.proc for d in started]
+        # What the daemons changed in the kernel while measured (nothing, when the sync finds it as it left it).
+        for d, size in zip(started, sizes):
+            with open(d.log_path, encoding="utf-8", errors="replace") as fh:
+                fh.seek(size)
+                later = [line for line in fh.read().splitlines()
+                         if " set " in line or " removed " in line or "repaired" in line or "WARNING" in line]
+            print(f"  {d.host}: {len(later)} kernel change(s) or warning(s) logged while measured"
+                  + (": " + " | ".join(later[:3]) if later else ""), flush=True)
     finally:
         for d in started:
             code = t.stop(d.proc)
