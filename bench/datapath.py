@@ -600,26 +600,26 @@ def report(rounds: list[dict], modes: list[str]) -> None:
     """Figures (medians over the rounds), then the ratios (medians of the rounds' ratios) with the reference's
     figure beside each."""
     print()
-    print(f"{'':12} {'MTU':>5} {'TCP x1 Mbit/s':>14} {'TCP x4 Mbit/s':>14} {'UDP64 kpps':>10} {'ping ms':>8} "
+    print(f"{'':18} {'MTU':>5} {'TCP x1 Mbit/s':>14} {'TCP x4 Mbit/s':>14} {'UDP64 kpps':>10} {'ping ms':>8} "
           f"{'our CPU h1/h2':>14}")
     for mode in modes:
         fig = {key: median_of(rounds, mode, key) for key, _l, _f in FIGURES}
         cpu = "/".join(f"{statistics.median(r[mode]['ours_cpu'][i] for r in rounds):.1%}"
                        for i in range(len(rounds[0][mode]["ours_cpu"]))) or "-"
-        print(f"{mode:12} {rounds[0][mode]['mtu']:5d} {fig['tcp1']:14.0f} {fig['tcp4']:14.0f} "
+        print(f"{mode:18} {rounds[0][mode]['mtu']:5d} {fig['tcp1']:14.0f} {fig['tcp4']:14.0f} "
               f"{fig['udp64_kpps']:10.1f} {fig['ping_ms'] or float('nan'):8.3f} {cpu:>14}")
     pairs = [(m, REFERENCE[m]) for m in modes if REFERENCE.get(m) in modes]
     pairs += [(m, "host-gw") for m in modes if m != "host-gw" and (m, "host-gw") not in pairs]
     print()
     print("ratios: mode / reference" + (f", medians of the {len(rounds)} rounds' ratios" if len(rounds) > 1 else "")
           + "; the reference's own figure after 'of' (ping: RTT ratio, lower is better)")
-    print(f"{'':24}" + "".join(f" {label:>17}" for _k, label, _f in FIGURES))
+    print(f"{'':32}" + "".join(f" {label:>17}" for _k, label, _f in FIGURES))
     for mode, ref in pairs:
         cells = []
         for key, _label, fmt in FIGURES:
             q, b = ratios_of(rounds, mode, ref, key), median_of(rounds, ref, key)
             cells.append(f"{statistics.median(q):.3f} of {b:{fmt}}" if q else "n/a")
-        print(f"{mode + ' / ' + ref:24}" + "".join(f" {c:>17}" for c in cells))
+        print(f"{mode + ' / ' + ref:32}" + "".join(f" {c:>17}" for c in cells))
     for mode, ref in pairs:
         if ref != REFERENCE.get(mode):
             continue
