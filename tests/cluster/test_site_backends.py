@@ -14,7 +14,7 @@ forwarders program flannel-v6.1 as flanneld does, docker restarts once with
 --ipv6 --fixed-cidr-v6, and every pair of containers reaches each other over
 IPv6 and IPv4; the next run changes nothing. relet.yml moves one host's
 IPv6 half alone onto a named subnet (its IPv4 subnet kept, docker0 renumbered,
-the move checked across the overlay in both families); report.yml shows every
+the move checked across the overlay); report.yml shows every
 host's pair and finds nothing; renew.yml renews that host's pair. retire.yml
 takes a dual-stack vxlan host's kernel state and lease pair away (and the
 peers' entries for it, both families); site.yml brings it back. Last, one site.yml goes back to
@@ -134,8 +134,10 @@ def docker0_ipv6(c, host):
 def relet_ipv6_half(c, subnets6, tmp_path):
     """relet.yml onto a named IPv6 half alone: the host keeps its IPv4 subnet, its key is re-keyed onto the new
     half, its forwarder and docker restart on it (docker0 renumbered: the old IPv6 address gone), and relet.yml's
-    checks reach across the overlay both ways in both families. Then report.yml shows every host's pair with no
-    finding, and renew.yml renews the moved host's pair (both halves kept). Updates `subnets6`."""
+    checks reach across the overlay both ways (over IPv4: docker0's IPv6 address is tentative until a container
+    attaches; the containers' IPv6 pairs are checked after retire_and_back's site.yml). Then report.yml shows every
+    host's pair with no finding, and renew.yml renews the moved host's pair (both halves kept). Updates
+    `subnets6`."""
     host = c.hosts[0]
     env = subnet_env(c, host.name)
     net = env["FLANNEL_SUBNET"].rsplit(".", 1)[0] + ".0/24"
@@ -155,10 +157,6 @@ def relet_ipv6_half(c, subnets6, tmp_path):
     assert (env["FLANNEL_SUBNET"], env["FLANNEL_IPV6_SUBNET"]) == (net.replace(".0/24", ".1/24"), gateway6), env
     assert docker0_ipv6(c, host.name) == [gateway6]
     subnets6[host.name] = gateway6
-    # relet.yml's checks went both ways over IPv6 too
-    for item in ("%s %s" % (c.hosts[1].name, ipaddress.IPv6Interface(subnets6[c.hosts[1].name]).ip),
-                 "%s %s" % (c.hosts[1].name, ipaddress.IPv6Interface(gateway6).ip)):
-        assert "(item=%s)" % item in moved.stdout, (item, moved.tail())
 
     path = tmp_path / "report.json"
     report = run_playbook(c, "report.yml", "-e", "flannel_report_json=%s" % path, "-e", "flannel_report_matrix=false")
