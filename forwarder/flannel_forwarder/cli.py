@@ -240,7 +240,8 @@ class Daemon:
                 health = HealthServer(s.healthz_ip, s.healthz_port, self).start()
             if s.probe_interval:
                 self.prober = Prober(backend.peers, lease.subnet, mtu, s.probe_interval, s.peer_status_file,
-                                     host={"public_ip": public_ip, "backend": config.backend_type}).start()
+                                     host={"public_ip": public_ip, "backend": config.backend_type,
+                                           "port": config.backend_port}).start()
             self.is_ready = True
             # The status line starts with the backend: the forwarder role waits for it after a backend change.
             subnets = "%s & %s" % (lease.subnet, host.subnet6) if host.subnet6 is not None else str(lease.subnet)

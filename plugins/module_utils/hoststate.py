@@ -116,25 +116,31 @@ def ipv6_addresses(ip_o_addr):
             for entry in interface_addresses(ip_o_addr) if entry["family"] == 6 and entry["scope"] == "global"]
 
 
-def docker_decision(subnet_env_text, docker_opts_text, cmdline, bridge_addresses):
+def docker_decision(subnet_env_text, docker_opts_text, cmdline, bridge_addresses, bridge_ipv6_addresses=None):
     """What the docker role must do about dockerd, from what the host shows:
 
-    - `restart`: dockerd runs with other --bip/--ip-masq/--mtu than /run/flannel/docker says, or docker0
-      is on another address than subnet.env's FLANNEL_SUBNET;
-    - `renumber`: docker0 exists with addresses, none of them the gateway (dockerd keeps an address the
-      bridge already has, so the bridge is removed while docker is stopped);
+    - `restart`: dockerd runs with other --bip/--ip-masq/--mtu (--ipv6/--fixed-cidr-v6) than
+      /run/flannel/docker says, or docker0 is on another address than subnet.env's FLANNEL_SUBNET;
+    - `renumber`: docker0 exists with addresses, none of them the gateway, or (dual-stack) with global IPv6
+      addresses, none of them FLANNEL_IPV6_SUBNET's (dockerd keeps an address the bridge already has, and
+      its route, so the bridge is removed while docker is stopped);
     - `reason`: one line for the play's output.
     Nothing is due while the forwarder has not written its files (check mode before its first run)."""
     env = parse_subnet_env(subnet_env_text or "")
     gateway = env.get("FLANNEL_SUBNET", "")
+    gateway6 = _ipv6_cidr(env.get("FLANNEL_IPV6_SUBNET"))
     wanted = wanted_options(docker_opts_text)
     running = running_options(cmdline)
-    renumber = bool(gateway) and bool(bridge_addresses) and gateway not in bridge_addresses
+    moved = bool(gateway) and bool(bridge_addresses) and gateway not in bridge_addresses
+    # An IPv6 half moved alone (relet.yml -e flannel_relet_ipv6_subnet): the old address would stay on docker0.
+    moved6 = gateway6 is not None and bool(bridge_ipv6_addresses) and gateway6 not in bridge_ipv6_addresses
+    renumber = moved or moved6
     restart = bool(wanted) and (wanted != running or renumber)
     reason = ""
     if restart:
         reason = "dockerd runs with [%s], flannel's options are [%s]%s" % (
-            " ".join(running), " ".join(wanted), "; docker0 moves to %s" % gateway if renumber else "")
+            " ".join(running), " ".join(wanted),
+            "; docker0 moves to %s" % " & ".join([gateway] + ([gateway6] if moved6 else [])) if renumber else "")
     return dict(restart=restart, renumber=renumber, wanted=wanted, running=running, gateway=gateway or None,
                 reason=reason)
 

@@ -17,7 +17,8 @@ so that 500 hosts mean 1000 checks, not 250000) over the underlay:
   peer's preflight listener, or the peer's kernel saying nothing listens
   there; where the peer's forwarder holds the port, nothing answers and the
   preflight does not fail: the running forwarders' own peer probes say
-  whether they reach each other);
+  whether they reach each other, and a peer they see is not asked, when
+  they run that backend on that port: ``vouched``);
 * host-gw: the peer is on the underlay's network (the routes go via it).
 
 The pure parts (sizes, the ring, the problems) are tested in
@@ -35,6 +36,7 @@ import os
 import select
 import socket
 import struct
+import threading
 import time
 
 from ansible_collections.overlay.flannel.plugins.module_utils import backends
@@ -100,6 +102,18 @@ def parse_reply(packet, with_ip_header):
     if len(packet) < ICMP_HEADER or packet[0] != ECHO_REPLY or packet[1] != 0:
         return None
     return struct.unpack("!H", packet[6:8])[0], packet[ICMP_HEADER:]
+
+
+def vouched(status, backend, port):
+    """The peers (public IPs) whose port this host's running forwarder vouches for: those its peer probes see
+    through the overlay (up, or an MTU black hole: small packets pass), when its status file (`status`, the
+    parsed JSON) says it runs the `backend` on the `port` the preflight checks. A forwarder on another backend or
+    port (site.yml switching them), or a status file without them, vouches for none."""
+    status = status or {}
+    if status.get("backend") != backend or status.get("port") != port:
+        return set()
+    return set(e.get("public_ip") for e in status.get("peers") or []
+               if isinstance(e, dict) and e.get("state") in ("up", "mtu"))
 
 
 def problems(name, result, backend, mtu, others):
@@ -210,12 +224,18 @@ def df_check(sock, raw, address, size):
 class PortCheck(object):
     """The backend's UDP port between this host and its neighbours: a listener that answers the preflight's
     datagrams (where nothing holds the port yet), and a check that sends them and waits for an answer: the
-    peer's listener echoing it, or its kernel's port unreachable (nothing listens: the datagram got there)."""
+    peer's listener echoing it, or its kernel's port unreachable (nothing listens: the datagram got there).
+
+    The listener is served by a thread of its own from the moment it opens until close(), so that a neighbour
+    whose check comes while this host is still busy with its DF echoes (slow where a hop drops large packets)
+    gets its answer: a listener that is open but not served would look like a blocked port."""
 
     def __init__(self, port):
         self.port = port
         self.listener = None
         self.state = "closed"
+        self._closing = threading.Event()
+        self._thread = None
         try:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind(("0.0.0.0", port))
@@ -223,6 +243,19 @@ class PortCheck(object):
             self.listener, self.state = s, "listening"
         except (OSError, socket.error) as exc:
             self.state = "in_use" if exc.errno == errno.EADDRINUSE else "error: %s" % exc
+        if self.listener is not None:
+            self._thread = threading.Thread(target=self._serve_until_closed, name="preflight-listener")
+            self._thread.daemon = True
+            self._thread.start()
+
+    def _serve_until_closed(self):
+        while not self._closing.is_set():
+            try:
+                ready = select.select([self.listener], [], [], 0.1)[0]
+            except (OSError, socket.error, ValueError):
+                return
+            if ready:
+                self._serve()
 
     def _serve(self):
         if self.listener is None:
@@ -239,8 +272,7 @@ class PortCheck(object):
                     pass
 
     def check(self, addresses, window=2.0):
-        """{address: "answered" | "refused" | None (no answer in `window` seconds)}; serves the listener
-        meanwhile, so neighbours checking this host at the same time get their answers."""
+        """{address: "answered" | "refused" | None (no answer in `window` seconds)}."""
         socks, result = {}, {}
         for address in addresses:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -262,24 +294,23 @@ class PortCheck(object):
                             if exc.errno == errno.ECONNREFUSED:
                                 result[address] = "refused"
                 next_send = now + 0.2
-            waiting = [s for s, a in socks.items() if result[a] is None] + ([self.listener] if self.listener else [])
+            waiting = [s for s, a in socks.items() if result[a] is None]
             ready = select.select(waiting, [], [], max(0.0, min(next_send, deadline) - time.time()))[0]
             for s in ready:
-                if s is self.listener:
-                    self._serve()
-                    continue
                 try:
                     if s.recv(2048) == token:
                         result[socks[s]] = "answered"
                 except (OSError, socket.error) as exc:
                     if exc.errno == errno.ECONNREFUSED:
                         result[socks[s]] = "refused"
-        self._serve()
         for s in socks:
             s.close()
         return result
 
     def close(self):
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(1.0)
         if self.listener is not None:
             self.listener.close()
 

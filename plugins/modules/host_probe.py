@@ -306,7 +306,7 @@ docker:
       description: Whether dockerd must restart (it runs with other options, or the bridge is on another address).
       type: bool
     renumber:
-      description: Whether the bridge is on another subnet and must be removed while docker is stopped.
+      description: Whether the bridge is on another subnet (or another IPv6 subnet) and must be removed while docker is stopped.
       type: bool
     reason:
       description: Why docker must restart.
@@ -451,8 +451,8 @@ def probe_preflight(module, spec, public_ip, peer_status_file):
     ifname, if_mtu, prefixlen = underlay.interface_of(addresses, public_ip)
     size = underlay.full_size(backend, spec["mtu"], if_mtu or 1500)
     port = spec["port"] or underlay.default_port(backend)
-    status = read_peer_status(peer_status_file) or {}
-    seen = dict((e.get("public_ip"), e.get("state")) for e in status.get("peers") or [] if isinstance(e, dict))
+    # The peers this host's running forwarder reaches through the overlay on this backend and port.
+    seen = underlay.vouched(read_peer_status(peer_status_file), backend, port)
     ports = underlay.PortCheck(port) if port else None
     checks = []
     try:
@@ -465,7 +465,7 @@ def probe_preflight(module, spec, public_ip, peer_status_file):
             sock.close()
         if ports is not None:
             # A peer this host's running forwarder reaches through the overlay has its port open.
-            ask = [c["address"] for c in checks if seen.get(c["address"]) not in ("up", "mtu")]
+            ask = [c["address"] for c in checks if c["address"] not in seen]
             answers = ports.check(ask)
             for c in checks:
                 answer = answers.get(c["address"], "peer probes")
@@ -579,7 +579,7 @@ def probe_docker(module, p, units, flannel_texts):
                   daemon_json_error=error,
                   unit_conflicts=hoststate.unit_conflicts(unit_text, default_text, p["docker_dropin"]),
                   bridge_addresses=addresses, bridge_ipv6_addresses=addresses6, bridge_mtu=None)
-    result.update(hoststate.docker_decision(subnet_env_text, docker_opts_text, cmdline, addresses))
+    result.update(hoststate.docker_decision(subnet_env_text, docker_opts_text, cmdline, addresses, addresses6))
     if "bridge_mtu" in p["parts"] and pid > 0:
         result["bridge_mtu"] = hoststate.bridge_mtu(run(module, ["docker", "network", "inspect", "bridge"]))
     result["problem"] = hoststate.docker0_problem(subnet_env_text, addresses, result["bridge_mtu"], addresses6) \

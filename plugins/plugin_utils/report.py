@@ -35,6 +35,8 @@ KINDS = ("not_reachable", "forwarder_not_ready", "no_lease", "several_leases", "
 
 COLUMNS = (("host", "host"), ("subnet", "subnet"), ("public_ip", "public IP"), ("backend", "backend"),
            ("expiry", "expiry"), ("forwarder", "forwarder"))
+# On a dual-stack overlay (a lease with an IPv6 half), after the subnet.
+IPV6_COLUMN = ("ipv6_subnet", "IPv6 subnet")
 
 
 class ReportError(ValueError):
@@ -124,7 +126,8 @@ def build_report(info, hosts, warn_hours=DEFAULT_WARN_HOURS, now=None, inventory
     hosts: one dict per inventory host: name, public_ip ('' or None when unknown), reachable (bool),
       error (why it was not reachable), subnet_env (the text of subnet.env, None when absent),
       docker0 (its IPv4 addresses with their prefix length, as host_probe's docker.bridge_addresses gives them:
-      ["10.5.3.1/24"]; None when not read),
+      ["10.5.3.1/24"]; None when not read), docker0_ipv6 (its global IPv6 addresses, bridge_ipv6_addresses:
+      ["fd00:5:0:3::1/64"]; looked at for a lease with an IPv6 half, when the key is there),
       forwarder_active (systemctl is-active's word, None when not read),
       readyz_status (HTTP status of /readyz, -1 when it did not answer, None when not checked),
       peers (the forwarder's peer probe status file as host_probe's part peers reads it; None when absent;
@@ -163,7 +166,7 @@ def build_report(info, hosts, warn_hours=DEFAULT_WARN_HOURS, now=None, inventory
             expiry = "%s (%s)" % (lease["expires_at"], _duration(left)) if left is not None else lease["expires_at"]
         else:
             expiry = "unknown"
-        return dict(subnet=lease.get("subnet"), public_ip=lease.get("public_ip"),
+        return dict(subnet=lease.get("subnet"), ipv6_subnet=lease.get("ipv6_subnet"), public_ip=lease.get("public_ip"),
                     backend=lease.get("backend_type"), expires_at=lease.get("expires_at"),
                     ttl_remaining=left, reservation=bool(lease.get("reservation")), key=lease.get("key"),
                     expiry=expiry)
@@ -192,14 +195,17 @@ def build_report(info, hosts, warn_hours=DEFAULT_WARN_HOURS, now=None, inventory
             findings.append(_finding("forwarder_not_ready", "%s: forwarder %s" % (name, fwd_text), host=name,
                                      public_ip=ip))
         base = dict(host=name, public_ip=ip, reachable=reachable, forwarder=fwd_text, forwarder_ready=ready,
-                    subnet_env=None, docker0=None)
+                    subnet_env=None, docker0=None, subnet_env_ipv6=None)
         if reachable:
             env = parse_subnet_env(host["subnet_env"]) if host.get("subnet_env") is not None else {}
             base["subnet_env"] = env.get("FLANNEL_SUBNET")
+            base["subnet_env_ipv6"] = env.get("FLANNEL_IPV6_SUBNET")
             base["docker0"] = list(host.get("docker0") or [])
+            if "docker0_ipv6" in host:
+                base["docker0_ipv6"] = list(host.get("docker0_ipv6") or [])
         if not mine:
-            row = dict(base, subnet=None, backend=None, expires_at=None, ttl_remaining=None, reservation=False,
-                       key=None, expiry="-")
+            row = dict(base, subnet=None, ipv6_subnet=None, backend=None, expires_at=None, ttl_remaining=None,
+                       reservation=False, key=None, expiry="-")
             rows.append(row)
             if ip:
                 findings.append(_finding("no_lease", "%s (%s) has no lease" % (name, ip), host=name, public_ip=ip))
@@ -230,6 +236,7 @@ def build_report(info, hosts, warn_hours=DEFAULT_WARN_HOURS, now=None, inventory
                                          % (name, ", ".join(base["docker0"]) or "no IPv4 address",
                                             mine[0].get("subnet"), want), host=name, subnet=mine[0].get("subnet"),
                                          public_ip=ip))
+            findings.extend(_ipv6_findings(name, ip, mine[0], base))
 
     maybe = (" (or of %s, whose public IP is unknown)" % ", ".join(unknown_ip_hosts)) if unknown_ip_hosts else ""
     for lease in leases:
@@ -266,12 +273,54 @@ def build_report(info, hosts, warn_hours=DEFAULT_WARN_HOURS, now=None, inventory
                 matrix_lines=reachability.matrix_lines(grid) if grid else [])
 
 
+def _ipv6_findings(name, ip, lease, base):
+    """The IPv6 half of a host's lease against subnet.env's FLANNEL_IPV6_SUBNET and docker0's IPv6 addresses
+    (when they were read); a lease without one against a FLANNEL_IPV6_SUBNET left in subnet.env."""
+    half = lease.get("ipv6_subnet")
+    env6 = _ipv6_interface(base.get("subnet_env_ipv6"))
+    if not half:
+        if base.get("subnet_env_ipv6"):
+            return [_finding("subnet_env_mismatch", "%s: subnet.env has FLANNEL_IPV6_SUBNET=%s, the lease %s has no "
+                                                    "IPv6 half" % (name, base["subnet_env_ipv6"], lease.get("subnet")),
+                             host=name, subnet=lease.get("subnet"), public_ip=ip)]
+        return []
+    try:
+        want = gateway(ipaddress.ip_network(u"%s" % half))
+    except ValueError:
+        return []
+    found = []
+    if env6 != want:
+        found.append(_finding("subnet_env_mismatch", "%s: subnet.env has %s, the lease's IPv6 half is %s (%s)"
+                                                     % (name, ("FLANNEL_IPV6_SUBNET=%s" % base["subnet_env_ipv6"])
+                                                        if base.get("subnet_env_ipv6") else "no FLANNEL_IPV6_SUBNET",
+                                                        half, want),
+                              host=name, subnet=lease.get("subnet"), public_ip=ip))
+    if "docker0_ipv6" in base and want not in [_ipv6_interface(a) for a in base["docker0_ipv6"]]:
+        found.append(_finding("docker0_mismatch", "%s: docker0 has %s, the lease's IPv6 half is %s (%s)"
+                                                  % (name, ", ".join(base["docker0_ipv6"]) or "no global IPv6 address",
+                                                     half, want),
+                              host=name, subnet=lease.get("subnet"), public_ip=ip))
+    return found
+
+
+def _ipv6_interface(text):
+    """'fd00:5:0:22:0::1/64' -> 'fd00:5:0:22::1/64' (compressed, as gateway() writes it); None for anything else."""
+    try:
+        return str(ipaddress.IPv6Interface(u"%s" % text)) if text else None
+    except ValueError:
+        return None
+
+
 def table_lines(rows):
-    """The rows as a text table (a header, a rule, one line per row)."""
-    cells = [[label for _key, label in COLUMNS]]
+    """The rows as a text table (a header, a rule, one line per row); the IPv6 subnet's column when a row has
+    one."""
+    columns = COLUMNS
+    if any(row.get(IPV6_COLUMN[0]) for row in rows):
+        columns = COLUMNS[:2] + (IPV6_COLUMN,) + COLUMNS[2:]
+    cells = [[label for _key, label in columns]]
     for row in rows:
-        cells.append(["-" if row.get(key) in (None, "") else str(row.get(key)) for key, _label in COLUMNS])
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+        cells.append(["-" if row.get(key) in (None, "") else str(row.get(key)) for key, _label in columns])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     out = []
     for n, line in enumerate(cells):
         out.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())

@@ -12,9 +12,12 @@ On vxlan, the overlay then turns dual-stack with site.yml
 host keeps its IPv4 subnet, its lease is re-keyed with an IPv6 half, the
 forwarders program flannel-v6.1 as flanneld does, docker restarts once with
 --ipv6 --fixed-cidr-v6, and every pair of containers reaches each other over
-IPv6 and IPv4; the next run changes nothing. retire.yml takes a dual-stack
-vxlan host's kernel state and lease pair away (and the peers' entries for it,
-both families); site.yml brings it back. Last, one site.yml goes back to
+IPv6 and IPv4; the next run changes nothing. relet.yml moves one host's
+IPv6 half alone onto a named subnet (its IPv4 subnet kept, docker0 renumbered,
+the move checked across the overlay); report.yml shows every
+host's pair and finds nothing; renew.yml renews that host's pair. retire.yml
+takes a dual-stack vxlan host's kernel state and lease pair away (and the
+peers' entries for it, both families); site.yml brings it back. Last, one site.yml goes back to
 IPv4-only udp (the defaults), pings running through it: the IPv6 side
 (devices, leases' halves, docker's options, ip6tables rules) and the vxlan
 device go.
@@ -77,7 +80,7 @@ def ipj(c, host, *args):
     return json.loads(out) if out else []
 
 
-def test_udp_to_vxlan_and_back_with_site_yml(overlay_up):
+def test_udp_to_vxlan_and_back_with_site_yml(overlay_up, tmp_path):
     c = overlay_up
     missed, _run = switch(c, "vxlan")
     print("pings missed during udp -> vxlan (each %.1f s apart): %s" % (INTERVAL, missed))
@@ -117,8 +120,59 @@ def test_udp_to_vxlan_and_back_with_site_yml(overlay_up):
     # Dual-stack on vxlan (its second run changed=0), a dual-stack host retired and brought back, then back
     # to IPv4-only and udp in one run: dual_stack() and back_to_ipv4_udp() below.
     subnets6 = dual_stack(c)
+    relet_ipv6_half(c, subnets6, tmp_path)
     retire_and_back(c, subnets6)
     back_to_ipv4_udp(c)
+
+
+def docker0_ipv6(c, host):
+    """docker0's global IPv6 addresses (ip -j leaves an empty entry for each address its filter drops)."""
+    return sorted(a["local"] + "/%d" % a["prefixlen"] for link in ipj(c, host, "-6", "addr", "show", "dev", "docker0",
+                                                                     "scope", "global")
+                  for a in link.get("addr_info", []) if "local" in a)
+
+
+def relet_ipv6_half(c, subnets6, tmp_path):
+    """relet.yml onto a named IPv6 half alone: the host keeps its IPv4 subnet, its key is re-keyed onto the new
+    half, its forwarder and docker restart on it (docker0 renumbered: the old IPv6 address gone), and relet.yml's
+    checks reach across the overlay both ways (over IPv4: docker0's IPv6 address is tentative until a container
+    attaches; the containers' IPv6 pairs are checked after retire_and_back's site.yml). Then report.yml shows every
+    host's pair with no finding, and renew.yml renews the moved host's pair (both halves kept). Updates
+    `subnets6`."""
+    host = c.hosts[0]
+    env = subnet_env(c, host.name)
+    net = env["FLANNEL_SUBNET"].rsplit(".", 1)[0] + ".0/24"
+    old = net6(subnets6[host.name])
+    target = next("fd00:5:0:%x::/64" % n for n in range(0x77, 0x100)
+                  if "fd00:5:0:%x::/64" % n not in [net6(g) for g in subnets6.values()])
+    moved = run_playbook(c, "relet.yml", "-l", host.name, "-e", "flannel_relet_ipv6_subnet=%s" % target,
+                         "-e", "flannel_backend_type=vxlan", *DUAL)
+    print("relet.yml onto the IPv6 half %s: %.1f s" % (target, moved.seconds))
+    assert moved.rc == 0, moved.tail()
+    assert "%s: %s & %s -> %s & %s" % (host.name, net, old, net, target) in moved.stdout, moved.tail()
+    keys = [k for k in etcd_dump(c) if k.startswith(LEASES)]
+    assert LEASES + net.replace("/", "-") + "&" + target.replace("/", "-") in keys, keys
+    assert not [k for k in keys if old.replace("/", "-") in k], keys
+    gateway6 = str(ipaddress.IPv6Network(target).network_address + 1) + "/64"
+    env = subnet_env(c, host.name)
+    assert (env["FLANNEL_SUBNET"], env["FLANNEL_IPV6_SUBNET"]) == (net.replace(".0/24", ".1/24"), gateway6), env
+    assert docker0_ipv6(c, host.name) == [gateway6]
+    subnets6[host.name] = gateway6
+
+    path = tmp_path / "report.json"
+    report = run_playbook(c, "report.yml", "-e", "flannel_report_json=%s" % path, "-e", "flannel_report_matrix=false")
+    assert report.rc == 0, report.tail()
+    data = json.loads(path.read_text())
+    assert data["findings"] == [], data["findings"]
+    assert {r["host"]: r["ipv6_subnet"] for r in data["rows"]} == {h: net6(g) for h, g in subnets6.items()}
+    assert "IPv6 subnet" in report.stdout and target in report.stdout
+
+    before = lease_values(c)[host.ip]
+    renewed = run_playbook(c, "renew.yml", "-l", host.name)
+    print("report.yml %.1f s, renew.yml of one host %.1f s" % (report.seconds, renewed.seconds))
+    assert renewed.rc == 0, renewed.tail()
+    assert "%s: %s & %s " % (host.name, net, target) in renewed.stdout, renewed.tail()
+    assert lease_values(c)[host.ip] == before
 
 
 def retire_and_back(c, subnets6):

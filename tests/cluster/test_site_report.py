@@ -289,8 +289,15 @@ def test_peer_probes_and_the_preflight_find_an_mtu_black_hole_and_a_blocked_port
         return lambda a, b: kind if bad.name in (a, b) else "up"
 
     with mtu_black_hole(c, bad.name):
-        # The preflight names every pair through the host, with the size that passes, before anything changes.
-        pre = run_playbook(c, "site.yml", *fast)
+        # The preflight names every pair through the host, with the size that passes, before anything changes;
+        # in the same run, asked to move the backend to a port that the host's firewall drops (nothing holds it
+        # yet, so every host listens on it in the run), the pairs towards the host with that port.
+        blocked = "INPUT -p udp --dport 8286 -j DROP"
+        c.run(bad.name, "iptables -w -I %s" % blocked, check=True)
+        try:
+            pre = run_playbook(c, "site.yml", *fast, "-e", "flannel_backend_port=8286")
+        finally:
+            c.run(bad.name, "iptables -w -D %s" % blocked, check=False)
         assert pre.rc != 0 and all(r["changed"] == 0 for r in pre.recap.values()), pre.tail()
         for a in c.hosts:
             for b in c.hosts:
@@ -298,7 +305,11 @@ def test_peer_probes_and_the_preflight_find_an_mtu_black_hole_and_a_blocked_port
                     continue
                 line = "%s -> %s (%s): DF packets of 1500 bytes (the udp backend's full size" % (a.name, b.name, b.ip)
                 assert (line in pre.stdout) == (bad.name in (a.name, b.name)), (line, pre.tail())
+                port = "%s -> %s (%s): UDP datagrams to the udp backend's port 8286 get no answer" % (a.name, b.name,
+                                                                                                      b.ip)
+                assert (port in pre.stdout) == (b.name == bad.name), (port, pre.tail())
         assert "do not get through the underlay; 1400 bytes do. Set flannel_mtu to 1372 or less" in pre.stdout
+        assert "open UDP port 8286 between the hosts in the firewall" in pre.stdout
         assert "Store the network config" not in pre.stdout
 
         # The running forwarders see it too: an MTU black hole for exactly the pairs through the host.

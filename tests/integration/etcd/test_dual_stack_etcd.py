@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient, put
+from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient, delete, put
 from ansible_collections.overlay.flannel.plugins.module_utils.leases import ExhaustedError
 from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore
 from support.modules import lease_keys, run_module
@@ -204,13 +204,24 @@ def test_relet_onto_a_named_half_keeps_the_other(dual_net, client, prefix):
     four = run_module("subnet", dict(base, subnet="10.5.12.0/24"))
     assert (four["subnet"], four["ipv6_subnet"], four["released"]) == ("10.5.12.0/24", "fd00:5:0:11::/64",
                                                                        ["10.5.10.0/24"])
+    # A half that is not named is kept only when it is free: a flanneld host (which writes no claims) holds the
+    # host's IPv6 half too; the host named onto another IPv4 subnet gets a free IPv6 half, never that one.
+    flanneld = prefix + "/subnets/10.5.30.0-24&fd00:5:0:11::-64"
+    client.txn([], [put(flanneld, json.dumps({"PublicIP": "192.0.2.30", "PublicIPv6": "2001:db8::30",
+                                              "BackendType": "vxlan", "BackendData": None}))])
+    chosen = run_module("subnet", dict(base, subnet="10.5.13.0/24"))
+    assert (chosen["subnet"], chosen["released"]) == ("10.5.13.0/24", ["10.5.12.0/24"]), chosen
+    assert chosen["ipv6_subnet"] not in ("fd00:5:0:11::/64", "fd00:5:0:9::/64", None), chosen
+    assert chosen["released_ipv6"] == ["fd00:5:0:11::/64"] and chosen["action"] == "create", chosen
+    client.txn([], [delete(flanneld)])
+    four = chosen
     taken = run_module("subnet", dict(base, ipv6_subnet="fd00:5:0:9::/64"))
     assert taken["failed"] and "IPv6 subnet fd00:5:0:9::/64 is leased to 192.0.2.9" in taken["msg"]
     outside = run_module("subnet", dict(base, ipv6_subnet="fd00:6::/64"))
     assert outside["failed"] and "IPv6 subnet fd00:6::/64 is not a leasable subnet of fd00:5::/48" in outside["msg"]
     moved = run_module("subnet", dict(base, relet=True))
-    assert moved["action"] == "relet" and moved["subnet"] != "10.5.12.0/24"
-    assert moved["ipv6_subnet"] != "fd00:5:0:11::/64" and moved["released_ipv6"] == ["fd00:5:0:11::/64"]
+    assert moved["action"] == "relet" and moved["subnet"] != four["subnet"]
+    assert moved["ipv6_subnet"] != four["ipv6_subnet"] and moved["released_ipv6"] == [four["ipv6_subnet"]]
     assert sorted(lease_keys(client, prefix)) == sorted(["10.5.9.0-24&fd00:5:0:9::-64", key_name(moved)])
     assert claims(client, prefix) == {"10.5.9.0-24": prefix + "/subnets/10.5.9.0-24&fd00:5:0:9::-64",
                                       "fd00:5:0:9::-64": prefix + "/subnets/10.5.9.0-24&fd00:5:0:9::-64",

@@ -41,6 +41,10 @@ def test_hostgw_routes_files_and_transfer(gw):
     sent, got = transfer(lab, "c1", 2, 5302)
     assert got["bytes"] == 8 << 20 and got["sha256"] == sent["sha256"]
     assert lab.metric(1, 'backend_info{type="host-gw"}') == 1
+    # The daemons' peer probes (an echo to the peer's gateway, over the host-gw route) see each other up.
+    for n in (1, 2):
+        wait_for(lambda n=n: lab.metric(n, 'peers_by_state{state="up"}') == 1 == lab.metric(n, "peers"), 30,
+                 "h%d's peer probes to see its peer up" % n)
 
 
 def test_hostgw_ipv6_routes_and_transfer_both_ways(gw):

@@ -102,6 +102,21 @@ def test_docker_renumbers_a_bridge_left_on_another_subnet():
     assert got["restart"] and not got["renumber"]
 
 
+def test_docker_renumbers_a_bridge_left_on_another_ipv6_subnet():
+    env = SUBNET_ENV + "FLANNEL_IPV6_SUBNET=fd00:5:0:22::1/64\n"
+    # the IPv6 half moved alone (relet onto a named one): the old IPv6 address would stay on docker0
+    got = H.docker_decision(env, DOCKER_OPTS, CMDLINE, ["10.5.3.1/24"], ["fd00:5:0:21::1/64"])
+    assert got["restart"] and got["renumber"]
+    assert got["reason"].endswith("; docker0 moves to 10.5.3.1/24 & fd00:5:0:22::1/64"), got["reason"]
+    # on it already (written uncompressed in subnet.env), or no global IPv6 address yet (turning dual-stack)
+    on_it = H.docker_decision(env.replace("22::1", "22:0::1"), DOCKER_OPTS, CMDLINE, ["10.5.3.1/24"],
+                              ["fd00:5:0:22::1/64"])
+    fresh = H.docker_decision(env, DOCKER_OPTS, CMDLINE, ["10.5.3.1/24"], [])
+    assert not on_it["renumber"] and not fresh["renumber"]
+    # back to IPv4-only: no IPv6 half, nothing to renumber for it
+    assert not H.docker_decision(SUBNET_ENV, DOCKER_OPTS, CMDLINE, ["10.5.3.1/24"], ["fd00:5:0:21::1/64"])["renumber"]
+
+
 def test_nothing_is_due_before_the_forwarder_wrote_its_files():
     got = H.docker_decision(None, None, CMDLINE, ["172.17.0.1/16"])
     assert (got["restart"], got["renumber"], got["wanted"], got["gateway"]) == (False, False, [], None)

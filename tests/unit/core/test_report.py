@@ -212,3 +212,46 @@ def test_summary():
         "1 finding: (1) orphan lease 10.5.9.0/24: its public IP 192.0.2.99 is no inventory host")
     data["leases"].append(lease("10.5.8.0/24", "192.0.2.98", reservation=True))
     assert R.build_report(data, hosts)["summary"].startswith("2 findings: (1) orphan lease 10.5.9.0/24")
+
+
+def dual(name, ip, n, env6=None, docker6=None):
+    """A dual-stack host h<n> on 10.5.<n>.0/24 & fd00:5:0:<n>::/64: subnet.env with FLANNEL_IPV6_SUBNET (`env6`
+    to write another), docker0 with the IPv6 gateway (`docker6` for other addresses)."""
+    h = host(name, ip, "10.5.%d.1/24" % n)
+    six = "fd00:5:0:%d::1/64" % n if env6 is None else env6
+    h["subnet_env"] += ("FLANNEL_IPV6_NETWORK=fd00:5::/48\nFLANNEL_IPV6_SUBNET=%s\n" % six) if six else ""
+    h["docker0_ipv6"] = ["fd00:5:0:%d::1/64" % n] if docker6 is None else docker6
+    return h
+
+
+def test_a_dual_stack_lease_shows_its_pair_and_both_halves_are_checked():
+    pair = [dict(lease("10.5.%d.0/24" % n, "192.0.2.1%d" % n), ipv6_subnet="fd00:5:0:%d::/64" % n,
+                 public_ipv6="2001:db8::1%d" % n) for n in (1, 2, 3)]
+    hosts = [dual("h1", "192.0.2.11", 1), dual("h2", "192.0.2.12", 2, env6="fd00:5:0:0:9::1/64"),
+             dual("h3", "192.0.2.13", 3, env6="fd00:5:0:3:0::1/64", docker6=["fd00:5:0:9::1/64"])]
+    result = R.build_report(info(*pair), hosts, inventory=["h1", "h2", "h3"])
+    assert [(r["host"], r["subnet"], r["ipv6_subnet"]) for r in result["rows"]] == [
+        ("h1", "10.5.1.0/24", "fd00:5:0:1::/64"), ("h2", "10.5.2.0/24", "fd00:5:0:2::/64"),
+        ("h3", "10.5.3.0/24", "fd00:5:0:3::/64")]
+    lines = result["lines"]
+    assert lines[0].split()[:4] == ["host", "subnet", "IPv6", "subnet"]
+    assert lines[2].split()[:3] == ["h1", "10.5.1.0/24", "fd00:5:0:1::/64"]
+    # h2's subnet.env is on another IPv6 half; h3's docker0 (subnet.env's uncompressed form is the same address)
+    assert [(f["kind"], f["host"], f["message"]) for f in result["findings"]] == [
+        ("subnet_env_mismatch", "h2", "h2: subnet.env has FLANNEL_IPV6_SUBNET=fd00:5:0:0:9::1/64, the lease's IPv6 "
+                                      "half is fd00:5:0:2::/64 (fd00:5:0:2::1/64)"),
+        ("docker0_mismatch", "h3", "h3: docker0 has fd00:5:0:9::1/64, the lease's IPv6 half is fd00:5:0:3::/64 "
+                                   "(fd00:5:0:3::1/64)")]
+
+
+def test_an_ipv4_lease_beside_an_ipv6_half_left_in_subnet_env():
+    data, hosts = healthy()
+    hosts[0] = dual("h1", "192.0.2.11", 1)
+    hosts[1] = dual("h2", "192.0.2.12", 2, env6="")
+    result = R.build_report(data, hosts, inventory=["h1", "h2"])
+    assert [(f["kind"], f["message"]) for f in result["findings"]] == [
+        ("subnet_env_mismatch", "h1: subnet.env has FLANNEL_IPV6_SUBNET=fd00:5:0:1::1/64, the lease 10.5.1.0/24 has "
+                                "no IPv6 half")]
+    # no lease with an IPv6 half: the table is the IPv4 one
+    assert result["lines"][0].split() == ["host", "subnet", "public", "IP", "backend", "expiry", "forwarder"]
+    assert result["rows"][0]["ipv6_subnet"] is None

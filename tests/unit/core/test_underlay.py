@@ -117,3 +117,39 @@ def test_the_port_check_against_the_loopback():
 @pytest.mark.parametrize("garbage", [b"", b"\x00" * 7, b"\x08\x00" + b"\x00" * 30])
 def test_garbage_is_no_answer(garbage):
     assert u.parse_reply(garbage, False) is None
+
+
+def test_the_running_forwarder_vouches_for_the_peers_it_sees_on_that_backend_and_port_only():
+    status = {"backend": "udp", "port": 8285, "peers": [
+        {"public_ip": "192.0.2.2", "state": "up"}, {"public_ip": "192.0.2.3", "state": "mtu"},
+        {"public_ip": "192.0.2.4", "state": "down"}, {"public_ip": "192.0.2.5", "state": "unknown"}, "garbage"]}
+    assert u.vouched(status, "udp", 8285) == {"192.0.2.2", "192.0.2.3"}
+    # site.yml moving the backend's port, or to another backend: the probes say nothing about the new one
+    assert u.vouched(status, "udp", 8286) == set()
+    assert u.vouched(status, "vxlan", 8285) == set()
+    # a status file of a forwarder that did not write its port, none, or an unreadable one
+    assert u.vouched(dict(status, port=None), "udp", 8285) == set()
+    assert u.vouched(None, "udp", 8285) == set() and u.vouched({"error": "not JSON"}, "udp", 8285) == set()
+
+
+def test_the_listener_answers_while_its_host_is_busy_with_other_checks():
+    """A neighbour's datagram that comes before this host's own port check (its DF echoes still running) is
+    answered: an open listener that does not answer would be taken for a blocked port."""
+    listening = u.PortCheck(0)
+    try:
+        port = listening.listener.getsockname()[1]
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.settimeout(2.0)
+        try:
+            peer.sendto(u.MAGIC + b"12345678", ("127.0.0.1", port))
+            assert peer.recvfrom(2048)[0] == u.MAGIC + b"12345678"
+            # anything else is not echoed
+            peer.sendto(b"not the preflight's", ("127.0.0.1", port))
+            with pytest.raises(socket.timeout):
+                peer.settimeout(0.5)
+                peer.recvfrom(2048)
+        finally:
+            peer.close()
+    finally:
+        listening.close()
+    assert not listening._thread.is_alive()
