@@ -122,8 +122,9 @@ def docker_decision(subnet_env_text, docker_opts_text, cmdline, bridge_addresses
     - `restart`: dockerd runs with other --bip/--ip-masq/--mtu (--ipv6/--fixed-cidr-v6) than
       /run/flannel/docker says, or docker0 is on another address than subnet.env's FLANNEL_SUBNET;
     - `renumber`: docker0 exists with addresses, none of them the gateway, or (dual-stack) with global IPv6
-      addresses, none of them FLANNEL_IPV6_SUBNET's (dockerd keeps an address the bridge already has, and
-      its route, so the bridge is removed while docker is stopped);
+      addresses, none of them FLANNEL_IPV6_SUBNET's, or (back to IPv4-only) with the global IPv6 address
+      of flannel's --ipv6, which dockerd loses (dockerd keeps an address the bridge already has, and its
+      route, so the bridge is removed while docker is stopped);
     - `reason`: one line for the play's output.
     Nothing is due while the forwarder has not written its files (check mode before its first run)."""
     env = parse_subnet_env(subnet_env_text or "")
@@ -134,13 +135,19 @@ def docker_decision(subnet_env_text, docker_opts_text, cmdline, bridge_addresses
     moved = bool(gateway) and bool(bridge_addresses) and gateway not in bridge_addresses
     # An IPv6 half moved alone (relet.yml -e flannel_relet_ipv6_subnet): the old address would stay on docker0.
     moved6 = gateway6 is not None and bool(bridge_ipv6_addresses) and gateway6 not in bridge_ipv6_addresses
-    renumber = moved or moved6
+    # Back to IPv4-only: dockerd ran with flannel's --ipv6 and will not; the bridge's IPv6 address and route
+    # would stay (docker's own IPv6, from daemon.json, is not on the command line and is left alone).
+    dropped6 = (bool(wanted) and gateway6 is None and bool(bridge_ipv6_addresses)
+                and "--ipv6" in running and "--ipv6" not in wanted)
+    renumber = moved or moved6 or dropped6
     restart = bool(wanted) and (wanted != running or renumber)
     reason = ""
     if restart:
         reason = "dockerd runs with [%s], flannel's options are [%s]%s" % (
             " ".join(running), " ".join(wanted),
             "; docker0 moves to %s" % " & ".join([gateway] + ([gateway6] if moved6 else [])) if renumber else "")
+        if dropped6:
+            reason += "; docker0's IPv6 address goes"
     return dict(restart=restart, renumber=renumber, wanted=wanted, running=running, gateway=gateway or None,
                 reason=reason)
 

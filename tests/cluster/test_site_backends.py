@@ -313,4 +313,7 @@ def back_to_ipv4_udp(c):
         out = c.run(h.name, "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value docker.service)/cmdline; "
                             "ip6tables -S; ip6tables -t nat -S", check=True).stdout
         assert "--ipv6" not in out and "overlay.flannel" not in out, out
+        # docker0 lost its IPv6 address and route with flannel's --ipv6 (the bridge is renumbered)
+        assert docker0_ipv6(c, h.name) == [], docker0_ipv6(c, h.name)
+        assert "fd00:5:" not in c.run(h.name, "ip -6 route show", check=True).stdout
     assert pings_all(c) == []

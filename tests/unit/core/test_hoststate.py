@@ -113,8 +113,20 @@ def test_docker_renumbers_a_bridge_left_on_another_ipv6_subnet():
                               ["fd00:5:0:22::1/64"])
     fresh = H.docker_decision(env, DOCKER_OPTS, CMDLINE, ["10.5.3.1/24"], [])
     assert not on_it["renumber"] and not fresh["renumber"]
-    # back to IPv4-only: no IPv6 half, nothing to renumber for it
+    # IPv4-only, docker's own IPv6 (daemon.json: not on dockerd's command line): left alone
     assert not H.docker_decision(SUBNET_ENV, DOCKER_OPTS, CMDLINE, ["10.5.3.1/24"], ["fd00:5:0:21::1/64"])["renumber"]
+
+
+def test_docker_drops_flannels_ipv6_address_going_back_to_ipv4_only():
+    # dockerd still runs with the dual-stack options flannel gave it; subnet.env and /run/flannel/docker are
+    # IPv4-only again: the restart alone would leave docker0's IPv6 address and route, so the bridge goes too
+    dual = CMDLINE + b"--ipv6\x00--fixed-cidr-v6=fd00:5:0:21::/64\x00"
+    got = H.docker_decision(SUBNET_ENV, DOCKER_OPTS, dual, ["10.5.3.1/24"], ["fd00:5:0:21::1/64"])
+    assert got["restart"] and got["renumber"], got
+    assert got["reason"].endswith("; docker0's IPv6 address goes"), got["reason"]
+    # the bridge has no IPv6 address left (docker restarted without it already): a restart alone
+    again = H.docker_decision(SUBNET_ENV, DOCKER_OPTS, dual, ["10.5.3.1/24"], [])
+    assert again["restart"] and not again["renumber"]
 
 
 def test_nothing_is_due_before_the_forwarder_wrote_its_files():
