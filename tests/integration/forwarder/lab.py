@@ -137,15 +137,16 @@ class Lab:
         """Where host n's forwarder keeps the subnet it last held (its /var/lib/flannel-forwarder/subnet)."""
         return os.path.join(self.tmp, "h%d" % n, "last-subnet")
 
-    def start_forwarder(self, n, endpoint, *extra, ready=True, timeout=20):
-        """flannel-forwarder in host n, with a NOTIFY_SOCKET of ours; waits for READY=1 when `ready`."""
+    def start_forwarder(self, n, endpoint, *extra, ready=True, timeout=20, command=None):
+        """flannel-forwarder in host n, with a NOTIFY_SOCKET of ours; waits for READY=1 when `ready`.
+        `command`: what runs it (default: this Python, -m flannel_forwarder from the checkout)."""
         subnet_env, docker = self.files(n)
         notify_path = os.path.join(self.tmp, "notify-h%d-%d" % (n, len(self.procs)))
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(notify_path)
         env = dict(os.environ, NOTIFY_SOCKET=notify_path, PYTHONPATH=PYTHONPATH)
         log = open(os.path.join(self.tmp, "h%d.log" % n), "ab")
-        cmd = ["ip", "netns", "exec", self.ns("h%d" % n), sys.executable, "-m", "flannel_forwarder",
+        cmd = ["ip", "netns", "exec", self.ns("h%d" % n)] + (command or [sys.executable, "-m", "flannel_forwarder"]) + [
                "--etcd-endpoints", endpoint, "--subnet-file", subnet_env, "--docker-opts-file", docker,
                "--lease-state-file", self.state_file(n),
                "--healthz-ip", "127.0.0.1", "--healthz-port", "9090", "--log-level", "debug"] + list(extra)
