@@ -292,6 +292,8 @@ def main() -> int:
                              "round of the default 10 s interval)")
     parser.add_argument("--source", default=REPO, help="the checkout whose daemon is measured (default: this one)")
     parser.add_argument("--python", default="/usr/bin/python3", help="the hosts' Python (default /usr/bin/python3)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the daemon (e.g. MALLOC_ARENA_MAX=2; repeat)")
     parser.add_argument("--no-release", action="store_true",
                         help="run the daemon from --source's tree with this interpreter, not from a staged release")
     args = parser.parse_args()
@@ -300,6 +302,9 @@ def main() -> int:
     if args.no_release:
         args.python = sys.executable
     args.source = os.path.realpath(args.source)
+    for item in args.env:  # the lab starts the daemon with this process's environment
+        key, _sep, value = item.partition("=")
+        os.environ[key] = value
     chosen = [b.strip() for b in args.backends.split(",") if b.strip()]
     work = tempfile.mkdtemp(prefix="footprint-")
     try:
@@ -321,8 +326,9 @@ def main() -> int:
 
 def report(results: dict, args, release: Release | None) -> None:
     print()
-    print("flannel-forwarder's footprint, %s, Python %s (%s); reference: flanneld's limit %d MiB" % (
-        "release" if release else "tree", args.python, platform.machine(), LIMIT_MIB))
+    print("flannel-forwarder's footprint, %s, Python %s (%s)%s; reference: flanneld's limit %d MiB" % (
+        "release" if release else "tree", args.python, platform.machine(),
+        ", environment " + " ".join(args.env) if args.env else "", LIMIT_MIB))
     print("| backend | when | RSS MiB | PSS MiB | peak RSS MiB | anon MiB | threads | RSS / %d MiB |" % LIMIT_MIB)
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for btype, r in results.items():
