@@ -523,8 +523,11 @@ while time.monotonic() < deadline:
         data, addr = sock.recvfrom(2048)
     except socket.timeout:
         continue
+    if len(data) < 48:
+        continue
     ihl = (data[0] & 15) * 4
-    if data[ihl] != 0:
+    inner = ihl + 8 + (data[ihl + 8] & 15) * 4  # the echo the error quotes: ours (id 0x4242)?
+    if data[ihl] in (3, 11, 12) and len(data) >= inner + 6 and data[inner + 4:inner + 6] == b"\x42\x42":
         print(data[ihl], data[ihl + 1], addr[0])
         sys.exit(0)
 print("none")
