@@ -504,30 +504,30 @@ def capability_mask(names):
     return "%016x" % sum(1 << CAP_BITS[name] for name in names)
 
 
-# From a host, an ICMP echo to an address of the overlay network that no host leases: the udp forwarder answers
-# with ICMP net unreachable from its TUN's own address, which the kernel takes only with accept_local on the TUN
-# (a sysctl the sandboxed daemon writes). Prints "type code source" of the first ICMP error, or "none".
+# From a host, a UDP datagram to an address of the overlay network that no host leases: the udp forwarder answers
+# with ICMP net unreachable from its TUN's own address (not to ICMP: RFC 792), which the kernel takes only with
+# accept_local on the TUN (a sysctl the sandboxed daemon writes). Prints "type code source" of the first ICMP error
+# that quotes the datagram, or "none".
 _UNREACHABLE_SCRIPT = r"""
-import socket, struct, sys, time
-dst = sys.argv[1]
-sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-sock.settimeout(0.5)
-body = struct.pack("!BBHHH", 8, 0, 0, 0x4242, 1) + b"unreachable?"
-csum = sum(struct.unpack("!%dH" % (len(body) // 2), body))
-csum = (csum >> 16) + (csum & 0xFFFF)
-body = body[:2] + struct.pack("!H", ~(csum + (csum >> 16)) & 0xFFFF) + body[4:]
+import socket, sys, time
+dst, port = sys.argv[1], 33434
+icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+icmp.settimeout(0.5)
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("0.0.0.0", 0))
+mine = udp.getsockname()[1].to_bytes(2, "big") + port.to_bytes(2, "big")
 deadline = time.monotonic() + 5
 while time.monotonic() < deadline:
-    sock.sendto(body, (dst, 0))
+    udp.sendto(b"unreachable?", (dst, port))
     try:
-        data, addr = sock.recvfrom(2048)
+        data, addr = icmp.recvfrom(2048)
     except socket.timeout:
         continue
-    if len(data) < 48:
+    if len(data) < 56:
         continue
     ihl = (data[0] & 15) * 4
-    inner = ihl + 8 + (data[ihl + 8] & 15) * 4  # the echo the error quotes: ours (id 0x4242)?
-    if data[ihl] in (3, 11, 12) and len(data) >= inner + 6 and data[inner + 4:inner + 6] == b"\x42\x42":
+    inner = ihl + 8 + (data[ihl + 8] & 15) * 4
+    if data[ihl] in (3, 11, 12) and data[ihl + 8 + 9] == 17 and data[inner:inner + 4] == mine:
         print(data[ihl], data[ihl + 1], addr[0])
         sys.exit(0)
 print("none")
@@ -535,6 +535,6 @@ print("none")
 
 
 def icmp_error_from(cluster, host, address):
-    """(type, code, source) of the ICMP error `host` gets for an echo to `address`, or None."""
+    """(type, code, source) of the ICMP error `host` gets for a UDP datagram to `address`, or None."""
     out = cluster.run(host, "python3 - %s" % address, input=_UNREACHABLE_SCRIPT, check=True, timeout=30).stdout.split()
     return None if out == ["none"] else (int(out[0]), int(out[1]), out[2])

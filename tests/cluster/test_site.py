@@ -200,7 +200,7 @@ def test_forwarder_runs_as_its_own_user_with_only_its_capabilities(site):
 
 
 def test_udp_forwarder_answers_net_unreachable_from_its_tun(site):
-    """An echo to an overlay address no host leases: the sandboxed forwarder wrote net.ipv4.conf.flannel0.accept_local,
+    """A datagram to an overlay address no host leases: the sandboxed forwarder wrote net.ipv4.conf.flannel0.accept_local,
     so the host takes the ICMP net unreachable the forwarder writes into the TUN from the TUN's own address."""
     host = site.hosts[0].name
     tun = site.run(host, "ip -4 -o addr show dev flannel0", check=True).stdout.split()[3].split("/")[0]
