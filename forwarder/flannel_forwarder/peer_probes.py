@@ -205,7 +205,13 @@ class Prober:
 
     # -- lifecycle
     def start(self):
-        self._sock, self.kind, self._raw = open_socket(self.source)
+        try:
+            self._sock, self.kind, self._raw = open_socket(self.source)
+        except OSError as exc:
+            # Probes only observe: without an ICMP socket the daemon forwards on, unprobed (/metrics: kind "none").
+            log.warning("peer probes off: no ICMP socket (%s): the daemon's group is not in net.ipv4.ping_group_range "
+                        "and it lacks CAP_NET_RAW", exc)
+            return self
         log.info("peer probes: every %.1f s (at most %.0f probes/s), %d and %d bytes with DF, %s socket, from %s",
                  self.interval, MAX_RATE, SMALL, self.mtu, self.kind, self.source)
         self._thread = threading.Thread(target=self._run, name="peer-probes", daemon=True)

@@ -39,6 +39,7 @@ class FilterModule(object):
     """The roles' decisions from what overlay.flannel.host_probe read (module_utils/hoststate.py)."""
 
     def filters(self):
-        return {"files_due": hoststate.files_due, "iptables_plan": hoststate.iptables_plan,
+        return {"files_due": hoststate.files_due, "forwarder_privileges": hoststate.forwarder_privileges,
+                "iptables_plan": hoststate.iptables_plan,
                 "subnet_env": parse_subnet_env, "forwarder_not_ready": hoststate.forwarder_not_ready,
                 "underlay_targets": underlay_targets, "underlay_problems": underlay_problems}

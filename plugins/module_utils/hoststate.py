@@ -496,3 +496,48 @@ def files_due(found, wanted):
         if not ok:
             due.append(want["path"])
     return due
+
+
+# --- the forwarder's privileges: its account, its capabilities, unprivileged ICMP for its peer probes ----------
+
+# The system account the forwarder runs as (the forwarder role creates it, retire.yml removes it).
+FORWARDER_ACCOUNT = "flannel-forwarder"
+# Linux capability numbers (<linux/capability.h>) of those the forwarder may hold.
+CAPABILITIES = {"CAP_NET_BIND_SERVICE": 10, "CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13}
+
+
+def parse_ping_group_range(text):
+    """net.ipv4.ping_group_range ("1 0", the kernel's default: no group) -> (low, high), None when unreadable."""
+    try:
+        low, high = (int(x) for x in (text or "").split())
+    except ValueError:
+        return None
+    return low, high
+
+
+def forwarder_privileges(ping_group_range, gid, probe_interval, backend_port, healthz_port):
+    """What the forwarder's unit grants and what the role sets for it (the rules listed in the forwarder role's
+    README): {"capabilities": [...], "ping_group_dropin": bool}.
+
+    CAP_NET_ADMIN always (the TUN, routes, neighbours, FDB, its own net sysctls); CAP_NET_BIND_SERVICE when the
+    backend's port or the health port is below 1024; CAP_NET_RAW only when the peer probes are on and cannot use
+    an unprivileged ICMP socket: the host's net.ipv4.ping_group_range (`ping_group_range`, its text) is not empty
+    and leaves out the forwarder's group (`gid`, None when not known yet). An empty range (the kernel's default,
+    Debian 12) gets the role's sysctl.d drop-in that admits that one group (ping_group_dropin); a range that is
+    exactly that group is the drop-in's, kept; any other range is the host's own and left alone."""
+    rng = parse_ping_group_range(ping_group_range)
+    gid = int(gid) if str(gid).isdigit() else None
+    if rng is None:
+        dropin, covered = False, False
+    elif gid is not None and rng == (gid, gid):
+        dropin, covered = True, True
+    elif rng[0] > rng[1]:
+        dropin, covered = True, True
+    else:
+        dropin, covered = False, gid is not None and rng[0] <= gid <= rng[1]
+    caps = ["CAP_NET_ADMIN"]
+    if any(0 < int(port or 0) < 1024 for port in (backend_port, healthz_port)):
+        caps.append("CAP_NET_BIND_SERVICE")
+    if float(probe_interval or 0) > 0 and not covered:
+        caps.append("CAP_NET_RAW")
+    return dict(capabilities=sorted(caps, key=CAPABILITIES.get), ping_group_dropin=dropin)

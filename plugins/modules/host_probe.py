@@ -261,6 +261,17 @@ host:
     service_mgr:
       description: C(systemd) when systemd runs the host, else C(other).
       type: str
+    ping_group_range:
+      description: C(net.ipv4.ping_group_range), the groups that may open unprivileged ICMP sockets (null when it
+        cannot be read).
+      type: str
+      version_added: 0.4.0
+    forwarder_account:
+      description:
+        - The forwarder's system user and group C(flannel-forwarder) - C(uid), C(gid) (the group's) and C(user_gid)
+          (the user's primary group); null while either is missing.
+      type: dict
+      version_added: 0.4.0
 docker:
   description: docker's settings and what the docker role must do.
   returned: when O(parts) has V(docker)
@@ -552,7 +563,19 @@ def probe_host(module, python, given_public_ip, given_public_ipv6="", iface=""):
         if result["underlay_iface"] else None
     result["ipv6_forwarding"] = read_sysctl("net.ipv6.conf.all.forwarding")
     result["service_mgr"] = "systemd" if os.path.isdir("/run/systemd/system") else "other"
+    result["ping_group_range"] = read_sysctl("net.ipv4.ping_group_range")
+    result["forwarder_account"] = forwarder_account()
     return result
+
+
+def forwarder_account():
+    """The forwarder's system user and group ({uid, gid, group}), None while either is missing."""
+    try:
+        user = pwd.getpwnam(hoststate.FORWARDER_ACCOUNT)
+        group = grp.getgrnam(hoststate.FORWARDER_ACCOUNT)
+    except KeyError:
+        return None
+    return dict(uid=user.pw_uid, gid=group.gr_gid, user_gid=user.pw_gid)
 
 
 def probe_docker(module, p, units, flannel_texts):

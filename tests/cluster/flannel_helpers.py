@@ -448,3 +448,93 @@ def wait_states(c, want, what):
 
 def all_up(_a, _b):
     return "up"
+
+
+# --- the forwarder's sandbox, read on a host ---------------------------------------------------------------------
+
+# The capability numbers of <linux/capability.h>, written out here so that the tests do not take them from the code
+# they test; what each setting grants is the list in roles/forwarder/README.md ("Capabilities").
+CAP_BITS = {"CAP_NET_BIND_SERVICE": 10, "CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13}
+MAX_EXPOSURE = 2.5  # systemd-analyze security, the bound of the forwarder's unit
+# The owner, group and mode of what the sandboxed daemon writes (its own) and of its secrets: the client key readable
+# by its group, the password file (systemd reads it) by root alone.
+SANDBOXED_FILES = {
+    "/var/lib/flannel-forwarder": "flannel-forwarder:flannel-forwarder 755",
+    "/run/flannel": "flannel-forwarder:flannel-forwarder 755",
+    "/run/flannel/subnet.env": "flannel-forwarder:flannel-forwarder 644",
+    "/etc/flannel/pki": "root:flannel-forwarder 750",
+    "/etc/flannel/pki/client-key.pem": "root:flannel-forwarder 640",
+    "/etc/flannel/forwarder.env": "root:root 600",
+}
+
+# One ssh call: the daemon's identity and capabilities from /proc, systemd's rating of its unit, the socket its
+# peer probes opened (its log line), the ownership of what it writes and of the etcd TLS files.
+_SANDBOX_SCRIPT = r"""
+pid=$(systemctl show -p MainPID --value flannel-forwarder.service)
+echo "pid=$pid"
+grep -E '^(Uid|Gid|CapInh|CapPrm|CapEff|CapBnd|CapAmb):' /proc/$pid/status | tr -s '\t ' ' ' | sed 's/: /=/'
+echo "user=$(stat -c %U /proc/$pid)"
+echo "exposure=$(systemd-analyze security flannel-forwarder.service 2>&1 | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')"
+echo "probe_socket=$(journalctl -b -u flannel-forwarder.service -o cat --no-pager | sed -n 's/^.*peer probes: every.*, \([a-z_]*\) socket, from.*$/\1/p' | tail -1)"
+echo "ping_group_range=$(tr -s '\t' ' ' < /proc/sys/net/ipv4/ping_group_range)"
+echo "account=$(getent passwd flannel-forwarder | cut -d: -f3,4,6,7)"
+for path in /var/lib/flannel-forwarder /run/flannel /run/flannel/subnet.env /etc/flannel/pki /etc/flannel/pki/client-key.pem /etc/flannel/forwarder.env; do
+    echo "stat:$path=$(stat -c '%U:%G %a' $path 2>/dev/null)"
+done
+"""
+
+
+def forwarder_sandbox(cluster, host):
+    """What the running forwarder holds on `host`: {pid, Uid, CapEff, ..., user, exposure (float), probe_socket,
+    ping_group_range, account, stat: {path: 'owner:group mode'}}."""
+    out = cluster.run(host, "sh -s", input=_SANDBOX_SCRIPT, check=True).stdout
+    facts = {"stat": {}}
+    for line in out.splitlines():
+        key, _sep, value = line.partition("=")
+        if key.startswith("stat:"):
+            facts["stat"][key[5:]] = value
+        else:
+            facts[key] = value
+    facts["exposure"] = float(facts["exposure"]) if facts.get("exposure") else None
+    return facts
+
+
+def capability_mask(names):
+    """CapEff as /proc/<pid>/status prints it, of these capabilities."""
+    return "%016x" % sum(1 << CAP_BITS[name] for name in names)
+
+
+# From a host, a UDP datagram to an address of the overlay network that no host leases: the udp forwarder answers
+# with ICMP net unreachable from its TUN's own address (not to ICMP: RFC 792), which the kernel takes only with
+# accept_local on the TUN (a sysctl the sandboxed daemon writes). Prints "type code source" of the first ICMP error
+# that quotes the datagram, or "none".
+_UNREACHABLE_SCRIPT = r"""
+import socket, sys, time
+dst, port = sys.argv[1], 33434
+icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+icmp.settimeout(0.5)
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("0.0.0.0", 0))
+mine = udp.getsockname()[1].to_bytes(2, "big") + port.to_bytes(2, "big")
+deadline = time.monotonic() + 5
+while time.monotonic() < deadline:
+    udp.sendto(b"unreachable?", (dst, port))
+    try:
+        data, addr = icmp.recvfrom(2048)
+    except socket.timeout:
+        continue
+    if len(data) < 56:
+        continue
+    ihl = (data[0] & 15) * 4
+    inner = ihl + 8 + (data[ihl + 8] & 15) * 4
+    if data[ihl] in (3, 11, 12) and data[ihl + 8 + 9] == 17 and data[inner:inner + 4] == mine:
+        print(data[ihl], data[ihl + 1], addr[0])
+        sys.exit(0)
+print("none")
+"""
+
+
+def icmp_error_from(cluster, host, address):
+    """(type, code, source) of the ICMP error `host` gets for a UDP datagram to `address`, or None."""
+    out = cluster.run(host, "python3 - %s" % address, input=_UNREACHABLE_SCRIPT, check=True, timeout=30).stdout.split()
+    return None if out == ["none"] else (int(out[0]), int(out[1]), out[2])

@@ -14,10 +14,15 @@ import os
 import pytest
 
 from cluster.flannel_helpers import (
+    SANDBOXED_FILES,
+    MAX_EXPOSURE,
     NETWORK,
     ansible_tool,
+    capability_mask,
     etcd_dump,
+    forwarder_sandbox,
     host_snapshot,
+    icmp_error_from,
     ping,
     run_playbook,
     service_state,
@@ -172,6 +177,37 @@ def test_tcp_transfer_between_every_pair_keeps_the_content(site):
             port += 1
             sent, received, size = tcp_transfer(site, a.name, b.name, ips[b.name], port)
             assert (received, size) == (sent, 3000000), "%s -> %s" % (a.name, b.name)
+
+
+# --- the sandbox ---------------------------------------------------------------------
+
+def test_forwarder_runs_as_its_own_user_with_only_its_capabilities(site):
+    """Debian 12 hosts with the role's defaults (udp, health server off, peer probes on): the daemon runs as
+    flannel-forwarder (no login, no home) holding CAP_NET_ADMIN alone (roles/forwarder/README.md lists the
+    capabilities per setting): the kernel's empty net.ipv4.ping_group_range got the role's drop-in admitting its
+    group, so its peer probes opened an unprivileged ICMP socket. systemd-analyze security rates the unit 2.5 or
+    less. The client key is readable by its group only, the password file by root only; what it writes is its own."""
+    for host in site.host_names:
+        box = forwarder_sandbox(site, host)
+        uid, gid, home, shell = box["account"].split(":")
+        assert (home, shell) == ("/nonexistent", "/usr/sbin/nologin"), box
+        assert box["user"] == "flannel-forwarder" and box["Uid"].split() == [uid] * 4 and box["Gid"].split() == [gid] * 4
+        caps = capability_mask(["CAP_NET_ADMIN"])
+        assert [box[k] for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")] == [caps] * 5, box
+        assert box["exposure"] is not None and box["exposure"] <= MAX_EXPOSURE, box
+        assert box["ping_group_range"] == "%s %s" % (gid, gid) and box["probe_socket"] == "icmp_dgram", box
+        assert box["stat"] == SANDBOXED_FILES, box
+
+
+def test_udp_forwarder_answers_net_unreachable_from_its_tun(site):
+    """A datagram to an overlay address no host leases: the sandboxed forwarder wrote net.ipv4.conf.flannel0.accept_local,
+    so the host takes the ICMP net unreachable the forwarder writes into the TUN from the TUN's own address."""
+    host = site.hosts[0].name
+    tun = site.run(host, "ip -4 -o addr show dev flannel0", check=True).stdout.split()[3].split("/")[0]
+    leased = {".".join(subnet_env(site, h)["FLANNEL_SUBNET"].split(".")[:3]) for h in site.host_names}
+    free = next("10.5.%d.9" % n for n in range(254, 0, -1) if "10.5.%d" % n not in leased)
+    assert icmp_error_from(site, host, free) == (3, 0, tun)
+    assert site.run(host, "cat /proc/sys/net/ipv4/conf/flannel0/accept_local", check=True).stdout.strip() == "1"
 
 
 # --- idempotence -------------------------------------------------------------------

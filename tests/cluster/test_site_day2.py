@@ -6,7 +6,10 @@ import json
 import pytest
 
 from cluster.flannel_helpers import (
+    SANDBOXED_FILES,
+    capability_mask,
     containers,
+    forwarder_sandbox,
     gateway_of,
     host_snapshot,
     leases_in_etcd,
@@ -125,9 +128,36 @@ def test_a_failed_relet_stops_the_rollout(converged, tmp_path):
         assert [(f["kind"], f["host"]) for f in findings] == [("docker0_mismatch", first)], findings
     finally:
         c.run(first, "rm -f %s && systemctl daemon-reload" % BROKEN_DROPIN, check=True)
+    # The run that brings the first host back also upgrades the last one from a root daemon (ROOT_DAEMON): the
+    # state directory, /run/flannel and the TLS files are the sandboxed daemon's after that one run.
+    upgraded = c.host_names[-1]
+    plant_root_daemon(c, upgraded)
     back = run_playbook(c, "site.yml")
     assert back.rc == 0, back.tail()
     assert pings_all(c) == []
+    box = forwarder_sandbox(c, upgraded)
+    assert box["user"] == "flannel-forwarder" and box["CapEff"] == capability_mask(["CAP_NET_ADMIN"]), box
+    assert box["stat"] == SANDBOXED_FILES, box
+
+
+# A host as a release before the sandbox left it: the forwarder runs as root with the three capabilities and no
+# system-call filter, and what it wrote, its state directory and the etcd TLS files are root's alone.
+ROOT_DAEMON = r"""
+set -e
+unit=/etc/systemd/system/flannel-forwarder.service
+sed -i -e '/^User=/d' -e '/^Group=/d' -e '/^SystemCall/d' -e '/^UMask=/d' \
+    -e 's/^\(CapabilityBoundingSet\|AmbientCapabilities\)=.*/\1=CAP_NET_ADMIN CAP_NET_RAW CAP_NET_BIND_SERVICE/' $unit
+systemctl daemon-reload
+systemctl restart flannel-forwarder.service
+chown -R root:root /var/lib/flannel-forwarder /run/flannel /etc/flannel/pki
+chmod 0700 /etc/flannel/pki
+chmod 0600 /etc/flannel/pki/client-key.pem
+stat -c %U /proc/$(systemctl show -p MainPID --value flannel-forwarder.service)
+"""
+
+
+def plant_root_daemon(c, host):
+    assert c.run(host, "sh -s", input=ROOT_DAEMON, check=True).stdout.split() == ["root"]
 
 
 def test_retire_removes_the_host_and_site_brings_it_back(converged, tmp_path):
@@ -147,6 +177,10 @@ def test_retire_removes_the_host_and_site_brings_it_back(converged, tmp_path):
     assert res.stdout.split()[0] in ("inactive", "unknown")
     assert res.stdout.split()[-1] == "0"
     assert res.stderr.count("No such file") == 3
+    # its account and the ping_group_range drop-in went too; the range is the kernel's again
+    res = c.run(host.name, "getent passwd flannel-forwarder; getent group flannel-forwarder; "
+                           "ls /etc/sysctl.d/60-flannel-forwarder.conf; cat /proc/sys/net/ipv4/ping_group_range")
+    assert res.stdout.split() == ["1", "0"] and res.stderr.count("No such file") == 1, res
     assert "inet 172.17." in c.run(host.name, "ip -4 -o addr show dev docker0", check=True).stdout
     back = run_playbook(c, "site.yml")
     assert back.rc == 0, back.tail()

@@ -29,8 +29,11 @@ import pytest
 
 from cluster.conftest import fresh_cluster
 from cluster.flannel_helpers import (
+    MAX_EXPOSURE,
     NETWORK,
     ansible_tool,
+    capability_mask,
+    forwarder_sandbox,
     parallel,
     ping,
     service_state,
@@ -161,6 +164,22 @@ def test_containers_on_every_pair_of_hosts_reach_each_other(mixed):
     failures = ["%s (%s) -> %s (%s) %s: %s" % (a, mixed.suite(a), b, mixed.suite(b), ips[b], results[(a, b)].stdout[-300:])
                 for a, b in pairs if results[(a, b)].returncode != 0]
     assert not failures, "\n".join(failures)
+
+
+def test_the_sandbox_holds_on_both_releases(mixed):
+    """systemd 252 and 257 rate the forwarder's unit 2.5 or less; the daemon holds CAP_NET_ADMIN alone on both:
+    Debian 13's systemd admits every group to unprivileged ICMP sockets (the role leaves its range alone), Debian
+    12's kernel none (the role's drop-in admits the forwarder's group)."""
+    boxes = parallel(lambda h: forwarder_sandbox(mixed, h), mixed.host_names)
+    for host, box in boxes.items():
+        gid = box["account"].split(":")[1]
+        assert box["user"] == "flannel-forwarder", (host, box)
+        assert box["CapEff"] == box["CapBnd"] == capability_mask(["CAP_NET_ADMIN"]), (host, box)
+        assert box["exposure"] is not None and box["exposure"] <= MAX_EXPOSURE, (host, box)
+        assert box["probe_socket"] == "icmp_dgram", (host, box)
+        wanted = "0 2147483647" if mixed.suite(host) == "trixie" else "%s %s" % (gid, gid)
+        assert box["ping_group_range"] == wanted, (host, box)
+    TIMINGS["exposure"] = dict((h, b["exposure"]) for h, b in boxes.items())
 
 
 def test_second_run_changes_nothing_and_restarts_nothing(mixed, debian13):

@@ -6,7 +6,9 @@ After the run, neither the flannel user's password (nor root's) nor any line of
 the client key's PEM body appears in the ansible-playbook output, in any
 host's journal, or in any file on the hosts except the two meant for them:
 /etc/flannel/forwarder.env (the password) and /etc/flannel/pki/client-key.pem
-(the key), both mode 0600 and owned by root.
+(the key), both owned by root: the password file mode 0600, root:root (systemd
+reads it), the key mode 0640 with the forwarder's group, flannel-forwarder (the
+daemon reads it, as that user; no other user may).
 
 The files are searched in each host's overlay upper dir on the controller
 (everything the hosts wrote to their disk), its /var/lib/docker, and inside the
@@ -134,7 +136,7 @@ def test_the_scan_finds_a_planted_secret(converged):
     assert "/run/planted" in found
 
 
-def test_secrets_only_in_their_own_root_0600_files(converged):
+def test_secrets_only_in_their_own_root_files(converged):
     cluster, secrets, _run = converged
     leaks = {}
     for host in cluster.host_names:
@@ -144,11 +146,12 @@ def test_secrets_only_in_their_own_root_0600_files(converged):
         assert found.pop("/etc/flannel/pki/client-key.pem", None) == ["key"], (host, found)
         if found:
             leaks[host] = found
-        # ... and they are root's alone
-        res = cluster.run(host, ["stat", "-c", "%n %a %U %G"] + sorted(ALLOWED), check=True)
-        for line in res.stdout.splitlines():
-            path, mode, user, group = line.split()
-            assert (mode, user, group) == ("600", "root", "root"), (host, line)
-        res = cluster.run(host, ["stat", "-c", "%a %U", "/etc/flannel/pki"], check=True)
-        assert res.stdout.split()[1] == "root" and int(res.stdout.split()[0], 8) & 0o007 == 0, (host, res.stdout)
+        # ... and they are root's, the key readable by the forwarder's group too (no one else)
+        res = cluster.run(host, ["stat", "-c", "%n %a %U %G"] + sorted(ALLOWED) + ["/etc/flannel/pki"], check=True)
+        assert sorted(line.split() for line in res.stdout.splitlines()) == [
+            ["/etc/flannel/forwarder.env", "600", "root", "root"],
+            ["/etc/flannel/pki", "750", "root", "flannel-forwarder"],
+            ["/etc/flannel/pki/client-key.pem", "640", "root", "flannel-forwarder"]], (host, res.stdout)
+        res = cluster.run(host, "getent group flannel-forwarder", check=True)
+        assert res.stdout.strip().split(":")[3] == "", (host, res.stdout)  # no member but its own user's primary
     assert leaks == {}, "secrets outside their files"

@@ -454,3 +454,32 @@ def test_choose_ipv6_is_one_rule_for_the_roles_and_the_daemon():
     # the daemon reads the same from the kernel's flag bits
     assert global_ipv6([("2001:db8::a", 0, 0x01), ("2001:db8::9", 0, 0x20), ("2001:db8::7", 0, 0x80)]) == "2001:db8::7"
     assert global_ipv6([("2001:db8::a", 0, 0x01)]) is None
+
+
+# --- the forwarder's privileges -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("ping_range, gid, interval, backend_port, healthz_port, caps, dropin", [
+    # Debian 12: the kernel's empty range; the drop-in admits the group, no CAP_NET_RAW
+    ("1\t0", 998, 10.0, 8285, 0, ["CAP_NET_ADMIN"], True),
+    # Debian 13: systemd admits every group
+    ("0\t2147483647", 998, 10.0, 8285, 0, ["CAP_NET_ADMIN"], False),
+    # the drop-in's own range, read back on the next run: kept
+    ("998\t998", 998, 10.0, 8285, 0, ["CAP_NET_ADMIN"], True),
+    # the host's own range without the group: left alone, the probes need a raw socket
+    ("100 200", 998, 10.0, 8285, 0, ["CAP_NET_ADMIN", "CAP_NET_RAW"], False),
+    # ... unless they are off
+    ("100 200", 998, 0, 8285, 0, ["CAP_NET_ADMIN"], False),
+    # the group not created yet (check mode): the empty range gets the drop-in all the same
+    ("1 0", None, 10.0, 8285, 0, ["CAP_NET_ADMIN"], True),
+    ("0 2147483647", None, 10.0, 8285, 0, ["CAP_NET_ADMIN", "CAP_NET_RAW"], False),
+    # unreadable: no drop-in, a raw socket
+    (None, 998, 10.0, 8285, 0, ["CAP_NET_ADMIN", "CAP_NET_RAW"], False),
+    # ports below 1024, the backend's or the health server's (host-gw: no port)
+    ("1 0", 998, 10.0, 1023, 0, ["CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN"], True),
+    ("1 0", 998, 10.0, None, 80, ["CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN"], True),
+    ("1 0", 998, 10.0, 1024, 1024, ["CAP_NET_ADMIN"], True),
+    ("100 200", "998", "10.0", "443", "0", ["CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN", "CAP_NET_RAW"], False),
+])
+def test_forwarder_privileges(ping_range, gid, interval, backend_port, healthz_port, caps, dropin):
+    assert H.forwarder_privileges(ping_range, gid, interval, backend_port, healthz_port) == dict(
+        capabilities=caps, ping_group_dropin=dropin)

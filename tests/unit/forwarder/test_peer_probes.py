@@ -172,3 +172,17 @@ def test_the_prober_against_the_loopback(tmp_path):
     assert 'flannel_forwarder_peer_state{peer="0.0.0.0/24",public_ip="192.0.2.9",state="down"} 1' in text
     assert 'flannel_forwarder_peer_rtt_seconds{peer="127.0.0.0/24",public_ip="127.0.0.1"} 0.' in text
     assert prober.kind in ("icmp_dgram", "raw")
+
+
+def test_no_icmp_socket_turns_the_probes_off_and_nothing_else(monkeypatch):
+    """Neither ping_group_range nor CAP_NET_RAW allows an ICMP socket (a host whose range changed after the role
+    ran): the prober starts without probing, says so on /metrics, and stops cleanly; the daemon forwards on."""
+    def refused(*args):
+        raise PermissionError(1, "Operation not permitted")
+    monkeypatch.setattr(pp.socket, "socket", refused)
+    table = Table({ipaddress.ip_network("10.5.2.0/24"): Peer("192.0.2.2")})
+    prober = pp.Prober(table, ipaddress.ip_network("10.5.1.0/24"), 1472, 1.0).start()
+    assert prober.kind is None and prober._thread is None
+    text = render_metrics(backend=("udp", prober.metrics()))
+    assert 'flannel_forwarder_peer_probe_socket_info{kind="none"} 1' in text
+    prober.stop()
