@@ -555,8 +555,8 @@ def describe(t: Topology, mode: str) -> None:
               f"qdisc {link.get('qdisc')} txqlen {link.get('txqlen')} gso {link.get('gso_max_size')}/"
               f"{link.get('gso_max_segs')} gro {link.get('gro_max_size')} "
               f"{json.dumps(link['linkinfo']['info_data'], sort_keys=True)}", flush=True)
-        addrs = [f"{a['local']}/{a['prefixlen']}" + "".join(f" {k}" for k in ("tentative", "nodad", "dadfailed")
-                                                           if a.get(k))
+        flags = ("tentative", "nodad", "dadfailed")
+        addrs = [f"{a['local']}/{a['prefixlen']}" + "".join(f" {k}" for k in flags if a.get(k))
                  for x in ipj(t, "h1", family, "addr", "show", "dev", device) for a in x.get("addr_info", [])]
         print(f"  h1 {device} addresses: {', '.join(addrs)}", flush=True)
         neigh = t.exec("h1", "ip", family, "neigh", "show", "dev", device).stdout.strip().replace("\n", "; ")

@@ -475,7 +475,8 @@ echo "pid=$pid"
 grep -E '^(Uid|Gid|CapInh|CapPrm|CapEff|CapBnd|CapAmb):' /proc/$pid/status | tr -s '\t ' ' ' | sed 's/: /=/'
 echo "user=$(stat -c %U /proc/$pid)"
 echo "exposure=$(systemd-analyze security flannel-forwarder.service 2>&1 | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')"
-echo "probe_socket=$(journalctl -b -u flannel-forwarder.service -o cat --no-pager | sed -n 's/^.*peer probes: every.*, \([a-z_]*\) socket, from.*$/\1/p' | tail -1)"
+echo "probe_socket=$(journalctl -b -u flannel-forwarder.service -o cat --no-pager \
+  | sed -n 's/^.*peer probes: every.*, \([a-z_]*\) socket, from.*$/\1/p' | tail -1)"
 echo "ping_group_range=$(tr -s '\t' ' ' < /proc/sys/net/ipv4/ping_group_range)"
 echo "account=$(getent passwd flannel-forwarder | cut -d: -f3,4,6,7)"
 for path in /var/lib/flannel-forwarder /run/flannel /run/flannel/subnet.env /etc/flannel/pki /etc/flannel/pki/client-key.pem /etc/flannel/forwarder.env; do

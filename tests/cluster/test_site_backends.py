@@ -127,9 +127,8 @@ def test_udp_to_vxlan_and_back_with_site_yml(overlay_up, tmp_path):
 
 def docker0_ipv6(c, host):
     """docker0's global IPv6 addresses (ip -j leaves an empty entry for each address its filter drops)."""
-    return sorted(a["local"] + "/%d" % a["prefixlen"] for link in ipj(c, host, "-6", "addr", "show", "dev", "docker0",
-                                                                     "scope", "global")
-                  for a in link.get("addr_info", []) if "local" in a)
+    links = ipj(c, host, "-6", "addr", "show", "dev", "docker0", "scope", "global")
+    return sorted(a["local"] + "/%d" % a["prefixlen"] for link in links for a in link.get("addr_info", []) if "local" in a)
 
 
 def relet_ipv6_half(c, subnets6, tmp_path):

@@ -242,4 +242,3 @@ def test_leases_reservations_and_back_with_the_running_forwarders(renewing, tmp_
     assert all_ping(c, containers) == []
     assert {h: p for h, p in pids(c).items() if h != first and h != last.name} == \
         {h: p for h, p in started.items() if h != first and h != last.name}
-

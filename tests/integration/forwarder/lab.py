@@ -146,10 +146,11 @@ class Lab:
         sock.bind(notify_path)
         env = dict(os.environ, NOTIFY_SOCKET=notify_path, PYTHONPATH=PYTHONPATH)
         log = open(os.path.join(self.tmp, "h%d.log" % n), "ab")
-        cmd = ["ip", "netns", "exec", self.ns("h%d" % n)] + (command or [sys.executable, "-m", "flannel_forwarder"]) + [
-               "--etcd-endpoints", endpoint, "--subnet-file", subnet_env, "--docker-opts-file", docker,
-               "--lease-state-file", self.state_file(n),
-               "--healthz-ip", "127.0.0.1", "--healthz-port", "9090", "--log-level", "debug"] + list(extra)
+        daemon = command or [sys.executable, "-m", "flannel_forwarder"]
+        cmd = ["ip", "netns", "exec", self.ns("h%d" % n)] + daemon + [
+            "--etcd-endpoints", endpoint, "--subnet-file", subnet_env, "--docker-opts-file", docker,
+            "--lease-state-file", self.state_file(n),
+            "--healthz-ip", "127.0.0.1", "--healthz-port", "9090", "--log-level", "debug"] + list(extra)
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         proc.notify = sock
