@@ -58,25 +58,11 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-COLLECTIONS = os.path.join(REPO, ".cache", "collections")
+# the checkout linked as the collection overlay.flannel, its collections path on sys.path
+from repo_collection import COLLECTIONS, REPO  # noqa: E402
 sys.path.insert(0, os.path.join(REPO, "tests", "integration", "forwarder"))
 sys.path.insert(0, os.path.join(REPO, "tests"))
-sys.path.insert(0, COLLECTIONS)
 
-
-def _link_collection() -> None:
-    """The repository as the collection overlay.flannel under .cache/ (as tests/conftest.py makes it)."""
-    parent = os.path.join(COLLECTIONS, "ansible_collections", "overlay")
-    link = os.path.join(parent, "flannel")
-    if os.path.realpath(link) != REPO:
-        os.makedirs(parent, exist_ok=True)
-        tmp = f"{link}.{os.getpid()}"
-        os.symlink(REPO, tmp)
-        os.replace(tmp, link)
-
-
-_link_collection()
 from ansible_collections.overlay.flannel.plugins.module_utils import backends  # noqa: E402
 from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient, put  # noqa: E402
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import dumps, from_dict  # noqa: E402
