@@ -60,7 +60,7 @@ def setup_logging(level):
         level=getattr(logging, level.upper()), stream=sys.stderr,
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S%z")
     # pyroute2 logs every netlink message at debug: our own debug lines would drown (the kernel backends
-    # read the kernel's tables every second). It sets its logger's level when imported: import it first.
+    # make a change per entry). It sets its logger's level when imported: import it first.
     import pyroute2.config.log  # noqa: F401  pylint: disable=unused-import
 
     logging.getLogger("pyroute2").setLevel(logging.INFO)

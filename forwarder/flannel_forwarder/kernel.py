@@ -2,12 +2,16 @@
 
 ``KernelBackend`` (the base of backend/vxlan.py and backend/host_gw.py)
 gives the lease keeper a ``KernelPeers`` table (the same
-``replace``/``apply`` interface as the udp backend's PeerTable).  Every change
-wakes a sync thread that reads the kernel's entries, compares them with
-``kernel_state.desired()`` and applies ``kernel_state.plan()`` with pyroute2;
-the same thread also syncs every `interval` seconds, so an entry removed by
-hand (``ip neigh del``, ``bridge fdb del``, ``ip route del``) is back within
-about a second.
+``replace``/``apply`` interface as the udp backend's PeerTable). A sync
+thread reads the kernel's entries (rtnl.py's reader: a few fields of each,
+nothing kept), compares them with ``kernel_state.desired()`` and applies
+``kernel_state.plan()`` with pyroute2. It syncs when the peers change, when
+the kernel announces a change that concerns its entries (``concerns``: an
+entry of ours removed by hand with ``ip neigh del``, ``bridge fdb del`` or
+``ip route del`` is back at once), and every `interval` seconds (10) in
+case an announcement was lost; while nothing changes it does not read the
+kernel's tables (it did once a second, which cost the pinned cores of a
+busy host a few percent).
 
 The entries it owns: routes in the main table with protocol FLANNEL_PROTO
 (so a route of anybody else is never removed), IPv4 and IPv6, and the
@@ -26,10 +30,14 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import select
 import socket
 import threading
+import time
 
 from . import kernel_state as ks
+from . import rtnl
 from .backend import Backend
 
 log = logging.getLogger("flannel_forwarder.kernel")
@@ -39,6 +47,8 @@ NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
 RTNH_F_ONLINK = 0x04
 DEVICE_PREFIXES = ("flannel.", "flannel-v6.")  # flannel.<VNI>, and flannel-v6.<VNI> of a dual-stack network
+MAIN_TABLE = 254
+RESYNC_INTERVAL = 10.0  # seconds between two reads of the kernel's tables when nothing announced a change
 
 
 def _ipr():
@@ -51,26 +61,34 @@ def link_index(ipr, name):
     return found[0] if found else None
 
 
-def vxlan_devices(ipr):
-    """{name: index} of every VXLAN device called flannel.<n> or flannel-v6.<n>."""
-    out = {}
-    for link in ipr.get_links():
-        name = link.get_attr("IFLA_IFNAME") or ""
-        info = link.get_attr("IFLA_LINKINFO")
-        if name.startswith(DEVICE_PREFIXES) and info is not None and info.get_attr("IFLA_INFO_KIND") == "vxlan":
-            out[name] = link["index"]
-    return out
+def vxlan_devices(reader):
+    """{name: index} of every VXLAN device called flannel.<n> or flannel-v6.<n> (`reader`: an rtnl.Reader)."""
+    return {link.name: link.index for link in reader.links()
+            if link.name.startswith(DEVICE_PREFIXES) and link.kind == "vxlan"}
 
 
-def our_routes(ipr):
-    """The routes of the main table with our protocol, IPv4 then IPv6: [(dst/len, message)]."""
-    out = []
-    for family, default in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-        for route in ipr.get_routes(family=family, table=254):
-            if route["proto"] != FLANNEL_PROTO:
-                continue
-            out.append(("%s/%d" % (route.get_attr("RTA_DST") or default, route["dst_len"]), route))
-    return out
+def our_routes(reader):
+    """The routes of the main table with our protocol, IPv4 then IPv6: [rtnl.RouteEntry]."""
+    return [route for family in (socket.AF_INET, socket.AF_INET6) for route in reader.routes(family)
+            if route.table == MAIN_TABLE and route.proto == FLANNEL_PROTO]
+
+
+def concerns(event, devices, underlay, route_dsts):
+    """Does this kernel announcement (rtnl.Event) concern a kernel backend's entries? `devices`: the indexes
+    of its VXLAN devices, `underlay`: the underlay's index, `route_dsts`: the destinations it routes. A link
+    of ours (or named as ours) or the underlay changed, an address of the underlay (host-gw's and
+    DirectRouting's test of who is on its network), a route of ours or to a destination of ours, a
+    neighbour or FDB entry of our devices. Not: other devices' neighbours (ARP churn) and routes."""
+    rec = event.record
+    if isinstance(rec, rtnl.Link):
+        return rec.index in devices or rec.index == underlay or rec.name.startswith(DEVICE_PREFIXES)
+    if isinstance(rec, rtnl.Addr):
+        return rec.index == underlay
+    if isinstance(rec, rtnl.RouteEntry):
+        return rec.table == MAIN_TABLE and (rec.proto == FLANNEL_PROTO or rec.dst in route_dsts)
+    if isinstance(rec, rtnl.NeighEntry):
+        return rec.ifindex in devices
+    return False
 
 
 def remove_all(keep_device=None, keep_routes=False, keep_devices=()):
@@ -80,16 +98,16 @@ def remove_all(keep_device=None, keep_routes=False, keep_devices=()):
     them, so a restart does not cut the traffic its routes carry). Returns what was removed, as
     text lines (for the log, or --remove-kernel-state)."""
     removed = []
-    with _ipr() as ipr:
-        for dst, route in ([] if keep_routes else our_routes(ipr)):
+    with _ipr() as ipr, rtnl.Reader() as reader:
+        for route in ([] if keep_routes else our_routes(reader)):
             try:
-                ipr.route("del", dst=dst, table=254, proto=FLANNEL_PROTO, oif=route.get_attr("RTA_OIF"),
-                          gateway=route.get_attr("RTA_GATEWAY"), family=route["family"])
-                removed.append("route %s" % dst)
+                ipr.route("del", dst=route.dst, table=MAIN_TABLE, proto=FLANNEL_PROTO, oif=route.oif,
+                          gateway=route.gateway, family=route.family)
+                removed.append("route %s" % route.dst)
             except Exception as exc:  # pyroute2's NetlinkError; a route gone meanwhile is fine
                 if getattr(exc, "code", None) != errno.ESRCH:
                     raise
-        for name, index in sorted(vxlan_devices(ipr).items()):
+        for name, index in sorted(vxlan_devices(reader).items()):
             if name != keep_device and name not in keep_devices:
                 ipr.link("del", index=index)
                 removed.append("device %s" % name)
@@ -150,7 +168,7 @@ class KernelBackend(Backend):
     device = None
     device6 = None  # vxlan on a dual-stack network: the IPv6 VXLAN device
 
-    def __init__(self, config, host, settings=None, interval=1.0):
+    def __init__(self, config, host, settings=None, interval=RESYNC_INTERVAL):
         super().__init__(config, host, settings)
         self.backend = config.backend  # the network config's Backend object, normalised
         self.public_ip = host.public_ip
@@ -162,20 +180,29 @@ class KernelBackend(Backend):
         self.public_ipv6 = host.public_ipv6 if self.dual else None
         self.subnet6 = host.subnet6 if self.dual else None
         self.mtu6 = host.mtu6
-        self.interval = interval
-        self._wake = threading.Event()
-        self.peers = KernelPeers(self._wake.set)
+        self.interval = interval  # seconds between two syncs when nothing announced a change
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # a peer change, or close()
+        self.peers = KernelPeers(self._poke)
         self._stop = threading.Event()
         self._thread = None
-        self._ipr = None
+        self._ipr = None  # pyroute2, for the changes
+        self._reader = None  # rtnl.Reader, for reading the kernel's entries
+        self._monitor = None  # rtnl.Monitor: the kernel's announcements of changes
+        self._indexes = {}  # {device name: index} as of the last read
+        self._route_dsts = frozenset()  # the destinations of the routes the last sync wanted
         self._healthy = False
         # metrics
         self.programmed = ks.EMPTY.count()
         self.syncs = 0
         self.repairs = 0  # entries that had to be set or removed although the peers had not changed
         self.sync_errors = 0
+        self.events = 0  # kernel announcements that concerned our entries
         self.unreachable = []
         self._warned = set()
+
+    def _poke(self):
+        if self._wake is not None:
+            os.eventfd_write(self._wake, 1)
 
     def peer_of(self, lease):
         return ks.peer_of(self.backend, lease)
@@ -192,6 +219,8 @@ class KernelBackend(Backend):
     def start(self, peers):
         """Set up the device (vxlan), take over or remove what a previous run left, program `peers`."""
         self._ipr = _ipr()
+        self._reader = rtnl.Reader()
+        self._monitor = rtnl.Monitor()  # before the first sync: no change after its read goes unseen
         self.peers.replace(peers)
         gone = remove_all(keep_device=self.device, keep_routes=True, keep_devices=(self.device6,))
         if gone:
@@ -204,7 +233,7 @@ class KernelBackend(Backend):
         return self
 
     def _underlay_index(self):
-        index = link_index(self._ipr, self.underlay)
+        index = self._indexes.get(self.underlay) or link_index(self._ipr, self.underlay)
         if index is None:
             raise RuntimeError("the underlay interface %s is gone" % self.underlay)
         return index
@@ -215,32 +244,35 @@ class KernelBackend(Backend):
     def _check_device(self):
         """Before each sync: re-create the device if it went."""
 
-    def _read_device(self, ipr):
-        """(neighbour entries, FDB entries) of the backend's devices that are ours."""
+    def _read_device(self, reader, indexes):
+        """(neighbour entries, FDB entries) of the backend's devices that are ours; `indexes`: {name: index}."""
         return set(), set()
+
+    def _device_indexes(self):
+        return {self._indexes.get(name) for name in (self.device, self.device6) if name} - {None}
 
     # -- sync ----------------------------------------------------------------
 
     def _direct(self):
         index = self._underlay_index()
-        nets = ["%s/%d" % (a.get_attr("IFA_ADDRESS"), a["prefixlen"])
-                for family in (socket.AF_INET, socket.AF_INET6) for a in self._ipr.get_addr(family=family, index=index)]
-        return ks.on_link(nets)
+        return ks.on_link(["%s/%d" % (a.address, a.prefixlen) for a in self._reader.addresses()
+                           if a.index == index and a.address])
 
     def read(self):
         """The entries the kernel holds that are ours (kernel_state.State)."""
-        ipr = self._ipr
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        neighs, fdbs = self._read_device(ipr)
-        routes = set()
-        for dst, route in our_routes(ipr):
-            routes.add(ks.Route(dst, route.get_attr("RTA_GATEWAY"), names.get(route.get_attr("RTA_OIF")),
-                                bool(route["flags"] & RTNH_F_ONLINK)))
+        reader = self._reader
+        links = reader.links()
+        self._indexes = {link.name: link.index for link in links}
+        names = {link.index: link.name for link in links}
+        neighs, fdbs = self._read_device(reader, self._indexes)
+        routes = {ks.Route(r.dst, r.gateway, names.get(r.oif), bool(r.flags & RTNH_F_ONLINK))
+                  for r in our_routes(reader)}
         return ks.State(frozenset(neighs), frozenset(fdbs), frozenset(routes))
 
     def sync(self):
         """Make the kernel hold exactly the desired entries; returns the number of changes made."""
         peers, changed = self.peers.take()
+        have = self.read()
         want, unreachable = ks.desired(self.backend, peers, self.device, self.underlay, self._direct(), self.device6)
         for subnet, ip in unreachable:
             if (subnet, ip) not in self._warned:
@@ -249,7 +281,8 @@ class KernelBackend(Backend):
                           self.underlay)
                 self._warned.add((subnet, ip))
         self.unreachable = unreachable
-        ops = ks.plan(want, self.read())
+        self._route_dsts = frozenset(route.dst for route in want.routes)
+        ops = ks.plan(want, have)
         errors = 0
         for op, entry in ops:
             try:
@@ -266,11 +299,15 @@ class KernelBackend(Backend):
         self.programmed = want.count()
         return len(ops)
 
+    def _index(self, name):
+        index = self._indexes.get(name)
+        return index if index is not None else link_index(self._ipr, name)
+
     def _do(self, op, entry):
         ipr = self._ipr
         if isinstance(entry, ks.Neigh):
             v6 = ks.is_ipv6(entry.dst)
-            index = link_index(ipr, self.device6 if v6 else self.device)
+            index = self._index(self.device6 if v6 else self.device)
             family = socket.AF_INET6 if v6 else socket.AF_INET
             if op == "set":
                 ipr.neigh("replace", ifindex=index, dst=entry.dst, lladdr=entry.mac, state=NUD_PERMANENT,
@@ -278,15 +315,15 @@ class KernelBackend(Backend):
             else:
                 ipr.neigh("del", ifindex=index, dst=entry.dst, lladdr=entry.mac, family=family)
         elif isinstance(entry, ks.Fdb):
-            index = link_index(ipr, self.device6 if ks.is_ipv6(entry.dst) else self.device)
+            index = self._index(self.device6 if ks.is_ipv6(entry.dst) else self.device)
             if op == "set":
                 ipr.fdb("replace", ifindex=index, lladdr=entry.mac, dst=entry.dst, state=NUD_PERMANENT,
                         flags=NTF_SELF)
             else:
                 ipr.fdb("del", ifindex=index, lladdr=entry.mac, dst=entry.dst)
         else:
-            oif = link_index(ipr, entry.dev)
-            args = dict(dst=entry.dst, gateway=entry.gateway, oif=oif, table=254, proto=FLANNEL_PROTO,
+            oif = self._index(entry.dev)
+            args = dict(dst=entry.dst, gateway=entry.gateway, oif=oif, table=MAIN_TABLE, proto=FLANNEL_PROTO,
                         family=socket.AF_INET6 if ks.is_ipv6(entry.dst) else socket.AF_INET)
             if entry.onlink:
                 args["flags"] = RTNH_F_ONLINK
@@ -295,12 +332,41 @@ class KernelBackend(Backend):
             else:
                 ipr.route("del", **args)
 
+    def _needed(self, timeout):
+        """Wait up to `timeout` seconds for a reason to sync: a peer change (or close()), or a kernel
+        announcement that concerns our entries. True if one came."""
+        ready, _w, _x = select.select([self._wake, self._monitor], [], [], timeout)
+        needed = False
+        if self._wake in ready:
+            try:
+                os.eventfd_read(self._wake)
+            except BlockingIOError:
+                pass
+            needed = True
+        if self._monitor in ready:
+            events, overflowed = self._monitor.events()
+            if overflowed:
+                log.info("kernel announcements overflowed the socket: reading the tables")
+            devices, underlay = self._device_indexes(), self._indexes.get(self.underlay)
+            ours = sum(1 for event in events if concerns(event, devices, underlay, self._route_dsts))
+            self.events += ours
+            needed = needed or overflowed or ours > 0
+        return needed
+
     def _loop(self):
+        due = time.monotonic() + self.interval
         while not self._stop.is_set():
-            self._wake.wait(self.interval)
-            self._wake.clear()
+            try:
+                needed = self._needed(max(0.0, due - time.monotonic()))
+            except Exception as exc:  # the monitor socket failed: fall back on the interval
+                log.error("reading the kernel's announcements failed: %s", exc)
+                needed = False
+                self._stop.wait(self.interval)
             if self._stop.is_set():
                 return
+            if not needed and time.monotonic() < due:
+                continue
+            due = time.monotonic() + self.interval
             try:
                 self._check_device()
                 self.sync()
@@ -316,12 +382,16 @@ class KernelBackend(Backend):
     def close(self):
         """Stop syncing; the kernel state stays (see the module's doc)."""
         self._stop.set()
-        self._wake.set()
+        self._poke()
         if self._thread is not None:
             self._thread.join(5)
-        if self._ipr is not None:
-            self._ipr.close()
-            self._ipr = None
+        for name in ("_ipr", "_reader", "_monitor"):
+            handle = getattr(self, name)
+            if handle is not None:
+                handle.close()
+                setattr(self, name, None)
+        wake, self._wake = self._wake, None
+        os.close(wake)
 
     def metrics(self):
         """[(name, kind, help, samples)]: the entries programmed, the syncs and repairs, unreachable peers."""
@@ -329,6 +399,8 @@ class KernelBackend(Backend):
             ("kernel_entries", "gauge", "Kernel entries programmed for the peers, by kind.",
              [((("kind", kind),), n) for kind, n in sorted(self.programmed.items())]),
             ("kernel_syncs_total", "counter", "Comparisons of the kernel state with the leases.", [((), self.syncs)]),
+            ("kernel_events_total", "counter", "Kernel announcements of changes to the entries or devices of the backend.",
+             [((), self.events)]),
             ("kernel_repairs_total", "counter", "Kernel entries restored or removed after someone else changed them.",
              [((), self.repairs)]),
             ("kernel_sync_errors_total", "counter", "Kernel entries that could not be set or removed.",

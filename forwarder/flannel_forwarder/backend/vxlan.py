@@ -23,6 +23,7 @@ from typing import NamedTuple
 from ansible_collections.overlay.flannel.plugins.module_utils import backends
 
 from .. import kernel_state as ks
+from .. import rtnl
 from ..kernel import NUD_PERMANENT, KernelBackend, link_index
 
 log = logging.getLogger("flannel_forwarder.kernel")
@@ -113,18 +114,21 @@ class VxlanBackend(KernelBackend):
                 log.warning("the VXLAN device %s is gone: re-creating it", dev.name)
                 self._setup_one(dev)
 
-    def _read_device(self, ipr):
-        neighs, fdbs = set(), set()
+    def _read_device(self, reader, indexes):
+        ours = {}
         for dev in self.devices:
-            index = link_index(ipr, dev.name)
+            index = indexes.get(dev.name)
             if index is None:
                 raise RuntimeError("the VXLAN device %s is gone" % dev.name)
-            for n in ipr.get_neighbours(family=dev.family, ifindex=index):
-                if n["state"] & NUD_PERMANENT and n.get_attr("NDA_LLADDR"):
-                    neighs.add(ks.Neigh(n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR").lower()))
-            for n in ipr.fdb("dump", ifindex=index):
-                if n["ifindex"] == index and n.get_attr("NDA_DST") and n["state"] & NUD_PERMANENT:
-                    fdbs.add(ks.Fdb(n.get_attr("NDA_LLADDR").lower(), n.get_attr("NDA_DST")))
+            ours[index] = dev.family
+        neighs, fdbs = set(), set()
+        for family in sorted(set(ours.values())):
+            for n in reader.neighbours(family):
+                if ours.get(n.ifindex) == family and n.state & NUD_PERMANENT and n.dst and n.lladdr:
+                    neighs.add(ks.Neigh(n.dst, n.lladdr))
+        for n in reader.neighbours(rtnl.AF_BRIDGE):
+            if n.ifindex in ours and n.dst and n.lladdr and n.state & NUD_PERMANENT:
+                fdbs.add(ks.Fdb(n.lladdr, n.dst))
         return neighs, fdbs
 
 

@@ -56,6 +56,7 @@ def test_hostgw_ipv6_routes_and_transfer_both_ways(gw):
     assert lab.run("h1", "ip", "link", "show", DEVICE6, check=False).returncode != 0
     value = lease_value(store, 1)
     assert value["PublicIPv6"] == host_ip6(1) and "BackendV6Data" not in value
+    lab.first_echo("c1", container_ip6(2))
     assert lab.probe("c1", "ping", container_ip6(2), "5", "0.05")["received"] == 5
     for src, dst, port in (("c1", 2, 5321), ("c2", 1, 5322)):
         sent, got = transfer(lab, src, dst, port, ip=container_ip6)

@@ -100,6 +100,7 @@ def test_vxlan_ping_and_checked_tcp_transfer(vx):
 
 def test_vxlan_ipv6_ping_and_checked_tcp_transfer_both_ways(vx):
     lab = vx["lab"]
+    lab.first_echo("c1", container_ip6(2))
     assert lab.probe("c1", "ping", container_ip6(2), "5", "0.05")["received"] == 5
     assert lab.probe("c2", "ping", container_ip6(1), "5", "0.05")["received"] == 5
     for src, dst, port in (("c1", 2, 5311), ("c2", 1, 5312)):
@@ -133,12 +134,15 @@ def test_vxlan_entries_removed_by_hand_are_restored(vx):
     lab = vx["lab"]
     mac2 = backends.vtep_mac(host_ip(2), VNI)
     before = lab.metric(1, "kernel_repairs_total")
+    events = lab.metric(1, "kernel_events_total")
     lab.run("h1", "ip", "route", "del", "10.5.2.0/24", "dev", DEVICE)
     lab.run("h1", "bridge", "fdb", "del", mac2, "dev", DEVICE, "dst", host_ip(2))
     lab.run("h1", "ip", "neigh", "del", "10.5.2.0", "dev", DEVICE)
     wait_for(lambda: "10.5.2.0/24" in routes(lab, "h1") and neighbours(lab, "h1").get("10.5.2.0") == mac2
              and fdb(lab, "h1").get(mac2) == host_ip(2), timeout=5, what="the entries to come back")
     assert lab.metric(1, "kernel_repairs_total") >= before + 3
+    # Put back by the kernel's announcements, well before the sync's 10 s resync.
+    assert lab.metric(1, "kernel_events_total") >= events + 3
     # A route of ours that no lease asks for goes too; a route of somebody else's stays.
     lab.run("h1", "ip", "route", "add", "10.5.99.0/24", "via", "10.5.99.0", "dev", DEVICE, "onlink", "proto", PROTO)
     lab.run("h1", "ip", "route", "add", "10.5.98.0/24", "via", "10.5.98.0", "dev", DEVICE, "onlink")
