@@ -1,40 +1,14 @@
 """Many hosts leasing at once against a real etcd: never two hosts on one subnet."""
 
-import threading
-
-from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient
 from ansible_collections.overlay.flannel.plugins.module_utils.leases import ExhaustedError
-from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore
 from support.modules import run_module
+from support.racing import acquire_all
 
 
 def lease_count(server):
     out = server.etcdctl("lease", "list")
     # "found N leases" on the first line
     return int(out.split()[1])
-
-
-def acquire_all(server, prefix, ips):
-    barrier = threading.Barrier(len(ips))
-    results = {}
-
-    def worker(ip):
-        client = EtcdClient([server.endpoint], timeout=30)
-        store = FlannelStore(client, prefix)
-        try:
-            barrier.wait()
-            results[ip] = store.acquire(ip)
-        except Exception as exc:  # collected and asserted on below
-            results[ip] = exc
-        finally:
-            client.close()
-
-    threads = [threading.Thread(target=worker, args=(ip,)) for ip in ips]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results
 
 
 def test_200_hosts_at_once_get_200_distinct_subnets(etcd, etcd_server, prefix, client):

@@ -4,14 +4,13 @@ dual-stack and back, reservations, relets onto a named half, subnet_info."""
 
 import ipaddress
 import json
-import threading
 
 import pytest
 
-from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import EtcdClient, delete, put
+from ansible_collections.overlay.flannel.plugins.module_utils.etcd_client import delete, put
 from ansible_collections.overlay.flannel.plugins.module_utils.leases import ExhaustedError
-from ansible_collections.overlay.flannel.plugins.module_utils.store import FlannelStore
 from support.modules import lease_keys, run_module
+from support.racing import acquire_all
 
 DUAL = dict(network="10.5.0.0/16", ipv6_network="fd00:5::/48", backend={"type": "vxlan"})
 V4_VXLAN = dict(network="10.5.0.0/16", backend={"type": "vxlan"})
@@ -229,35 +228,13 @@ def test_relet_onto_a_named_half_keeps_the_other(dual_net, client, prefix):
                                       moved["ipv6_subnet"].replace("/", "-"): moved["lease_key"]}
 
 
-def acquire_all(server, prefix, hosts):
-    barrier = threading.Barrier(len(hosts))
-    results = {}
-
-    def worker(ip, ipv6):
-        client = EtcdClient([server.endpoint], timeout=30)
-        try:
-            barrier.wait()
-            results[ip] = FlannelStore(client, prefix).acquire(ip, backend_type="vxlan", public_ipv6=ipv6)
-        except Exception as exc:  # collected and asserted on below
-            results[ip] = exc
-        finally:
-            client.close()
-
-    threads = [threading.Thread(target=worker, args=host) for host in hosts]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results
-
-
 def test_hosts_leasing_at_once_never_share_a_subnet_of_either_family(etcd, etcd_server, prefix, client):
     # 255 IPv4 /24s but 15 IPv6 /124s: racing hosts often pick distinct IPv4 subnets and a common IPv6 one (or the
     # reverse), which the key's own guard cannot see; the claims make one of them lose.
     assert run_module("network", dict(etcd, network="10.5.0.0/16", ipv6_network="fd00::/120", ipv6_subnet_len=124,
                                       backend={"type": "vxlan"}))["changed"]
     hosts = [("192.0.2.%d" % i, "2001:db8::%x" % i) for i in range(1, 21)]
-    results = acquire_all(etcd_server, prefix, hosts)
+    results = acquire_all(etcd_server, prefix, hosts, backend_type="vxlan")
     won = [r for r in results.values() if not isinstance(r, Exception)]
     lost = [r for r in results.values() if isinstance(r, Exception)]
     assert len(won) == 15, lost[:3]
