@@ -61,14 +61,14 @@ def setup_logging(level):
         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S%z")
     # pyroute2 logs every netlink message at debug: our own debug lines would drown (the kernel backends
     # read the kernel's tables every second). It sets its logger's level when imported: import it first.
-    import pyroute2.config.log  # noqa: F401  pylint: disable=unused-import
+    from . import iproute  # noqa: F401  pylint: disable=unused-import
 
     logging.getLogger("pyroute2").setLevel(logging.INFO)
 
 
 def underlay(settings):
     """(public_ip, iface name, iface MTU) from --public-ip / --iface / the default route."""
-    from pyroute2 import IPRoute
+    from .iproute import IPRoute
 
     with IPRoute() as ipr:
         addrs = [(a.get_attr("IFA_ADDRESS"), a["index"]) for a in ipr.get_addr(family=socket.AF_INET)]
@@ -117,7 +117,7 @@ def public_ipv6(settings, iface):
     Used on a dual-stack network only (the lease keeper refuses a dual-stack network without one)."""
     if settings.public_ipv6:
         return settings.public_ipv6
-    from pyroute2 import IPRoute
+    from .iproute import IPRoute
 
     with IPRoute() as ipr:
         index = ipr.link_lookup(ifname=iface)

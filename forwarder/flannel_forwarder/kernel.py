@@ -42,7 +42,7 @@ DEVICE_PREFIXES = ("flannel.", "flannel-v6.")  # flannel.<VNI>, and flannel-v6.<
 
 
 def _ipr():
-    from pyroute2 import IPRoute
+    from .iproute import IPRoute
     return IPRoute()
 
 
