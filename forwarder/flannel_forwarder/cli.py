@@ -273,7 +273,33 @@ class Daemon:
         return 1 if (self.backend is not None and self.backend.failed) else 0
 
 
+# glibc's malloc gives a thread that allocates while another holds an arena an arena of its own, up to 8 per
+# core, and each keeps the memory freed into it. The daemon runs about 14 threads (gRPC's six, the lease
+# renewal, the peer watch, the kernel sync, the probes, the health server, ...) that mostly wait; two
+# arenas took 1.3-1.7 MiB off its resident memory with 1000 peers (bench/README.md, "Footprint").
+M_ARENA_MAX = -8  # <malloc.h>
+MALLOC_ARENAS = 2
+
+
+def cap_malloc_arenas(limit=MALLOC_ARENAS, environ=os.environ):
+    """Cap glibc's malloc arenas at `limit` (mallopt(M_ARENA_MAX)); call it before any thread starts (glibc
+    fixes its limit when the first thread asks for an arena). Left as it is when the environment sets it
+    (MALLOC_ARENA_MAX, or glibc.malloc.arena_max in GLIBC_TUNABLES: glibc read it at start; an operator can
+    so give another value in the unit) or without glibc's mallopt (musl has no arenas). True when capped."""
+    if "MALLOC_ARENA_MAX" in environ or "glibc.malloc.arena_max" in environ.get("GLIBC_TUNABLES", ""):
+        return False
+    import ctypes  # already loaded by the libraries the daemon imports: it costs nothing here
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return mallopt(M_ARENA_MAX, limit) == 1
+
+
 def main(argv=None):
+    cap_malloc_arenas()  # first: no thread has started yet
     try:
         settings, version = parse(argv, os.environ)
     except SettingsError as exc:
