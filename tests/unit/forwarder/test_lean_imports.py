@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from ansible_collections.overlay.flannel.plugins.module_utils.submodule_import import import_submodule
+from ansible_collections.overlay.flannel.plugins.module_utils.submodule_import import import_submodule, import_without
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 COLLECTIONS = os.path.join(REPO, ".cache", "collections")  # tests/conftest.py links the checkout there
@@ -130,7 +130,11 @@ def test_etcd_client_loads_the_generated_stubs_without_the_rest_of_etcd3():
         import etcd3
         req = ec.etcdrpc.RangeRequest(key=b"/coreos.com/network/", range_end=b"/coreos.com/network0")
         back = ec.etcdrpc.RangeRequest.FromString(req.SerializeToString())
+        grpc_loaded = sorted(m for m in sys.modules if m.split(".")[0] == "grpc")
+        no_aio = not hasattr(ec.grpc, "aio")
+        import grpc.aio
         print(json.dumps({"has": ec.HAS_ETCD3, "error": ec.ETCD3_IMPORT_ERROR, "asked": asked("etcd3"),
+                          "grpc": grpc_loaded, "no_aio": no_aio, "aio_later": hasattr(grpc.aio, "insecure_channel"),
                           "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("etcd3", "tenacity", "six")),
                           "client": hasattr(etcd3, "Etcd3Client"), "stub": hasattr(ec.etcdrpc, "KVStub"),
                           "back": [back.key.decode(), back.range_end.decode()]}))
@@ -139,6 +143,8 @@ def test_etcd_client_loads_the_generated_stubs_without_the_rest_of_etcd3():
     assert got["loaded"] == ["etcd3", "etcd3.etcdrpc", "etcd3.etcdrpc.auth_pb2", "etcd3.etcdrpc.kv_pb2",
                              "etcd3.etcdrpc.rpc_pb2", "etcd3.etcdrpc.rpc_pb2_grpc"]
     assert not got["client"] and got["stub"]
+    assert got["no_aio"] and not any(m.startswith("grpc.aio") for m in got["grpc"]) and "grpc._cython.cygrpc" in got["grpc"]
+    assert got["aio_later"]  # asked for, grpc.aio is imported as usual
     assert got["back"] == ["/coreos.com/network/", "/coreos.com/network0"]
 
 
@@ -154,10 +160,16 @@ def package(tmp_path, monkeypatch):
     (root / "broken.py").write_text("from leanpkg import WHOLE\n")
     (root / "relative.py").write_text("from . import WHOLE, other\nimport leanpkg\nVALUE = leanpkg.other.VALUE\n")
     (root / "attribute.py").write_text("import leanpkg\nVALUE = leanpkg.WHOLE\n")
+    (tmp_path / "withextra").mkdir()
+    (tmp_path / "withextra" / "__init__.py").write_text("from withextra import extra\nBASE = 1\n")
+    (tmp_path / "withextra" / "extra.py").write_text("VALUE = 2\n")
+    (tmp_path / "needsextra").mkdir()
+    (tmp_path / "needsextra" / "__init__.py").write_text("from needsextra import extra\nVALUE = extra.VALUE\n")
+    (tmp_path / "needsextra" / "extra.py").write_text("VALUE = 2\n")
     (tmp_path / "single.py").write_text("VALUE = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     yield root
-    for name in [m for m in sys.modules if m.split(".")[0] in ("leanpkg", "single")]:
+    for name in [m for m in sys.modules if m.split(".")[0] in ("leanpkg", "single", "withextra", "needsextra")]:
         del sys.modules[name]
 
 
@@ -204,3 +216,16 @@ def test_missing_packages_and_modules_are_import_errors(package):
     with pytest.raises(ImportError, match="leanpkg.nothing"):
         import_submodule("leanpkg", "nothing")
     assert "leanpkg" not in sys.modules
+
+
+def test_a_package_without_a_submodule_its_init_only_names(package):
+    withextra = import_without("withextra", "extra")
+    assert withextra.BASE == 1 and "withextra.extra" not in sys.modules and not hasattr(withextra, "extra")
+    assert import_without("withextra", "extra") is withextra
+    import withextra.extra  # pylint: disable=import-outside-toplevel,import-error,redefined-outer-name
+
+    assert withextra.extra.VALUE == 2  # asked for, the real one
+    # an __init__ that uses the submodule fails loudly, and leaves nothing behind
+    with pytest.raises(AttributeError, match="VALUE"):
+        import_without("needsextra", "extra")
+    assert "needsextra" not in sys.modules and "needsextra.extra" not in sys.modules
