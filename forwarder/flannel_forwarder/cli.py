@@ -281,11 +281,13 @@ M_ARENA_MAX = -8  # <malloc.h>
 MALLOC_ARENAS = 2
 
 
-def cap_malloc_arenas(limit=MALLOC_ARENAS, environ=os.environ):
+def cap_malloc_arenas(limit=MALLOC_ARENAS, environ=None):
     """Cap glibc's malloc arenas at `limit` (mallopt(M_ARENA_MAX)); call it before any thread starts (glibc
     fixes its limit when the first thread asks for an arena). Left as it is when the environment sets it
     (MALLOC_ARENA_MAX, or glibc.malloc.arena_max in GLIBC_TUNABLES: glibc read it at start; an operator can
-    so give another value in the unit) or without glibc's mallopt (musl has no arenas). True when capped."""
+    so give another value in the unit) or without glibc's mallopt (musl has no arenas). True when capped.
+    `environ`: os.environ unless given."""
+    environ = os.environ if environ is None else environ
     if "MALLOC_ARENA_MAX" in environ or "glibc.malloc.arena_max" in environ.get("GLIBC_TUNABLES", ""):
         return False
     import ctypes  # already loaded by the libraries the daemon imports: it costs nothing here
