@@ -7,6 +7,7 @@ __init__ would have set (those names do not exist), and that the imported part w
 network namespace of its own, etcdrpc's messages). A pyroute2 or etcd3 that breaks this fails here.
 """
 
+import ast
 import json
 import os
 import subprocess
@@ -78,6 +79,38 @@ def test_the_daemon_loads_ipr_route_without_the_rest_of_pyroute2():
                      "pyroute2.iwutil", "pyroute2.netlink.generic.wireguard", "pyroute2.netlink.nfnetlink"):
         assert not any(m == left_out or m.startswith(left_out + ".") for m in got["loaded"]), left_out
     assert "pyroute2.config.log" in got["loaded"] and got["handlers"] == ["NullHandler"]  # as its __init__ does
+
+
+def test_the_daemon_imports_pyroute2_in_one_place():
+    """No module imports pyroute2 with an import statement (iproute.py loads it by import_submodule); every module that takes IPRoute from it imports (in a fresh interpreter:
+    it needs the package as iproute.py leaves it)."""
+    package = os.path.join(REPO, "forwarder", "flannel_forwarder")
+    direct, users = [], []
+    for folder, _dirs, files in os.walk(package):
+        for name in sorted(f for f in files if f.endswith(".py")):
+            path = os.path.join(folder, name)
+            module = "flannel_forwarder." + os.path.relpath(path, package)[:-3].replace(os.sep, ".")
+            with open(path, encoding="utf-8") as fh:
+                tree = ast.parse(fh.read(), path)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    names = [node.module or ""] if not node.level else []
+                    if node.level and (node.module or "").endswith("iproute") or \
+                            node.level and not node.module and any(a.name == "iproute" for a in node.names):
+                        users.append(module)
+                else:
+                    continue
+                if any(n == "pyroute2" or n.startswith("pyroute2.") for n in names):
+                    direct.append(module)
+    assert direct == []
+    assert {"flannel_forwarder.cli", "flannel_forwarder.kernel", "flannel_forwarder.udp.tun.device"} <= set(users)
+    got = fresh('''
+        import importlib, json
+        print(json.dumps([importlib.import_module(m).__name__ for m in %r]))
+    ''' % sorted(set(users)))
+    assert got == sorted(set(users))
 
 
 def test_ipr_route_so_imported_programs_the_kernel():

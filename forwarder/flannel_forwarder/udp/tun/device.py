@@ -11,7 +11,7 @@ import struct
 
 import pytun
 
-from ..iproute import IPRoute
+from ...iproute import IPRoute
 from .io import TunIO
 from .virtio import VNET_HDR_LEN
 
