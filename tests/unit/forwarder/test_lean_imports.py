@@ -82,8 +82,9 @@ def test_the_daemon_loads_ipr_route_without_the_rest_of_pyroute2():
 
 
 def test_the_daemon_imports_pyroute2_in_one_place():
-    """No module imports pyroute2 with an import statement (iproute.py loads it by import_submodule); every module that takes IPRoute from it imports (in a fresh interpreter:
-    it needs the package as iproute.py leaves it)."""
+    """No module imports pyroute2 with an import statement (iproute.py loads it by import_submodule); every
+    module that takes IPRoute from it imports (in a fresh interpreter: it needs the package as iproute.py
+    leaves it)."""
     package = os.path.join(REPO, "forwarder", "flannel_forwarder")
     direct, users = [], []
     for folder, _dirs, files in os.walk(package):
