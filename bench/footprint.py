@@ -103,8 +103,8 @@ def sample():
 steps = [("interpreter", sample())]
 importlib.import_module("ansible_collections.overlay.flannel.plugins.module_utils.etcd_client")
 steps.append(("etcd stack", sample()))
-try:  # as the daemon loads it (flannel_forwarder.netlink); a tree before that module imported pyroute2 whole
-    from flannel_forwarder.netlink import IPRoute
+try:  # as the daemon loads it (flannel_forwarder.iproute); a tree before that module imported pyroute2 whole
+    from flannel_forwarder.iproute import IPRoute
 except ImportError:
     from pyroute2 import IPRoute
 IPRoute().close()

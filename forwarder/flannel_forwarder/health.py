@@ -1,9 +1,22 @@
-"""/healthz, /readyz and /metrics (Prometheus text format) over HTTP."""
+"""/healthz, /readyz and /metrics (Prometheus text format) over HTTP.
+
+The server is a small HTTP/1.0 one on socketserver, not http.server: http.server
+imports http.client, email (for the request headers and the Date header),
+html and mimetypes, about 1.3 MiB resident that the daemon would keep for
+three fixed GET endpoints. It answers as http.server's ThreadingHTTPServer did:
+HTTP/1.0, one request per connection, a thread per connection, Content-Type,
+Content-Length, Date and Server headers; 404 for another path, 501 for
+another method, 505 for another HTTP version than 1.0 and 1.1, 400 for a
+request it cannot parse (an HTTP/0.9 one included); the query string ignored.
+"""
 
 from __future__ import annotations
 
+import socketserver
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+
+from . import __version__
 
 DIRECTIONS = {"tx": "tun_to_udp", "rx": "udp_to_tun"}
 
@@ -72,21 +85,73 @@ def data_path_metrics(snap):
     return out
 
 
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 431: "Request Header Fields Too Large",
+           501: "Not Implemented", 503: "Service Unavailable", 505: "HTTP Version Not Supported"}
+MAX_LINE = 65536  # the longest request or header line read (http.server's limit)
+MAX_HEADERS = 100  # the most header lines read (http.server's limit)
+REQUEST_TIMEOUT = 10.0  # seconds a client has to send its request (http.server waited for ever)
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(seconds):
+    """RFC 9110's HTTP-date of the epoch time `seconds` (as email.utils.formatdate(usegmt=True) writes it)."""
+    t = time.gmtime(seconds)
+    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (DAYS[t.tm_wday], t.tm_mday, MONTHS[t.tm_mon - 1], t.tm_year,
+                                                    t.tm_hour, t.tm_min, t.tm_sec)
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True  # as http.server's HTTPServer: a restart binds the port while old connections linger
+    daemon_threads = True
+
+
 class HealthServer:
     """Serves the state of a running daemon; `state` has .healthy(), .ready() and .metrics()."""
 
     def __init__(self, ip, port, state):
-        handler = self._handler(state)
-        self.httpd = ThreadingHTTPServer((ip, port), handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _Server((ip, port), self._handler(state))
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="healthz", daemon=True)
 
     @staticmethod
     def _handler(state):
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                path = self.path.split("?", 1)[0]
+        class Handler(socketserver.StreamRequestHandler):
+            timeout = REQUEST_TIMEOUT
+
+            def handle(self):
+                try:
+                    request = self._read_request()
+                except OSError:  # the client went away or sent nothing in time: nobody to answer
+                    return
+                if isinstance(request, int):
+                    self._send(request, "%s\n" % REASONS[request].lower())
+                elif request[0] != "GET":
+                    self._send(501, "unsupported method\n")
+                else:
+                    self._get(request[1].split("?", 1)[0])
+
+            def _read_request(self):
+                """(method, target), having read the whole request head (a client whose data is left unread
+                gets a reset instead of the answer); a status code for a request it cannot be."""
+                line = self.rfile.readline(MAX_LINE + 1)
+                if not line:
+                    raise ConnectionError("no request")
+                words = line.decode("iso-8859-1").rstrip("\r\n").split()
+                bad = len(line) > MAX_LINE or len(words) != 3 or not words[2].startswith("HTTP/")
+                for _count in range(MAX_HEADERS + 1):
+                    header = self.rfile.readline(MAX_LINE + 1)
+                    if header in (b"\r\n", b"\n", b""):
+                        break
+                    if len(header) > MAX_LINE:
+                        return 431
+                else:
+                    return 431
+                if bad:
+                    return 400
+                return (words[0], words[1]) if words[2] in ("HTTP/1.0", "HTTP/1.1") else 505
+
+            def _get(self, path):
                 if path == "/healthz":
                     ok = state.healthy()
                     self._send(200 if ok else 503, "ok\n" if ok else "unhealthy\n")
@@ -100,14 +165,13 @@ class HealthServer:
 
             def _send(self, code, body, ctype="text/plain"):
                 data = body.encode("utf-8")
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
+                head = ("HTTP/1.0 %d %s\r\nServer: flannel-forwarder/%s\r\nDate: %s\r\nContent-Type: %s\r\n"
+                        "Content-Length: %d\r\nConnection: close\r\n\r\n"
+                        % (code, REASONS[code], __version__, http_date(time.time()), ctype, len(data)))
+                try:
+                    self.wfile.write(head.encode("ascii") + data)
+                except OSError:  # the client went away
+                    pass
 
         return Handler
 

@@ -52,7 +52,7 @@ RESYNC_INTERVAL = 10.0  # seconds between two reads of the kernel's tables when 
 
 
 def _ipr():
-    from pyroute2 import IPRoute
+    from .iproute import IPRoute
     return IPRoute()
 
 

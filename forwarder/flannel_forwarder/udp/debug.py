@@ -5,6 +5,8 @@ backend, exactly as the daemon runs them, between this host and the peers
 given on the command line.  Prints one JSON line when ready (what was
 set up: the way, the offloads the kernel granted), then forwards until
 SIGTERM/SIGINT.  tests/integration/forwarder_datapath and bench/ start it.
+Like the daemon, it needs the collection's module_utils on the path (as in a
+release's lib/): the TUN is set up with IPRoute from ``iproute``.
 """
 
 from __future__ import annotations

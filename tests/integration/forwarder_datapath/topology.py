@@ -26,6 +26,9 @@ if os.path.join(REPO, "tests") not in sys.path:  # (bench/ imports this module t
 from support.procs import stop_process  # noqa: E402
 
 FORWARDER_DIR = os.path.join(REPO, "forwarder")
+# The checkout as the collection (tests/conftest.py and bench/repo_collection.py link it there): the data path
+# takes pyroute2 from flannel_forwarder/iproute.py, which imports the collection's module_utils, as the daemon does.
+COLLECTIONS = os.path.join(REPO, ".cache", "collections")
 
 
 def debug_module(forwarder_dir: str) -> str:
@@ -125,7 +128,7 @@ class Topology:
             cmd += ["--stats-file", stats_file]
         cmd += list(extra_args)
         env = dict(os.environ)
-        env["PYTHONPATH"] = FORWARDER_DIR + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONPATH"] = os.pathsep.join([FORWARDER_DIR, COLLECTIONS] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         proc = self.spawn(host, *cmd, cpu=cpu, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         line = proc.stdout.readline()
         if not line:

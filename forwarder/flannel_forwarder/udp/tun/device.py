@@ -10,8 +10,8 @@ import os
 import struct
 
 import pytun
-from pyroute2 import IPRoute
 
+from ...iproute import IPRoute
 from .io import TunIO
 from .virtio import VNET_HDR_LEN
 
