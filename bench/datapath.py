@@ -59,6 +59,16 @@ every mode to host-gw.  On a shared machine the spare CPU drifts from one
 minute to the next: --rounds N measures all the modes N times in turn (the
 order reversed every other round, a reference always next to its fwd-*
 mode) and reports medians, the ratios as medians of each round's ratios.
+--abba measures each mode twice in a round, the order mirrored (host-gw,
+fwd-udp, fwd-udp-probes, fwd-udp-probes, fwd-udp, host-gw): a drift of the
+spare CPU within the round weighs the same on a mode and its reference, and
+the round's figure of a mode is the mean of its two.  Each round's ratios
+are printed as it ends.  The daemons' threads name themselves (datapath,
+peer-probes): the CPU each used and how often it waited (its voluntary
+context switches: sleeps, and waits for the interpreter's lock) are printed
+per measurement.  The daemons' files (the peer status file the probes
+rewrite every round) are on a tmpfs (/dev/shm), as /run/flannel is on the
+hosts.
 Tears everything down (processes by recorded PID, then the namespaces,
 the root-side veths and the etcd).
 
@@ -420,7 +430,8 @@ def daemons_running(t: Topology, control: Control, btype: str, cpus: list[int], 
     """Both daemons under a `btype` network, their kernel state in place (udp: their peer tables; with
     `probe_interval`, their peer probes seeing each other up); afterwards stopped and that state removed
     (--remove-kernel-state in both hosts: SIGTERM leaves it, by design)."""
-    tmp = tempfile.mkdtemp(prefix="fbench-daemons-")
+    # on a tmpfs, as the status file's /run/flannel is on the hosts (not a disk the probes would write to)
+    tmp = tempfile.mkdtemp(prefix="fbench-daemons-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     started: list[Daemon] = []
     try:
         control.network(btype, dual)
@@ -557,6 +568,30 @@ def cpu_seconds(proc: subprocess.Popen) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+NAMED_THREADS = ("datapath", "peer-probes")  # the daemons' threads reported one by one (they name themselves)
+
+
+def thread_times(proc: subprocess.Popen) -> dict:
+    """{name: (CPU seconds, voluntary context switches)} of the NAMED_THREADS of a process of ours (the CPU time
+    from schedstat, in nanoseconds: a thread that runs for microseconds at a time stays 0 in stat's ticks)."""
+    out = {}
+    base = f"/proc/{proc.pid}/task"
+    for tid in os.listdir(base):
+        try:
+            with open(f"{base}/{tid}/stat") as fh:
+                name = fh.read().split(" (", 1)[1].rsplit(")", 1)[0]
+            if name not in NAMED_THREADS:
+                continue
+            with open(f"{base}/{tid}/status") as fh:
+                waits = next(int(line.split()[1]) for line in fh if line.startswith("voluntary_ctxt_switches"))
+            with open(f"{base}/{tid}/schedstat") as fh:
+                ran = int(fh.read().split()[0]) / 1e9
+        except (OSError, StopIteration):
+            continue
+        out[name] = (ran, waits)
+    return out
+
+
 def modes_of(text: str) -> list[str]:
     """The modes to measure, in MODES's order: the named ones, host-gw, and the reference of each fwd-* mode."""
     named = [m.strip() for m in text.split(",") if m.strip()]
@@ -594,6 +629,15 @@ def report(rounds: list[dict], modes: list[str]) -> None:
                        for i in range(len(rounds[0][mode]["ours_cpu"]))) or "-"
         print(f"{mode:18} {rounds[0][mode]['mtu']:5d} {fig['tcp1']:14.0f} {fig['tcp4']:14.0f} "
               f"{fig['udp64_kpps']:10.1f} {fig['ping_ms'] or float('nan'):8.3f} {cpu:>14}")
+    for mode in modes:
+        named = [sorted(set.intersection(*(set(r[mode]["threads"][i]) for r in rounds)))
+                 for i in range(len(rounds[0][mode].get("threads", [])))]
+        if any(named):
+            print(f"{mode} threads, medians over the rounds: " + "; ".join(
+                f"{h} " + ", ".join(f"{n} {statistics.median(r[mode]['threads'][i][n][0] for r in rounds):.2%} of a "
+                                    f"core ({statistics.median(r[mode]['threads'][i][n][1] for r in rounds):.0f} "
+                                    f"waits/s)" for n in names)
+                for i, (h, names) in enumerate(zip(("h1", "h2"), named))))
     pairs = [(m, REFERENCE[m]) for m in modes if REFERENCE.get(m) in modes]
     pairs += [(m, "host-gw") for m in modes if m != "host-gw" and (m, "host-gw") not in pairs]
     print()
@@ -637,6 +681,7 @@ def run_mode(t: Topology, mode: str, args, cpus: list[int], ccpus, control: Cont
             os.kill(p.pid, signal.SIGSTOP)
         try:
             before, start = [cpu_seconds(p) for p in ours], time.monotonic()
+            threads_before = [thread_times(p) for p in ours]
             res = measure(t, args.duration, mode, args.repeat, args.tcp1_only, ccpus, dst)
             wall = time.monotonic() - start
         finally:
@@ -644,10 +689,42 @@ def run_mode(t: Topology, mode: str, args, cpus: list[int], ccpus, control: Cont
                 os.kill(p.pid, signal.SIGCONT)
         res["mtu"] = mtu
         res["ours_cpu"] = [(cpu_seconds(p) - b) / wall for p, b in zip(ours, before)]
+        # {name: (share of a core, waits a second)} of each host's named threads
+        res["threads"] = [{n: ((c - tb[n][0]) / wall, (w - tb[n][1]) / wall) for n, (c, w) in thread_times(p).items()
+                           if n in tb} for p, tb in zip(ours, threads_before)]
         if ours:
             used = ", ".join(f"{h}: {c:.1%}" for h, c in zip(("h1", "h2"), res["ours_cpu"]))
             print(f"  our processes used {used} of a core over the measurement", flush=True)
+        for h, named in zip(("h1", "h2"), res["threads"]):
+            if named:
+                shown = (f"{n} {c:.2%} of a core ({w:.0f} waits/s)" for n, (c, w) in sorted(named.items()))
+                print(f"  {h} threads: " + ", ".join(shown), flush=True)
     return res
+
+
+def mean_of(runs: list[dict]) -> dict:
+    """One round's figures of a mode measured more than once (--abba): the means, the TCP runs all kept."""
+    if len(runs) == 1:
+        return runs[0]
+    res = dict(runs[0])
+    for key, value in runs[0].items():
+        values = [r[key] for r in runs]
+        if key.endswith("_runs"):
+            res[key] = [x for v in values for x in v]
+        elif key == "ours_cpu":
+            res[key] = [statistics.mean(v) for v in zip(*values)]
+        elif key == "threads":
+            res[key] = [{n: tuple(statistics.mean(x) for x in zip(*(h[n] for h in hosts))) for n in hosts[0]
+                         if all(n in h for h in hosts)} for hosts in zip(*values)]
+        elif isinstance(value, (int, float)) and key != "mtu" and all(isinstance(v, (int, float)) for v in values):
+            res[key] = statistics.mean(values)
+    return res
+
+
+def round_ratios(one: dict, modes: list[str]) -> str:
+    """This round's TCP x1 ratio of each mode to its reference, to follow a long run as it goes."""
+    return ", ".join(f"{m} / {REFERENCE[m]} {one[m]['tcp1'] / one[REFERENCE[m]]['tcp1']:.3f}" for m in modes
+                     if REFERENCE.get(m) in modes and one[REFERENCE[m]]["tcp1"]) or "no pair"
 
 
 def load() -> str:
@@ -665,6 +742,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure all the modes this many times in turn, the order reversed every other round; "
                          "figures are medians over the rounds, ratios the medians of each round's ratios")
+    ap.add_argument("--abba", action="store_true",
+                    help="measure every mode twice in a round, the second time in the mirrored order (A B B A), "
+                         "a mode's figure of the round the mean of its two")
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs the forwarders and daemons")
     ap.add_argument("--threads", action="store_true", help="run each udp forwarder with --threads")
     ap.add_argument("--tcp1-only", action="store_true", help="measure only one TCP stream (quicker)")
@@ -691,14 +771,18 @@ def main() -> int:
         if any(m in DAEMON_MODES for m in modes):
             control = Control(t).create()
         print(f"modes {', '.join(modes)}; {args.duration}s per iperf run, TCP medians of {args.repeat}, "
-              f"{args.rounds} round(s); h1 on core {cpus[0]}, h2 on core {cpus[1]}"
+              f"{args.rounds} round(s){', each mode twice (ABBA)' if args.abba else ''}; h1 on core {cpus[0]}, h2 on core {cpus[1]}"
               + (" (the containers float)" if ccpus is None else " (with their containers)")
               + f"; load average {load()}", flush=True)
         for n in range(args.rounds):
             if args.rounds > 1:
                 print(f"-- round {n + 1} of {args.rounds}", flush=True)
-            rounds.append({mode: run_mode(t, mode, args, cpus, ccpus, control)
-                           for mode in (modes if n % 2 == 0 else modes[::-1])})
+            order = modes if n % 2 == 0 else modes[::-1]
+            runs: dict[str, list[dict]] = {}
+            for mode in order + (order[::-1] if args.abba else []):
+                runs.setdefault(mode, []).append(run_mode(t, mode, args, cpus, ccpus, control))
+            rounds.append({mode: mean_of(r) for mode, r in runs.items()})
+            print(f"-- round {n + 1}: TCP x1 {round_ratios(rounds[-1], modes)}; load average {load()}", flush=True)
         check_clean(t)
     finally:
         t.destroy()

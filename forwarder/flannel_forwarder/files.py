@@ -4,8 +4,10 @@ import os
 import tempfile
 
 
-def write_atomic(path, text, mode=0o644):
-    """Replace `path` with `text`; returns True when the content changed."""
+def write_atomic(path, text, mode=0o644, durable=True):
+    """Replace `path` with `text`; returns True when the content changed. `durable`: on the disk (fsync) before
+    it replaces the old content; without it a reader still sees the old or the new content whole, but a crash
+    of the host may leave neither (for a status file rewritten all the time in /run)."""
     try:
         with open(path, encoding="utf-8") as fh:
             if fh.read() == text:
@@ -20,7 +22,8 @@ def write_atomic(path, text, mode=0o644):
             fh.write(text)
             fh.flush()
             os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:

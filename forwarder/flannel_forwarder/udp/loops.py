@@ -30,6 +30,7 @@ import threading
 from ..packet import SHORT, TTL_EXCEEDED, PacketError, check_ipv4_rows, decrement_ttl, icmp_net_unreachable
 from ..routes import PeerTable, source_allowed
 from ..stats import Stats
+from ..threads import name_thread
 from . import ways
 from .conn import SEND_ERROR, UdpConn
 from .tun.io import TUN_WRITE_ERROR
@@ -168,6 +169,7 @@ class DataPath:
         return self._stop.wait(timeout)
 
     def _guard(self, loop) -> None:
+        name_thread(threading.current_thread().name)  # datapath, or tun->udp and udp->tun
         try:
             loop()
         except Exception:  # a bug: say so loudly, and take the process down via run()

@@ -4,7 +4,10 @@ and the Prober against a real ICMP socket on the loopback (a peer "subnet" whose
 import ipaddress
 import json
 import random
+import os
 import socket
+import struct
+import threading
 import time
 
 import pytest
@@ -12,6 +15,7 @@ import pytest
 from ansible_collections.overlay.flannel.plugins.module_utils import underlay as icmp
 from flannel_forwarder import peer_probes as pp
 from flannel_forwarder.config import SettingsError, parse
+from flannel_forwarder.files import write_atomic
 from flannel_forwarder.health import render_metrics
 from flannel_forwarder.peer_probes import DOWN, MTU, UNKNOWN, UP, Result
 
@@ -152,6 +156,8 @@ def test_the_prober_against_the_loopback(tmp_path):
                        host={"public_ip": "127.0.0.1"})
     prober.start()
     try:
+        with open("/proc/self/task/%d/comm" % prober._thread.native_id, encoding="utf-8") as fh:
+            assert fh.read() == "peer-probes\n"  # named for ps -L and top -H
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             states = dict((s, p.state) for s, p in prober.peers.items())
@@ -186,3 +192,66 @@ def test_no_icmp_socket_turns_the_probes_off_and_nothing_else(monkeypatch):
     text = render_metrics(backend=("udp", prober.metrics()))
     assert 'flannel_forwarder_peer_probe_socket_info{kind="none"} 1' in text
     prober.stop()
+
+
+def test_answers_taken_at_a_later_wake_keep_the_time_they_arrived():
+    """The thread takes answers only when it wakes for a slot or a round's end: each answer's round-trip time is
+    its kernel receive timestamp's, not the wake's; one that arrived after TIMEOUT is lost, whenever it is
+    taken."""
+    if not icmp_socket_works():
+        pytest.fail("no ICMP socket here: neither ping_group_range nor CAP_NET_RAW allows one")
+    loop = "127.0.0.0/24"
+    prober = pp.Prober(Table({}), ipaddress.ip_network(loop), 1500, 1.0)
+    prober._sock, prober.kind, prober._raw = pp.open_socket("127.0.0.1")
+    try:
+        prober.peers[loop] = pp.PeerState("127.0.0.1", "127.0.0.1", time.time())
+        prober._probe(loop)
+        sent = min(p[2] for p in prober._pending.values())
+        time.sleep(0.5)
+        late = time.monotonic() - sent
+        prober._wait_until(time.monotonic())  # the wake: both answers taken now
+        assert prober._pending == {}
+        result = prober.peers[loop].last
+        assert result.small and result.full
+        assert 0 <= result.rtt < late  # the arrival, not the wake
+        prober._probe(loop)
+        time.sleep(0.2)  # both answered on the loopback; now make them look TIMEOUT later than sent
+        prober._pending = dict((seq, (s, n, t - pp.TIMEOUT - 1.0, d, g)) for seq, (s, n, t, d, g)
+                               in prober._pending.items())
+        prober._wait_until(time.monotonic())
+        assert prober.peers[loop].last == Result(False, False, None)
+        assert prober.counters == {("small", "answered"): 1, ("full", "answered"): 1,
+                                   ("small", "lost"): 1, ("full", "lost"): 1}
+    finally:
+        prober._sock.close()
+
+
+def test_arrival_time_from_the_kernel_timestamp():
+    stamp = struct.pack("@ll", 1000, 250_000_000)
+    anc = [(socket.IPPROTO_IP, 8, b"x"), (socket.SOL_SOCKET, pp.SO_TIMESTAMPNS, stamp)]
+    now = time.monotonic()
+    clock = now - 1000.5  # realtime 1000.5 is monotonic `now`: the datagram came 0.25 s ago
+    assert pp.arrival(anc, clock, now - 1.0) == pytest.approx(now - 0.25)
+    assert pp.arrival(anc, clock, now - 0.1) == now - 0.1  # a clock step: never before it was sent
+    assert pp.arrival(anc, clock + 10.0, now - 1.0) <= time.monotonic()  # nor after now
+    assert now <= pp.arrival([], clock, now - 1.0) <= time.monotonic()  # no timestamp: now
+
+
+def test_a_thread_names_itself_and_a_status_write_without_fsync_is_whole(tmp_path):
+    from flannel_forwarder.threads import name_thread
+    seen = []
+
+    def run():
+        name_thread("a-rather-long-thread-name")
+        with open("/proc/self/task/%d/comm" % threading.get_native_id(), encoding="utf-8") as fh:
+            seen.append(fh.read())
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert seen == ["a-rather-long-t\n"]  # the kernel's 15 bytes
+    path = tmp_path / "peers.json"
+    assert write_atomic(str(path), "one\n", durable=False) is True
+    assert write_atomic(str(path), "one\n", durable=False) is False  # unchanged: not rewritten
+    assert write_atomic(str(path), "two\n", durable=False) is True
+    assert path.read_text() == "two\n" and oct(os.stat(path).st_mode & 0o777) == "0o644"
+    assert os.listdir(tmp_path) == ["peers.json"]  # no temporary file left
