@@ -91,26 +91,29 @@ def concerns(event, devices, underlay, route_dsts):
     return False
 
 
-def remove_all(keep_device=None, keep_routes=False, keep_devices=()):
+def remove_all(keep_device=None, keep_routes=False, keep_devices=(), ipr=None, reader=None):
     """Remove the kernel state of these backends: every flannel.<n> and flannel-v6.<n> VXLAN device but
     `keep_device` and `keep_devices`,
     and our routes unless `keep_routes` (a starting backend keeps them: its first sync corrects
     them, so a restart does not cut the traffic its routes carry). Returns what was removed, as
-    text lines (for the log, or --remove-kernel-state)."""
+    text lines (for the log, or --remove-kernel-state). `ipr`, `reader`: a pyroute2 IPRoute and an rtnl.Reader
+    to use (else opened and closed here)."""
+    if ipr is None or reader is None:
+        with _ipr() as own_ipr, rtnl.Reader() as own_reader:
+            return remove_all(keep_device, keep_routes, keep_devices, own_ipr, own_reader)
     removed = []
-    with _ipr() as ipr, rtnl.Reader() as reader:
-        for route in ([] if keep_routes else our_routes(reader)):
-            try:
-                ipr.route("del", dst=route.dst, table=MAIN_TABLE, proto=FLANNEL_PROTO, oif=route.oif,
-                          gateway=route.gateway, family=route.family)
-                removed.append("route %s" % route.dst)
-            except Exception as exc:  # pyroute2's NetlinkError; a route gone meanwhile is fine
-                if getattr(exc, "code", None) != errno.ESRCH:
-                    raise
-        for name, index in sorted(vxlan_devices(reader).items()):
-            if name != keep_device and name not in keep_devices:
-                ipr.link("del", index=index)
-                removed.append("device %s" % name)
+    for route in ([] if keep_routes else our_routes(reader)):
+        try:
+            ipr.route("del", dst=route.dst, table=MAIN_TABLE, proto=FLANNEL_PROTO, oif=route.oif,
+                      gateway=route.gateway, family=route.family)
+            removed.append("route %s" % route.dst)
+        except Exception as exc:  # pyroute2's NetlinkError; a route gone meanwhile is fine
+            if getattr(exc, "code", None) != errno.ESRCH:
+                raise
+    for name, index in sorted(vxlan_devices(reader).items()):
+        if name != keep_device and name not in keep_devices:
+            ipr.link("del", index=index)
+            removed.append("device %s" % name)
     return removed
 
 
@@ -217,19 +220,41 @@ class KernelBackend(Backend):
     # -- set-up --------------------------------------------------------------
 
     def start(self, peers):
-        """Set up the device (vxlan), take over or remove what a previous run left, program `peers`."""
-        self._ipr = _ipr()
+        """Set up the device (vxlan), take over or remove what a previous run left, program `peers`; returns once
+        that is done (raising what failed). The sync thread does it: pyroute2 keeps an event loop and a socket
+        per thread that uses an IPRoute (about 1 MiB), so one thread makes every change."""
         self._reader = rtnl.Reader()
         self._monitor = rtnl.Monitor()  # before the first sync: no change after its read goes unseen
         self.peers.replace(peers)
-        gone = remove_all(keep_device=self.device, keep_routes=True, keep_devices=(self.device6,))
-        if gone:
-            log.info("removed kernel state not of this backend: %s", ", ".join(gone))
-        self._setup_device()
-        self.sync()
-        self._healthy = True
-        self._thread = threading.Thread(target=self._loop, name="kernel-sync", daemon=True)
+        started, failed = threading.Event(), []
+
+        def run():
+            try:
+                self._ipr = _ipr()
+                try:
+                    gone = remove_all(keep_device=self.device, keep_routes=True, keep_devices=(self.device6,),
+                                      ipr=self._ipr, reader=self._reader)
+                    if gone:
+                        log.info("removed kernel state not of this backend: %s", ", ".join(gone))
+                    self._setup_device()
+                    self.sync()
+                    self._healthy = True
+                except BaseException as exc:  # handed to start(), which raises it
+                    failed.append(exc)
+                    return
+                finally:
+                    started.set()
+                self._loop()
+            finally:  # closed by the thread that used it
+                ipr, self._ipr = self._ipr, None
+                if ipr is not None:
+                    ipr.close()
+
+        self._thread = threading.Thread(target=run, name="kernel-sync", daemon=True)
         self._thread.start()
+        started.wait()
+        if failed:
+            raise failed[0]
         return self
 
     def _underlay_index(self):
@@ -344,11 +369,10 @@ class KernelBackend(Backend):
                 pass
             needed = True
         if self._monitor in ready:
-            events, overflowed = self._monitor.events()
+            devices, underlay, dsts = self._device_indexes(), self._indexes.get(self.underlay), self._route_dsts
+            ours, overflowed = self._monitor.drain(lambda event: concerns(event, devices, underlay, dsts))
             if overflowed:
                 log.info("kernel announcements overflowed the socket: reading the tables")
-            devices, underlay = self._device_indexes(), self._indexes.get(self.underlay)
-            ours = sum(1 for event in events if concerns(event, devices, underlay, self._route_dsts))
             self.events += ours
             needed = needed or overflowed or ours > 0
         return needed
@@ -385,7 +409,7 @@ class KernelBackend(Backend):
         self._poke()
         if self._thread is not None:
             self._thread.join(5)
-        for name in ("_ipr", "_reader", "_monitor"):
+        for name in ("_reader", "_monitor"):
             handle = getattr(self, name)
             if handle is not None:
                 handle.close()

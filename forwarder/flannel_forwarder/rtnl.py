@@ -265,20 +265,22 @@ class Monitor:
     def close(self):
         self._sock.close()
 
-    def events(self):
-        """(events waiting now, overflowed): the events queued on the socket, without blocking; `overflowed`
-        when the kernel dropped some (ENOBUFS): the caller must then read the tables, as any may have changed."""
-        out, overflowed = [], False
+    def drain(self, wanted):
+        """(how many of the events queued now `wanted(event)` is true for, overflowed), without blocking and
+        without keeping them (a burst of thousands, the sync's own changes, is read one message at a time);
+        `overflowed` when the kernel dropped some (ENOBUFS): the caller must then read the tables, as any may
+        have changed."""
+        count, overflowed = 0, False
         while True:
             try:
                 n = self._sock.recv_into(self._buf)
             except BlockingIOError:
-                return out, overflowed
+                return count, overflowed
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     raise
                 overflowed = True
                 continue
             for mtype, _flags, _seq, item in parse(memoryview(self._buf)[:n]):
-                if item is not None and mtype not in (NLMSG_ERROR, NLMSG_DONE):
-                    out.append(Event(mtype, item))
+                if item is not None and mtype not in (NLMSG_ERROR, NLMSG_DONE) and wanted(Event(mtype, item)):
+                    count += 1
