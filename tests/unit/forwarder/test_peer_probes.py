@@ -156,14 +156,15 @@ def test_the_prober_against_the_loopback(tmp_path):
                        host={"public_ip": "127.0.0.1"})
     prober.start()
     try:
-        with open("/proc/self/task/%d/comm" % prober._thread.native_id, encoding="utf-8") as fh:
-            assert fh.read() == "peer-probes\n"  # named for ps -L and top -H
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             states = dict((s, p.state) for s, p in prober.peers.items())
             if states.get("127.0.0.0/24") == UP and states.get("0.0.0.0/24") == DOWN:
                 break
             time.sleep(0.1)
+        # Named for ps -L and top -H (the thread names itself before its first round).
+        with open("/proc/self/task/%d/comm" % prober._thread.native_id, encoding="utf-8") as fh:
+            assert fh.read() == "peer-probes\n"
     finally:
         prober.stop()
     assert states == {"127.0.0.0/24": UP, "0.0.0.0/24": DOWN}
