@@ -109,8 +109,9 @@ class VxlanBackend(KernelBackend):
         ipr.link("set", index=index, state="up")
 
     def _check_device(self):
+        present = {link.name for link in self._reader.links()}  # the sync's own reader, not pyroute2's parse
         for dev in self.devices:
-            if link_index(self._ipr, dev.name) is None:
+            if dev.name not in present:
                 log.warning("the VXLAN device %s is gone: re-creating it", dev.name)
                 self._setup_one(dev)
 
