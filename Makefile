@@ -19,7 +19,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements/*.txt | sha1sum | cut -c1-1
 VENV_MIN ?= $(CURDIR)/.venv-min
 STAMP_MIN := $(VENV_MIN)/.installed-$(shell sha1sum requirements/controller-min.txt | cut -c1-12)
 
-.PHONY: all deps venv venv-min demo test checks-lane ledger test-min test-unit test-integration sanity lint bench clean \
+.PHONY: all deps venv venv-min demo test test-locked checks-lane ledger test-min test-unit test-integration sanity lint bench clean \
 	cluster-deps cluster-up cluster-down cluster-demo test-cluster release-lint docs wheelhouse controller test-debian13 \
 	test-debian13-modules sanity-debian13
 
@@ -91,7 +91,19 @@ lint: venv
 LEDGER_FILE := $(CURDIR)/build/ledger.jsonl
 LEDGER := OVERLAY_FLANNEL_LEDGER=$(LEDGER_FILE) $(PYTHON) tests/support/ledger.py
 CHECKS_LOG := $(CURDIR)/build/checks-lane.log
+# One run at a time on a machine: the test cluster's names and underlay and the labs' addresses are the
+# machine's, so a second `make test` waits for the first (flock; -o: the lock is not handed down to what the
+# run starts, so a daemon that outlives it cannot keep it). What a run that was killed left behind, the next
+# one removes (tests/support/claims.py).
+TEST_LOCK := /run/lock/overlay-flannel-test.lock
 test:
+	@flock -o -n -E 75 $(TEST_LOCK) $(MAKE) --no-print-directory test-locked; rc=$$?; \
+	if [ $$rc = 75 ]; then \
+	  echo "another make test runs on this machine (it holds $(TEST_LOCK)): this one starts when it ends"; \
+	  flock -o $(TEST_LOCK) $(MAKE) --no-print-directory test-locked; rc=$$?; \
+	fi; exit $$rc
+
+test-locked:
 	@mkdir -p build && rm -f $(LEDGER_FILE) $(CHECKS_LOG)
 	@rc=0; \
 	$(LEDGER) phase "setup (apt, venvs, Debian 13 controller)" -- $(MAKE) --no-print-directory deps cluster-deps venv venv-min controller || rc=1; \

@@ -43,6 +43,20 @@ def pytest_configure(config):
         _IN_WORKER.append(config.workerinput.get("workerid"))
 
 
+def pytest_sessionstart(session):
+    """Before any fixture: remove what an earlier run that was killed left on the machine (support/claims.py)."""
+    if not _IN_WORKER and os.geteuid() == 0:
+        from support import claims
+        claims.reap_dead()
+
+
+def pytest_sessionfinish(session):
+    """This pytest process ends normally (a worker or the controller): whatever it still leaves, it leaves on
+    purpose (a cluster given by OVERLAY_FLANNEL_CLUSTER_STATE, its restarted etcd members)."""
+    from support import claims
+    claims.drop_own()
+
+
 def pytest_runtest_logreport(report):
     if _IN_WORKER:
         return

@@ -19,6 +19,7 @@ import tempfile
 import pytest
 
 from cluster.harness.cluster import Cluster
+from support import claims
 
 
 def cluster_skip_reason():
@@ -44,6 +45,7 @@ def fresh_cluster(name, **kwargs):
     require_cluster_tools()
     state_dir = tempfile.mkdtemp(prefix="overlay-flannel-%s-" % name)
     c = Cluster(state_dir, **kwargs)
+    claims.record(clusters=[state_dir])  # a run killed before its `down` leaves it to the next (support/claims.py)
     try:
         c.up()
         yield c
@@ -51,6 +53,7 @@ def fresh_cluster(name, **kwargs):
         c.down()
         if not c.leftovers():
             shutil.rmtree(state_dir, ignore_errors=True)
+            claims.forget(clusters=[state_dir])
 
 
 @pytest.fixture(scope="session")

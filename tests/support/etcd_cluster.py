@@ -44,6 +44,7 @@ import time
 import uuid
 
 from . import tls
+from . import claims
 from .procs import pid_alive, proc_start_time, signal_recorded
 
 STATE_FILE = "cluster.json"
@@ -268,6 +269,7 @@ class EtcdCluster:
             log.flush()
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True)
+        claims.record(pids=[proc.pid])
         self._procs[name] = proc
         m.update(pid=proc.pid, start_time=proc_start_time(proc.pid), argv=argv)
         self.save()

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import time
 
+from . import claims
 from .procs import stop_process
 
 
@@ -74,6 +75,7 @@ class EtcdServer:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True)
+        claims.record(pids=[self.proc.pid])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -109,6 +111,7 @@ class EtcdServer:
     def _kill(self):
         if self.proc is not None:
             stop_process(self.proc)
+            claims.forget(pids=[self.proc.pid])
         self.proc = None
 
     def stop(self):

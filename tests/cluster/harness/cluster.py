@@ -60,7 +60,7 @@ else:  # run as a script: tests/cluster/harness/cluster.py
     import image as image_mod  # type: ignore  # noqa: E402
 if TESTS_DIR not in sys.path:  # tests/support: the etcd cluster launcher (stdlib too)
     sys.path.insert(0, TESTS_DIR)
-from support import ledger  # noqa: E402
+from support import claims, ledger  # noqa: E402
 from support.etcd_cluster import EtcdCluster  # noqa: E402
 from support.procs import pid_alive, proc_start_time, signal_recorded  # noqa: E402,F401 (the API uses them)
 
@@ -1340,6 +1340,7 @@ def _leader_of(nspawn_pid):
 # --------------------------------------------------------------------------- CLI
 
 def main(argv=None):
+    claims.disable()  # what `up` starts outlives this command on purpose, until `down`
     ap = argparse.ArgumentParser(description="overlay.flannel test cluster harness")
     sub = ap.add_subparsers(dest="cmd", required=True)
 

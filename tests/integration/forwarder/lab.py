@@ -5,7 +5,9 @@
                                                                   cN "container" (10.5.N.2/24) via cv0 (10.5.N.1)
 
 Every namespace and link is created here with a per-run prefix and removed
-by destroy(); processes are stopped by their recorded PIDs only.
+by destroy(); processes are stopped by their recorded PIDs only. Each is also
+recorded in support.claims first, so that what a killed run left is removed
+by the next one.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 import tempfile
 import time
 
+from support import claims
 from support.procs import stop_process
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
@@ -83,15 +86,22 @@ class Lab:
         return self.prefix + name
 
     def _netns(self, name):
+        claims.record(netns=[self.ns(name)])
         sh("ip", "netns", "add", self.ns(name))
         self.namespaces.append(self.ns(name))
         sh("ip", "-n", self.ns(name), "link", "set", "lo", "up")
 
     def create(self):
+        claims.reap_dead()
+        taken = sh("ip", "-o", "addr", "show", "to", CONTROLLER + "/32").stdout.split()
+        if taken:
+            raise RuntimeError("the lab's controller address %s is already on link %s of this machine: another "
+                               "lab runs (a test run beside this one?)" % (CONTROLLER, taken[1]))
         self._netns("ul")
         sh("ip", "-n", self.ns("ul"), "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", self.ns("ul"), "link", "set", "br0", "up")
         self.root_link = self.prefix + "c"
+        claims.record(links=[self.root_link])
         sh("ip", "link", "add", self.root_link, "type", "veth", "peer", "name", "ctl", "netns", self.ns("ul"))
         sh("ip", "addr", "add", CONTROLLER + "/24", "dev", self.root_link)
         sh("ip", "link", "set", self.root_link, "up")
@@ -152,6 +162,7 @@ class Lab:
             "--lease-state-file", self.state_file(n),
             "--healthz-ip", "127.0.0.1", "--healthz-port", "9090", "--log-level", "debug"] + list(extra)
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        claims.record(pids=[proc.pid])
         self.procs.append(proc)
         proc.notify = sock
         proc.log_path = log.name
@@ -234,3 +245,5 @@ class Lab:
             sh("ip", "netns", "del", name, check=False)
         if self.root_link:
             sh("ip", "link", "del", self.root_link, check=False)
+        claims.forget(netns=self.namespaces, links=[self.root_link] if self.root_link else [],
+                      pids=[p.pid for p in self.procs])

@@ -23,6 +23,7 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..")
 if os.path.join(REPO, "tests") not in sys.path:  # (bench/ imports this module too)
     sys.path.insert(0, os.path.join(REPO, "tests"))
 
+from support import claims  # noqa: E402
 from support.procs import stop_process  # noqa: E402
 
 FORWARDER_DIR = os.path.join(REPO, "forwarder")
@@ -70,7 +71,9 @@ class Topology:
         self.exec(name, "sysctl", "-qw", f"{key}={value}")
 
     def create(self) -> "Topology":
+        claims.reap_dead()
         for n in ("h1", "h2", "c1", "c2"):
+            claims.record(netns=[self.ns(n)])
             sh("ip", "netns", "add", self.ns(n))
             self.created.append(self.ns(n))
             sh("ip", "-n", self.ns(n), "link", "set", "lo", "up")
@@ -109,6 +112,7 @@ class Topology:
         if cpu is not None:
             pre += ["taskset", "-c", str(cpu)]
         p = subprocess.Popen(pre + list(cmd), **kw)
+        claims.record(pids=[p.pid])
         self.procs.append(p)
         return p
 
@@ -145,9 +149,10 @@ class Topology:
                 self.stop(p, timeout=5)
             except Exception:
                 pass
-        self.procs.clear()
         for n in reversed(self.created):
             sh("ip", "netns", "del", n, check=False)
+        claims.forget(netns=self.created, pids=[p.pid for p in self.procs])
+        self.procs.clear()
         self.created.clear()
 
 
