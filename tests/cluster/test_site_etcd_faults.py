@@ -577,7 +577,10 @@ def test_member_replaced(faults, tmp_path):
     first_host = c.host_names[0]
     c.run(first_host, "systemctl restart flannel-forwarder", check=True, timeout=120)
     wait_for(lambda: readyz(c, first_host) == "200", timeout=60, what="%s ready" % first_host)
-    assert member_of(ec, endpoint_of(metrics(c, first_host), "watch")) == name
+    # READY=1 comes once the peers are listed; the watch thread opens its stream right after, on its own
+    watch = wait_for(lambda: endpoint_of(metrics(c, first_host), "watch"), timeout=30, interval=0.2,
+                     what="the peer watch of %s open" % first_host)
+    assert member_of(ec, watch) == name
     counts = peer_counts(c)
     a_new_lease_reaches_every_forwarder(c, counts, 6)
     took = wait_renewed(c, replaced, timeout=75)
