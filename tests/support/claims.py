@@ -23,6 +23,7 @@ cluster it brings up outlives it by design, until its `down`.
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -138,7 +139,10 @@ def reap(rec, log=print):
         if os.path.exists(os.path.join(state_dir, "state.json")):
             from cluster.harness.cluster import Cluster  # pylint: disable=import-outside-toplevel
             try:
-                Cluster.load(state_dir).down(force=True)
+                cluster = Cluster.load(state_dir)
+                cluster.down(force=True)
+                if not cluster.leftovers():
+                    shutil.rmtree(state_dir, ignore_errors=True)
             except Exception as exc:  # pylint: disable=broad-except  # the rest is still removed
                 log("claims: down of the cluster in %s failed: %s" % (state_dir, exc))
     for name in rec.get("netns", []):
