@@ -195,6 +195,10 @@ clean:
 #                        OVERLAY_FLANNEL_CLUSTER_STATE=DIR to reuse one)
 CLUSTER_STATE ?= /tmp/overlay-flannel-cluster
 CLUSTER_HOSTS ?= 3
+# The demo cluster's names and underlay, apart from the test cluster's ("" and 10.213.0): a demo left up does
+# not stop `make test`.
+CLUSTER_PREFIX ?= demo-
+CLUSTER_UNDERLAY ?= 10.212.0
 CLUSTER_APT_PACKAGES := systemd-container debootstrap openssh-client etcd-server etcd-client iproute2 nftables util-linux busybox-static \
 	chromium
 CLUSTER := $(PY) tests/cluster/harness/cluster.py
@@ -213,7 +217,8 @@ cluster-up: deps cluster-deps venv
 	    $(CLUSTER_STATE)/state.json 2>/dev/null; then \
 	  echo "cluster in $(CLUSTER_STATE) is up"; \
 	else \
-	  $(CLUSTER) up --hosts $(CLUSTER_HOSTS) --state-dir $(CLUSTER_STATE); \
+	  $(CLUSTER) up --hosts $(CLUSTER_HOSTS) --state-dir $(CLUSTER_STATE) --prefix $(CLUSTER_PREFIX) \
+	    --underlay $(CLUSTER_UNDERLAY); \
 	fi
 
 cluster-down:
