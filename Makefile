@@ -92,16 +92,11 @@ LEDGER_FILE := $(CURDIR)/build/ledger.jsonl
 LEDGER := OVERLAY_FLANNEL_LEDGER=$(LEDGER_FILE) $(PYTHON) tests/support/ledger.py
 CHECKS_LOG := $(CURDIR)/build/checks-lane.log
 # One run at a time on a machine: the test cluster's names and underlay and the labs' addresses are the
-# machine's, so a second `make test` waits for the first (flock; -o: the lock is not handed down to what the
-# run starts, so a daemon that outlives it cannot keep it). What a run that was killed left behind, the next
-# one removes (tests/support/claims.py).
+# machine's, so a second `make test` waits for the first (tests/support/one_at_a_time.sh). What a run that was
+# killed left behind, the next one removes (tests/support/claims.py).
 TEST_LOCK := /run/lock/overlay-flannel-test.lock
 test:
-	@flock -o -n -E 75 $(TEST_LOCK) $(MAKE) --no-print-directory test-locked; rc=$$?; \
-	if [ $$rc = 75 ]; then \
-	  echo "another make test runs on this machine (it holds $(TEST_LOCK)): this one starts when it ends"; \
-	  flock -o $(TEST_LOCK) $(MAKE) --no-print-directory test-locked; rc=$$?; \
-	fi; exit $$rc
+	@tests/support/one_at_a_time.sh $(TEST_LOCK) $(MAKE) --no-print-directory test-locked
 
 test-locked:
 	@mkdir -p build && rm -f $(LEDGER_FILE) $(CHECKS_LOG)
