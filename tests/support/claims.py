@@ -9,8 +9,8 @@ underlay) and fails in set-up, naming the leftovers but not removing them.
 
 So each process that creates such a thing records it first, in /run/overlay-flannel-tests/<pid>.json:
 the namespaces and root-namespace links by name, the processes by PID and start time, the test clusters
-by state directory. `reap_dead()` (run when a pytest session starts, and before a lab takes its fixed
-addresses) removes, for every record whose process is gone, what it lists: the processes by their recorded
+by state directory. `reap_dead()` (run when a pytest session starts, and when a benchmark builds its
+topology) removes, for every record whose process is gone, what it lists: the processes by their recorded
 PID (only while that PID still has the recorded start time) and any process still inside a recorded
 namespace, then the namespaces and links, and `down` for a cluster. A record of a process that still runs
 (another run beside this one) is left alone. /run is a tmpfs, like /run/netns: both end at a reboot.

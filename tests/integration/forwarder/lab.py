@@ -92,7 +92,6 @@ class Lab:
         sh("ip", "-n", self.ns(name), "link", "set", "lo", "up")
 
     def create(self):
-        claims.reap_dead()
         taken = sh("ip", "-o", "addr", "show", "to", CONTROLLER + "/32").stdout.split()
         if taken:
             raise RuntimeError("the lab's controller address %s is already on link %s of this machine: another "

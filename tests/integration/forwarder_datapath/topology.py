@@ -71,7 +71,7 @@ class Topology:
         self.exec(name, "sysctl", "-qw", f"{key}={value}")
 
     def create(self) -> "Topology":
-        claims.reap_dead()
+        claims.reap_dead()  # bench/datapath.py runs it outside pytest, whose session start reaps otherwise
         for n in ("h1", "h2", "c1", "c2"):
             claims.record(netns=[self.ns(n)])
             sh("ip", "netns", "add", self.ns(n))

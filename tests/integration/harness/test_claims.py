@@ -21,7 +21,7 @@ TESTS = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 # A run of the harness, cut short: it records, creates, and is then killed by the test.
 RUN = r"""
-import json, subprocess, sys, time
+import json, signal, subprocess, sys, time
 sys.path.insert(0, sys.argv[3])
 from support import claims
 ns, link = sys.argv[1], sys.argv[2]
@@ -34,7 +34,7 @@ daemon = subprocess.Popen(["sleep", "600"], start_new_session=True)
 claims.record(pids=[daemon.pid])
 time.sleep(0.2)  # `ip netns exec` has entered the namespace
 print(json.dumps({"inside": inside.pid, "daemon": daemon.pid}), flush=True)
-time.sleep(600)
+signal.pause()  # until the test kills it
 """
 
 
