@@ -137,6 +137,8 @@ class LeaseKeeper:
         self._claim_snapshot = None
         self.etcd_connected = False
         self._stop = threading.Event()
+        # Wakes the renewal before its time: stop(), or the own key seen on a new etcd lease (renew.yml).
+        self._recheck = threading.Event()
         self._on_config = None
         self._watch = None
         self._threads = []
@@ -292,6 +294,7 @@ class LeaseKeeper:
 
     def stop(self):
         self._stop.set()
+        self._recheck.set()
         watch = self._watch
         if watch is not None:
             watch.cancel()
@@ -308,7 +311,7 @@ class LeaseKeeper:
 
     def _renew_loop(self):
         failures = 0
-        while not self._stop.wait(self._renew_wait() if not failures else min(self.check_interval, 2.0 ** failures)):
+        while not self._sleep(self._renew_wait() if not failures else min(self.check_interval, 2.0 ** failures)):
             try:
                 self.check_own_lease()
                 self.etcd_connected = True
@@ -323,6 +326,12 @@ class LeaseKeeper:
                 failures += 1
                 # Once per outage at warning level; the retries (backing off up to the check interval) at debug.
                 (log.warning if failures == 1 else log.debug)("lease check failed, will retry: %s", exc)
+
+    def _sleep(self, seconds):
+        """Wait `seconds`, or less when woken (see _recheck); True when stopping."""
+        self._recheck.wait(seconds)
+        self._recheck.clear()
+        return self._stop.is_set()
 
     def _renew_wait(self):
         left = self.seconds_left()
@@ -603,4 +612,8 @@ class LeaseKeeper:
             # Now a reservation: nothing left to renew (the renewal's next check confirms it).
             self.expires_at = None
             self.seen_ttl = 0
+        elif lease.lease_id and lease.lease_id != self.lease.lease_id:
+            # On a new etcd lease (renew.yml), whose TTL may be shorter than what the renewal counts down
+            # (or, after a reservation, counts none): the renewal reads it now, not at its next check.
+            self._recheck.set()
         self.lease = lease

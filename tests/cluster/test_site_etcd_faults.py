@@ -116,11 +116,20 @@ def member_of(ec, url):
     return names[url]
 
 
-def watch_members(c):
-    """{host: the member its forwarder's watch is on}; fails when a forwarder reports none."""
-    out = {h: member_of(c.etcd, endpoint_of(m, "watch")) for h, m in all_metrics(c).items()}
-    assert None not in out.values(), "a forwarder reports no watch endpoint: %s" % out
-    return out
+def watch_members(c, timeout=30):
+    """{host: the member its forwarder's watch is on}; fails when a forwarder reports none within `timeout`
+    seconds (a forwarder opens its watch just after it is ready, so one just started may not have yet)."""
+    seen = {}
+
+    def members():
+        seen.update({h: member_of(c.etcd, endpoint_of(m, "watch")) for h, m in all_metrics(c).items()})
+        return None not in seen.values()
+
+    try:
+        wait_for(members, timeout=timeout, interval=0.2, what="every forwarder's watch endpoint")
+    except AssertionError:
+        raise AssertionError("a forwarder reports no watch endpoint after %ds: %s" % (timeout, seen)) from None
+    return dict(seen)
 
 
 def make_leader(ec, name, timeout=30):
@@ -534,10 +543,14 @@ def test_compaction_past_a_watch_revision(faults):
         wait_for(lambda: peer_counts(c)[host] == base + 2, timeout=60, interval=0.5,
                  what="%s to list the peers again" % host)
         print("%s has the current peers %.1fs after it resumed" % (host, time.monotonic() - resumed))
-        assert peer_counts(c) == {h: n + 2 for h, n in counts.items()}
-        journal = journal_since(c, host, frozen)
-        print("journal of %s since the freeze:\n%s" % (host, journal[-2000:]))
-        assert "peers listed count=%d" % (base + 2) in journal, journal[-3000:]
+        # The other hosts' watches, if on the killed member, came back by their own re-listing.
+        wait_for(lambda: peer_counts(c) == {h: n + 2 for h, n in counts.items()}, timeout=30, interval=0.5,
+                 what="every host to have the current peers")
+        # The line comes after the table change, and journald takes it in on its own time.
+        listed = "peers listed count=%d" % (base + 2)
+        wait_for(lambda: listed in journal_since(c, host, frozen), timeout=15, interval=0.5,
+                 what="%r in the journal of %s" % (listed, host))
+        print("journal of %s since the freeze:\n%s" % (host, journal_since(c, host, frozen)[-2000:]))
         assert readyz(c, host) == "200"
         assert pings_between_hosts(c, containers(c)) == []
     finally:

@@ -43,17 +43,21 @@ class Collector:
 
 def test_a_quiet_watch_is_answered_by_progress_and_never_taken_for_silent(client, prefix):
     rev = client.txn([], [put(prefix + "/subnets/a", "1")])[1]
-    watch = client.watch_prefix(prefix + "/subnets/", rev + 1, progress_interval=0.3)
+    # An interval of a second: a shorter one makes a stall of the loaded test
+    # machine itself (the collector thread not scheduled) look like silence.
+    watch = client.watch_prefix(prefix + "/subnets/", rev + 1, progress_interval=1.0)
     c = Collector(watch)
     try:
-        time.sleep(3)  # ten progress intervals, three times the bound after which a silent stream is given up
+        time.sleep(6)  # six progress intervals, twice the bound after which a silent stream is given up
         assert not c.ended.is_set(), c.error
         assert watch.silent is None
         # the answers: no events, at the current revision (which a put elsewhere moves on)
         assert len(c.items) >= 3, c.items
         assert all(events == [] for _rev, events in c.items)
         now = client.txn([], [put("/elsewhere/x", "1")])[1]
-        time.sleep(1)
+        deadline = time.monotonic() + 5  # the next progress answer carries it
+        while time.monotonic() < deadline and c.items[-1][0] != now:
+            time.sleep(0.05)
         assert c.items[-1][0] == now, (c.items[-3:], now)
         rev2 = client.txn([], [put(prefix + "/subnets/b", "2")])[1]
         deadline = time.monotonic() + 5

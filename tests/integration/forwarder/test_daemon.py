@@ -192,6 +192,7 @@ def test_no_lease_exits_naming_the_playbook_and_subnet_env_reclaim(env):
     env["procs"][2] = lab.start_forwarder(2, env["server"].endpoint)
     kv = client.get(PREFIX + "/subnets/10.5.2.0-24")
     assert b'"PublicIP":"10.214.0.12"' in kv.value
+    wait_for(lambda: lab.metric(1, "peers") == 1, timeout=20, what="h1 to see h2's lease again")
     assert lab.probe("c1", "ping", container_ip(2), "3", "0.05")["received"] == 3
     assert store.snapshot().leases_of(host_ip(2))[0].subnet == ipaddress.IPv4Network(subnet(2))
     # After a reboot (/run is new) only the state file is left: the same free subnet is re-claimed from it.
@@ -205,11 +206,12 @@ def test_no_lease_exits_naming_the_playbook_and_subnet_env_reclaim(env):
 def test_short_lease_is_renewed(env):
     lab, store, client = env["lab"], env["store"], env["client"]
     store.release(host_ip(3))
-    store.acquire(host_ip(3), requested=ipaddress.IPv4Network(subnet(3)), ttl=6, renew_margin=1)
+    # A margin of a minute on a 12 s lease: renewed at half its TTL, 6 s before it would expire.
+    store.acquire(host_ip(3), requested=ipaddress.IPv4Network(subnet(3)), ttl=12, renew_margin=1)
     p3 = lab.start_forwarder(3, env["server"].endpoint, "--subnet-lease-renew-margin", "1")
     key = PREFIX + "/subnets/10.5.3.0-24"
     lease_id = client.get(key).lease
-    time.sleep(9)  # longer than the 6 s TTL: only renewals keep the key
+    time.sleep(16)  # longer than the 12 s TTL: only renewals keep the key
     kv = client.get(key)
     assert kv is not None and kv.lease == lease_id
     assert p3.poll() is None

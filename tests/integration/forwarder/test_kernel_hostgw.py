@@ -67,14 +67,14 @@ def test_hostgw_peers_follow_leases_and_hand_removed_routes_come_back(gw):
     lab, store = gw["lab"], gw["store"]
     lease(store, gw["backend"], 3)
     wait_for(lambda: routes(lab, "h1").get("10.5.3.0/24", {}).get("gateway") == host_ip(3)
-             and routes6(lab, "h1").get(subnet6(3), {}).get("gateway") == host_ip6(3), timeout=5,
+             and routes6(lab, "h1").get(subnet6(3), {}).get("gateway") == host_ip6(3), timeout=20,
              what="h1 to route h3")
     lab.run("h1", "ip", "route", "del", "10.5.3.0/24")
     lab.run("h1", "ip", "-6", "route", "del", subnet6(3))
-    wait_for(lambda: "10.5.3.0/24" in routes(lab, "h1") and subnet6(3) in routes6(lab, "h1"), timeout=5,
+    wait_for(lambda: "10.5.3.0/24" in routes(lab, "h1") and subnet6(3) in routes6(lab, "h1"), timeout=20,
              what="the routes to come back")
     store.release(host_ip(3))
-    wait_for(lambda: "10.5.3.0/24" not in routes(lab, "h1") and subnet6(3) not in routes6(lab, "h1"), timeout=5,
+    wait_for(lambda: "10.5.3.0/24" not in routes(lab, "h1") and subnet6(3) not in routes6(lab, "h1"), timeout=20,
              what="h1 to forget h3")
 
 
@@ -95,12 +95,12 @@ def test_hostgw_peer_not_on_the_underlay_network_is_reported_not_routed(gw):
     key = lease_key(PREFIX, ipaddress.IPv4Network("10.5.50.0/24"))
     store.client.txn([], [put(key, encode_value(far, "host-gw"), store.client.grant(600))])
     try:
-        wait_for(lambda: lab.metric(1, "unreachable_peers") == 1, timeout=5, what="the unreachable peer")
+        wait_for(lambda: lab.metric(1, "unreachable_peers") == 1, timeout=20, what="the unreachable peer")
         assert "10.5.50.0/24" not in routes(lab, "h1")
         assert "host-gw needs the hosts on one L2 network" in lab.log(gw["procs"][1])
     finally:
         store.client.txn([], [delete(key)])
-    wait_for(lambda: lab.metric(1, "unreachable_peers") == 0, timeout=5, what="the peer to go")
+    wait_for(lambda: lab.metric(1, "unreachable_peers") == 0, timeout=20, what="the peer to go")
 
 
 def test_backend_change_restarts_and_the_new_backend_takes_over(gw):

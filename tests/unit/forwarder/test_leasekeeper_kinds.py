@@ -9,6 +9,8 @@ between the keeper reading its key and renewing its etcd lease.
 
 import collections
 import json
+import threading
+import time
 
 from ansible_collections.overlay.flannel.plugins.module_utils.leases import read_leases
 from ansible_collections.overlay.flannel.plugins.module_utils.netconfig import parse
@@ -250,3 +252,27 @@ def test_a_key_read_as_gone_that_is_back_as_a_reservation_is_adopted_not_overwri
     fake.get = real
     assert fake.acquired == [] and fake.keys[KEY].lease == 0
     assert k.lease.lease_id == 0 and k.seconds_left() is None and k.seen_ttl == 0
+
+
+def test_the_watch_seeing_a_new_etcd_lease_makes_the_renewal_read_it_at_once():
+    """renew.yml puts the key on a new, shorter lease: the renewal, asleep for its check interval, is woken
+    and counts down the new lease, instead of finding it at its next check with little time left."""
+    fake, _lease_id = leased(600)
+    k = keeper_on(fake, margin=60)
+    k.check_interval = 60.0
+    k.peers = None
+    renewing = threading.Thread(target=k._renew_loop, daemon=True)
+    renewing.start()
+    try:
+        new = fake.grant(20)
+        fake.put(KEY, IP, new)
+        event = collections.namedtuple("Event", "kind kv")("put", fake.keys[KEY])
+        k._apply_event(PREFIX, event, {}, lambda subnet: False)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and k.seen_ttl != 20:
+            time.sleep(0.01)
+        assert k.lease.lease_id == new and k.seen_ttl == 20 and 15 < k.seconds_left() <= 20
+    finally:
+        k.stop()
+        renewing.join(5)
+    assert not renewing.is_alive()
