@@ -24,12 +24,10 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import threading
-import time
 
-from .procs import pid_alive, proc_start_time, signal_recorded
+from .procs import pid_alive, proc_start_time, stop_recorded
 
 DIR = "/run/overlay-flannel-tests"
 _lock = threading.Lock()
@@ -118,23 +116,12 @@ def _netns_pids(name):
     return [int(p) for p in res.stdout.split() if p.isdigit()] if res.returncode == 0 else []
 
 
-def _stop_all(procs, timeout=5.0):
-    """SIGTERM to each (pid, start_time) still running, SIGKILL to those left after `timeout`."""
-    procs = [p for p in procs if signal_recorded(p[0], p[1], signal.SIGTERM)]
-    deadline = time.monotonic() + timeout
-    while procs and time.monotonic() < deadline:
-        time.sleep(0.1)
-        procs = [p for p in procs if pid_alive(*p)]
-    for p in procs:
-        signal_recorded(p[0], p[1], signal.SIGKILL)
-
-
 def reap(rec, log=print):
     """Remove what one record lists (its owner is gone)."""
     procs = [tuple(p) for p in rec.get("procs", [])]
     for name in rec.get("netns", []):
         procs += [(p, proc_start_time(p)) for p in _netns_pids(name)]
-    _stop_all(procs)
+    stop_recorded(procs)
     for state_dir in rec.get("clusters", []):
         if os.path.exists(os.path.join(state_dir, "state.json")):
             from cluster.harness.cluster import Cluster  # pylint: disable=import-outside-toplevel

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
@@ -52,3 +53,14 @@ def signal_recorded(pid: int | None, start_time: int | None, sig: int) -> bool:
         except ProcessLookupError:
             pass
     return False
+
+
+def stop_recorded(procs, timeout: float = 5.0) -> None:
+    """SIGTERM to each recorded (pid, start_time) still running, SIGKILL to those left after *timeout*."""
+    procs = [p for p in procs if signal_recorded(p[0], p[1], signal.SIGTERM)]
+    deadline = time.monotonic() + timeout
+    while procs and time.monotonic() < deadline:
+        time.sleep(0.1)
+        procs = [p for p in procs if pid_alive(*p)]
+    for p in procs:
+        signal_recorded(p[0], p[1], signal.SIGKILL)
